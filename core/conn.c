@@ -1,0 +1,286 @@
+#include "conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gl.h"
+
+static void destroy(gl_conn *c) {
+  gl_buf_free(&c->in);
+  gl_buf_free(&c->out);
+  free(c);
+}
+
+static void close_now(gl_conn *c, int reason, int err) {
+  struct ev_loop *loop = c->env->loop;
+  if (c->flags & GL_CONN_CLOSED) return;
+  ev_io_stop(loop, &c->rio);
+  ev_io_stop(loop, &c->wio);
+  ev_timer_stop(loop, &c->timer);
+  close(c->fd);
+  c->fd = -1;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    c->env->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  c->flags = (c->flags | GL_CONN_CLOSED) & ~GL_CONN_CLOSING;
+  if (!c->reason) c->reason = reason;
+  if (!c->err) c->err = err;
+  if (c->env->stats) {
+    c->env->stats->connections--;
+    c->env->stats->closed++;
+    if (c->reason == GL_CLOSE_ERROR) c->env->stats->errors++;
+  }
+  c->busy++;
+  c->cbs->on_close(c);
+  c->busy--;
+  if (!c->busy) destroy(c);
+}
+
+/* A failed read or write: a reset peer is a peer that went away. */
+static void fail(gl_conn *c, int e) {
+  int peer = e == ECONNRESET || e == EPIPE;
+  close_now(c, peer ? GL_CLOSE_PEER : GL_CLOSE_ERROR, e);
+}
+
+void gl_conn_update(gl_conn *c) {
+  struct ev_loop *loop = c->env->loop;
+  int want = (c->flags & GL_CONN_READING) &&
+             !(c->flags & (GL_CONN_EOF | GL_CONN_CLOSING | GL_CONN_CLOSED |
+                           GL_CONN_CONNECTING)) &&
+             c->in.len < c->in_max;
+  if (want && !ev_is_active(&c->rio))
+    ev_io_start(loop, &c->rio);
+  else if (!want && ev_is_active(&c->rio))
+    ev_io_stop(loop, &c->rio);
+}
+
+static void on_read(EV_P_ ev_io *w, int revents) {
+  gl_conn *c = w->data;
+  gl_buf own = c->in;
+  int borrowed = 0;
+  size_t room;
+  (void)revents;
+  if (c->in.len == 0 && c->env->scratch) {
+    c->in.data = c->env->scratch;
+    c->in.off = 0;
+    c->in.cap = GL_READ_CHUNK;
+    borrowed = 1;
+    room = GL_READ_CHUNK;
+  } else {
+    room = c->in_max > c->in.len ? c->in_max - c->in.len : 1;
+    if (room > GL_READ_CHUNK) room = GL_READ_CHUNK;
+    if (gl_buf_reserve(&c->in, room) != GL_OK) {
+      close_now(c, GL_CLOSE_ERROR, ENOMEM);
+      return;
+    }
+  }
+  ssize_t n = read(c->fd, gl_buf_tail(&c->in), room);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+    if (borrowed) c->in = own;
+    return;
+  }
+  if (n < 0) {
+    int e = errno;
+    if (borrowed) c->in = own;
+    fail(c, e);
+    return;
+  }
+  if (n == 0) {
+    c->flags |= GL_CONN_EOF;
+  } else {
+    c->in.len += (size_t)n;
+    c->last_active = ev_now(EV_A);
+    if (c->env->stats) c->env->stats->bytes_in += (size_t)n;
+  }
+  c->busy++;
+  c->cbs->on_data(c);
+  c->busy--;
+  if (borrowed) {
+    /* Keep what the owner left unread in storage of the connection's own. */
+    gl_buf left = c->in;
+    c->in = own;
+    if (left.len && !(c->flags & GL_CONN_CLOSED) &&
+        gl_buf_append(&c->in, gl_buf_head(&left), left.len) != GL_OK) {
+      close_now(c, GL_CLOSE_ERROR, ENOMEM);
+      return;
+    }
+  }
+  if (c->flags & GL_CONN_CLOSED) {
+    if (!c->busy) destroy(c);
+    return;
+  }
+  gl_conn_update(c);
+}
+
+
+static void on_write(EV_P_ ev_io *w, int revents) {
+  gl_conn *c = w->data;
+  (void)revents;
+  if (c->flags & GL_CONN_CONNECTING) {
+    int e = 0;
+    socklen_t len = sizeof e;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0) e = errno;
+    c->flags &= ~GL_CONN_CONNECTING;
+    if (e) {
+      close_now(c, GL_CLOSE_ERROR, e);
+      return;
+    }
+    c->last_active = ev_now(EV_A);
+    if (!c->out.len) ev_io_stop(EV_A_ w);
+    gl_conn_update(c);
+    c->busy++;
+    c->cbs->on_drain(c);
+    c->busy--;
+    if (c->flags & GL_CONN_CLOSED) {
+      if (!c->busy) destroy(c);
+    }
+    return;
+  }
+  if (c->out.len) {
+    ssize_t n = send(c->fd, gl_buf_head(&c->out), c->out.len, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+      fail(c, errno);
+      return;
+    }
+    gl_buf_consume(&c->out, (size_t)n);
+    c->last_active = ev_now(EV_A);
+    if (c->env->stats) c->env->stats->bytes_out += (size_t)n;
+  }
+  if (c->out.len == 0) {
+    ev_io_stop(EV_A_ w);
+    gl_buf_free(&c->out); /* an idle connection owns no output memory */
+    if (c->flags & GL_CONN_CLOSING) {
+      close_now(c, c->reason, 0);
+      return;
+    }
+  }
+  if (c->out.len <= c->low_water) {
+    c->busy++;
+    c->cbs->on_drain(c);
+    c->busy--;
+    if ((c->flags & GL_CONN_CLOSED) && !c->busy) destroy(c);
+  }
+}
+
+static void on_timer(EV_P_ ev_timer *w, int revents) {
+  gl_conn *c = w->data;
+  (void)revents;
+  if (c->flags & GL_CONN_CLOSING) {
+    close_now(c, c->reason, 0); /* linger deadline */
+    return;
+  }
+  ev_tstamp left = c->last_active + c->idle_timeout - ev_now(EV_A);
+  if (left > 0) {
+    w->repeat = left;
+    ev_timer_again(EV_A_ w);
+    return;
+  }
+  close_now(c, GL_CLOSE_TIMEOUT, 0);
+}
+
+gl_conn *gl_conn_new(gl_env *env, int fd, int connecting,
+                     const gl_conn_cbs *cbs, void *data) {
+  gl_conn *c = calloc(1, sizeof *c);
+  if (!c) {
+    close(fd);
+    return NULL;
+  }
+  c->env = env;
+  c->cbs = cbs;
+  c->data = data;
+  c->fd = fd;
+  c->in_max = GL_READ_CHUNK;
+  c->out_max = (size_t)-1;
+  c->linger = 5.0;
+  c->last_active = ev_now(env->loop);
+  ev_io_init(&c->rio, on_read, fd, EV_READ);
+  c->rio.data = c;
+  ev_io_init(&c->wio, on_write, fd, EV_WRITE);
+  c->wio.data = c;
+  ev_init(&c->timer, on_timer);
+  c->timer.data = c;
+  if (env->stats) env->stats->connections++;
+  c->next = env->conns;
+  if (c->next) c->next->prev = c;
+  env->conns = c;
+  if (connecting) {
+    c->flags |= GL_CONN_CONNECTING;
+    ev_io_start(env->loop, &c->wio);
+  }
+  return c;
+}
+
+void gl_conn_read(gl_conn *c, int on) {
+  if (on)
+    c->flags |= GL_CONN_READING;
+  else
+    c->flags &= ~GL_CONN_READING;
+  gl_conn_update(c);
+}
+
+void gl_conn_consume(gl_conn *c, size_t n) {
+  gl_buf_consume(&c->in, n);
+  if (c->in.len == 0 && c->in.data && c->in.data != c->env->scratch)
+    gl_buf_free(&c->in);
+  gl_conn_update(c);
+}
+
+int gl_conn_write(gl_conn *c, const char *p, size_t n) {
+  if (c->flags & (GL_CONN_CLOSED | GL_CONN_CLOSING)) return -EPIPE;
+  if (c->out.len == 0 && !(c->flags & GL_CONN_CONNECTING) && n) {
+    ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+    if (w < 0) {
+      int e = errno;
+      if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR) {
+        fail(c, e);
+        return -e;
+      }
+    } else {
+      p += w;
+      n -= (size_t)w;
+      c->last_active = ev_now(c->env->loop);
+      if (c->env->stats) c->env->stats->bytes_out += (size_t)w;
+    }
+  }
+  if (n == 0) return GL_OK;
+  if (n > c->out_max || c->out.len > c->out_max - n) return -ENOBUFS;
+  if (gl_buf_append(&c->out, p, n) != GL_OK) return -ENOBUFS;
+  ev_io_start(c->env->loop, &c->wio);
+  return GL_OK;
+}
+
+void gl_conn_close(gl_conn *c, int reason, double linger) {
+  if (c->flags & GL_CONN_CLOSED) return;
+  if (linger > 0 && c->out.len && !(c->flags & GL_CONN_CONNECTING)) {
+    if (c->flags & GL_CONN_CLOSING) return;
+    c->flags |= GL_CONN_CLOSING;
+    c->reason = reason;
+    gl_conn_update(c);
+    ev_timer_stop(c->env->loop, &c->timer);
+    ev_timer_set(&c->timer, linger, 0.);
+    ev_timer_start(c->env->loop, &c->timer);
+    return;
+  }
+  close_now(c, reason, 0);
+}
+
+void gl_conn_set_idle(gl_conn *c, double seconds) {
+  c->idle_timeout = seconds;
+  if (c->flags & (GL_CONN_CLOSING | GL_CONN_CLOSED)) return;
+  ev_timer_stop(c->env->loop, &c->timer);
+  if (seconds > 0) {
+    ev_timer_set(&c->timer, seconds, 0.);
+    ev_timer_start(c->env->loop, &c->timer);
+  }
+}
+
+void gl_env_close_all(gl_env *env) {
+  while (env->conns) close_now(env->conns, GL_CLOSE_LOCAL, 0);
+}

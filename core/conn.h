@@ -1,0 +1,122 @@
+/*
+ * conn.h: one TCP connection: reading on readiness, writing directly with a
+ * bounded queue for what the kernel did not take, idle timeout, lingering
+ * close.
+ *
+ * Ownership: the core allocates and frees a gl_conn. Its owner learns of
+ * the end through on_close, after which the pointer must not be used. A
+ * connection is never freed while one of its own callbacks runs: it is
+ * marked and freed when the callback returns.
+ *
+ * Input: each readiness event makes one read of at most GL_READ_CHUNK bytes.
+ * While the connection holds no unread input, the read lands in the worker's
+ * shared scratch buffer (gl_env.scratch) and only the bytes the owner leaves
+ * unread in on_data are copied to the connection's own buffer; so a
+ * connection whose owner consumes every chunk owns no input memory. Reading
+ * pauses while in.len >= in_max.
+ */
+#ifndef GL_CONN_H
+#define GL_CONN_H
+
+#include <ev.h>
+#include <stddef.h>
+
+#include "buf.h"
+#include "stats.h"
+
+#define GL_READ_CHUNK 65536
+
+/* What the connections of one worker share. */
+typedef struct gl_conn gl_conn;
+
+typedef struct gl_env {
+  struct ev_loop *loop;
+  gl_stats *stats;
+  char *scratch;   /* GL_READ_CHUNK bytes, owned by whoever made the env */
+  gl_conn *conns;  /* every connection not yet closed */
+} gl_env;
+
+typedef struct gl_conn_cbs {
+  /* New bytes in c->in, or GL_CONN_EOF newly set. */
+  void (*on_data)(gl_conn *c);
+  /* Queued output fell to c->low_water or below, or a connect finished. */
+  void (*on_drain)(gl_conn *c);
+  /* The descriptor is closed (c->reason, c->err say why); c is freed
+   * after this returns. */
+  void (*on_close)(gl_conn *c);
+} gl_conn_cbs;
+
+enum {
+  GL_CONN_EOF = 1,        /* the peer closed its side */
+  GL_CONN_CLOSING = 2,    /* flushing, then closing */
+  GL_CONN_CLOSED = 4,     /* descriptor closed */
+  GL_CONN_CONNECTING = 8, /* outbound connect in progress */
+  GL_CONN_READING = 16    /* the owner wants input */
+};
+
+enum {
+  GL_CLOSE_NONE = 0,
+  GL_CLOSE_LOCAL,   /* gl_conn_close */
+  GL_CLOSE_PEER,    /* reset by the peer (ECONNRESET, EPIPE) */
+  GL_CLOSE_TIMEOUT, /* idle timeout */
+  GL_CLOSE_ERROR    /* any other socket failure; c->err holds the errno */
+};
+
+struct gl_conn {
+  gl_env *env;
+  const gl_conn_cbs *cbs;
+  void *data; /* the owner's */
+  int fd;
+  unsigned flags;
+  int reason; /* GL_CLOSE_*, once closing or closed */
+  int err;    /* errno of the failure, or 0 */
+  int busy;   /* callbacks of this connection on the C stack */
+  gl_buf in, out;
+  size_t in_max;    /* reading pauses at this much unread input */
+  size_t out_max;   /* queued output may never pass this */
+  size_t low_water; /* on_drain fires when queued output falls to this */
+  double idle_timeout; /* seconds without I/O before closing; 0 = never */
+  double linger;       /* longest a flushing close may wait */
+  ev_tstamp last_active;
+  ev_io rio, wio;
+  ev_timer timer; /* idle timeout, then linger deadline */
+  gl_conn *prev, *next; /* in env->conns */
+};
+
+/* Takes ownership of fd. connecting != 0: fd has a connect in progress
+ * (gl_sock_connect); on_drain reports its end, with c->err set on failure.
+ * Returns NULL (fd closed) when out of memory. Reading starts with
+ * gl_conn_read. */
+gl_conn *gl_conn_new(gl_env *env, int fd, int connecting,
+                     const gl_conn_cbs *cbs, void *data);
+
+/* Starts (on != 0) or stops wanting input. */
+void gl_conn_read(gl_conn *c, int on);
+
+/* Marks n bytes of c->in as read and resumes reading if it had paused. */
+void gl_conn_consume(gl_conn *c, size_t n);
+
+/* Re-evaluates whether to read after in_max changed. */
+void gl_conn_update(gl_conn *c);
+
+/* Writes n bytes: directly when nothing is queued, queueing what the kernel
+ * does not take. Returns GL_OK; -ENOBUFS if the queue would pass out_max
+ * (nothing more is queued; the caller decides); or -errno when the socket
+ * failed, in which case c has been closed (on_close has run). */
+int gl_conn_write(gl_conn *c, const char *p, size_t n);
+
+/* Closes. With linger > 0 and output queued, reading stops and the close
+ * waits until the queue is written or linger seconds pass. reason is
+ * reported in c->reason. May run on_close before returning. */
+void gl_conn_close(gl_conn *c, int reason, double linger);
+
+/* Arms the idle timeout (seconds; 0 = off). */
+void gl_conn_set_idle(gl_conn *c, double seconds);
+
+/* Closes every connection of env at once (reason GL_CLOSE_LOCAL), as at
+ * teardown: on_close runs for each. */
+void gl_env_close_all(gl_env *env);
+
+static inline size_t gl_conn_queued(const gl_conn *c) { return c->out.len; }
+
+#endif

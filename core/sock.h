@@ -1,0 +1,32 @@
+/*
+ * sock.h: thin helpers over the BSD socket calls. Every descriptor they
+ * return is non-blocking and close-on-exec.
+ */
+#ifndef GL_SOCK_H
+#define GL_SOCK_H
+
+#include <stddef.h>
+
+/* Binds and listens on host:port (port 0 picks a free one; host is a numeric
+ * address or a name from /etc/hosts). Returns the descriptor, or -1 with a
+ * message in err. *bound receives the port actually bound. */
+int gl_sock_listen(const char *host, int port, int backlog, int *bound,
+                   char *err, size_t errlen);
+
+/* Starts a non-blocking connect to host:port. Returns the descriptor (the
+ * connect may still be in progress: wait for writability, then call
+ * gl_sock_connect_result) or -1 with a message in err. */
+int gl_sock_connect(const char *host, int port, char *err, size_t errlen);
+
+/* After writability of a connecting socket: GL_OK, or -errno. */
+int gl_sock_connect_result(int fd);
+
+/* Formats the peer (peer != 0) or local address of fd. Fills ip, *port and
+ * *family (4 or 6). Returns GL_OK or -errno. */
+int gl_sock_name(int fd, int peer, char *ip, size_t iplen, int *port,
+                 int *family);
+
+/* Prepares an accepted descriptor: TCP_NODELAY. */
+void gl_sock_tune(int fd);
+
+#endif

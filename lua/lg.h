@@ -1,0 +1,186 @@
+/*
+ * lg.h: what the files of the Lua binding share.
+ *
+ * One runtime (lg_rt) per lua_State: an ev_loop, the core's connection env,
+ * counters, and the scheduler's ready queue. Every Lua callback runs in a
+ * fiber: a coroutine the runtime created, anchored while it lives, resumed
+ * only from loop callbacks with the runtime's main thread as `from`.
+ *
+ * A blocking-style call (receive, accept, sleep, ...) waits through
+ * lg_wait: inside a fiber it yields; in any other thread (the main chunk of a
+ * plain script) it runs the loop until the wait ends. The same continuation
+ * function serves both, so each call is written once.
+ */
+#ifndef LG_H
+#define LG_H
+
+#include <ev.h>
+
+#include "conn.h"
+#include "gl.h"
+#include "lauxlib.h"
+#include "listener.h"
+#include "lua.h"
+#include "stats.h"
+
+#define LG_SOCKET "glisten.socket"
+#define LG_SERVER "glisten.server"
+#define LG_LISTENER "glisten.listener"
+#define LG_TIMER "glisten.timer"
+#define LG_FIBER "glisten.fiber"
+
+/* Defaults of the server options (README "Options"). */
+#define LG_MAX_OUTPUT (4u << 20)  /* max_output: bytes of unsent output */
+#define LG_HIGH_WATER (64u << 10) /* send waits while more is queued */
+#define LG_MAX_LINE (64u << 10)   /* max_line */
+#define LG_MAX_MAILBOX 1024       /* max_mailbox: queued posts */
+#define LG_LINGER 5.0             /* longest a closing socket flushes */
+#define LG_BACKLOG 1024
+
+/* Why a wait ended. */
+enum { LG_WAKE_NONE = 0, LG_WAKE_EVENT, LG_WAKE_TIMEOUT };
+
+/* Why a connection ended: the with_close reasons. */
+enum {
+  LG_R_NONE = 0,
+  LG_R_CLOSED,   /* "closed": the peer closed */
+  LG_R_LOCAL,    /* "local": the script closed it */
+  LG_R_TIMEOUT,  /* "timeout": idle timeout */
+  LG_R_SHUTDOWN, /* "shutdown": server stopping */
+  LG_R_ERROR     /* "error": a callback raised or the socket failed */
+};
+
+typedef struct lg_rt lg_rt;
+typedef struct lg_fiber lg_fiber;
+typedef struct lg_socket lg_socket;
+typedef struct lg_server lg_server;
+
+/* Fibers waiting for one thing, first come first served. */
+typedef struct lg_waitq {
+  lg_fiber *head, *tail;
+} lg_waitq;
+
+/* Called when a fiber's function returns (status LUA_OK) or raises (status
+ * is the error code; the message is on top of f->th). */
+typedef void lg_done_fn(lg_fiber *f, int status);
+
+struct lg_fiber {
+  lg_rt *rt;
+  lua_State *th;
+  int managed;  /* 0: the stack-allocated waiter of an unmanaged thread */
+  int waiting;  /* suspended in lg_wait */
+  int woken;    /* LG_WAKE_* of the last wait */
+  int queued;   /* in the ready queue */
+  int nargs;    /* values to pass at the next resume */
+  lg_waitq *q;  /* the queue it waits in, or NULL */
+  lg_fiber *prev, *next; /* links in q */
+  lg_fiber *rnext;       /* link in the ready queue */
+  ev_timer timer;        /* the wait's timeout */
+  lg_done_fn *done;      /* NULL: log errors and forget */
+  lg_socket *sock;       /* for connection fibers */
+  int phase;             /* connection fibers: 0 serving, 1 in with_close */
+};
+
+struct lg_rt {
+  lua_State *L; /* main thread */
+  struct ev_loop *loop;
+  gl_env env;
+  gl_stats stats;
+  ev_prepare prepare;
+  ev_idle idle;
+  lg_fiber *ready, *ready_tail;
+  int in_loop; /* ev_run frames on the C stack */
+  int running; /* fiber resumes on the C stack */
+  int stopped; /* glisten.stop() */
+  int defer;   /* > 0: wakes go through the ready queue */
+  long served; /* served connections whose fiber has not finished */
+  int used_net; /* a server, listener or connection was ever made */
+  double shutdown_timeout; /* the command's grace on SIGINT/SIGTERM */
+  lg_server *servers; /* open servers */
+  int closing;        /* lua_close in progress: call no Lua */
+};
+
+struct lg_socket {
+  lg_rt *rt;
+  gl_conn *conn; /* NULL once closed */
+  lua_Integer id;
+  double timeout;      /* default for receive/send/accept; < 0: none */
+  lg_waitq rq, wq;     /* waiting to read; waiting for output to drain */
+  lg_fiber *owner;     /* the connection fiber of a served connection */
+  lg_server *server;   /* server that accepted it, or NULL */
+  lg_socket *sprev, *snext; /* in server->socks */
+  int reason;          /* LG_R_*, once known */
+  const char *detail;  /* static text for reason "error" from the socket */
+  int eof;             /* the peer closed its side */
+  int nmail, mhead;    /* mailbox: count, index of the oldest */
+  int max_mail;        /* mailbox slots */
+  size_t max_line, max_output, high_water;
+  size_t in_base;      /* in_max while no receive asks for more */
+};
+
+/* Options of a server, as given to glisten.serve (README "Options"). */
+typedef struct lg_opts {
+  const char *host;
+  int port, backlog;
+  long max_connections; /* 0: none */
+  double idle_timeout;  /* 0: none */
+  size_t max_output, max_line;
+  int max_mailbox;
+  double shutdown_timeout; /* grace of a graceful stop (the command's signals) */
+} lg_opts;
+
+struct lg_server {
+  lg_rt *rt;
+  gl_listener l;
+  int open;     /* accepting (listener open) */
+  int ref;      /* anchor while open or while connections remain */
+  lg_opts o;
+  char host[64];
+  long nconns;
+  lg_socket *socks; /* live connections */
+  ev_timer grace;   /* close(grace) deadline */
+  lg_server *next;  /* in rt->servers */
+};
+
+/* sched.c */
+lg_rt *lg_rt_get(lua_State *L);
+lg_rt *lg_rt_open(lua_State *L);
+lg_fiber *lg_current(lua_State *L);
+lg_fiber *lg_spawn(lua_State *L, int narg, lg_done_fn *done);
+int lg_wait(lua_State *L, lg_waitq *q, double deadline, lua_KFunction k);
+int lg_woken(lua_KContext ctx);
+void lg_wake(lg_fiber *f, int why);
+void lg_wake_all(lg_waitq *q);
+void lg_fiber_release(lg_fiber *f);
+void lg_fiber_start(lg_fiber *f, int nargs);
+int lg_fiber_kill(lg_fiber *f);
+void lg_run(lg_rt *rt);
+double lg_deadline(lg_rt *rt, double timeout);
+void lg_log_error(lg_rt *rt, const char *what, lua_State *co, int status);
+void lg_check_loop_allowed(lua_State *L, const char *fn);
+int lg_sched_open(lua_State *L);
+
+/* socket.c */
+lg_socket *lg_socket_new(lua_State *L, lg_rt *rt, gl_conn *c);
+void lg_socket_attach(lg_socket *s, gl_conn *c);
+void lg_socket_release(lg_socket *s);
+void lg_push_next_event(lua_State *L);
+void lg_push_socket(lua_State *L, lg_socket *s);
+lg_socket *lg_check_socket(lua_State *L, int idx);
+void lg_socket_close(lg_socket *s, int reason, double linger);
+void lg_socket_peer(lg_socket *s, char *buf, size_t len);
+const char *lg_reason_name(int reason);
+extern const gl_conn_cbs lg_socket_cbs;
+int lg_socket_open(lua_State *L);
+
+/* server.c */
+int lg_server_open(lua_State *L);
+void lg_server_close(lg_server *sv, double grace);
+void lg_server_conn_done(lg_server *sv, lg_socket *s);
+int lg_opts_read(lua_State *L, int idx, lg_opts *o, int strict);
+void lg_opts_default(lg_opts *o);
+
+/* glisten.c */
+int luaopen_glisten(lua_State *L);
+
+#endif

@@ -1,0 +1,313 @@
+/*
+ * main.c: the glisten-lua command.
+ *
+ *   glisten-lua [options] SCRIPT [PORT]
+ *
+ * Loads SCRIPT, serves its handler (a returned table's or the globals'),
+ * prints "listening on HOST:PORT" on stderr, and runs until SIGINT/SIGTERM,
+ * then drains. Exit codes: 0 after a graceful shutdown, 1 when the script
+ * fails to load or a port cannot be bound, 2 for bad arguments.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lg.h"
+#include "lualib.h"
+
+static const char USAGE[] =
+    "usage: glisten-lua [options] SCRIPT [PORT]\n"
+    "\n"
+    "Serves SCRIPT, which returns a table of callbacks or defines them as\n"
+    "globals: handler(msg, state) (required), with_init(state),\n"
+    "with_close(state, reason [, detail]), with_message(value, state).\n"
+    "\n"
+    "options:\n"
+    "  --host HOST              address to bind (default 127.0.0.1)\n"
+    "  --port PORT              port (default 0: any free port); or PORT\n"
+    "  --backlog N              listen backlog (default 1024)\n"
+    "  --max-connections N      accept at most N at once (default: no cap)\n"
+    "  --idle-timeout SECONDS   close connections idle this long (default off)\n"
+    "  --max-output BYTES       cap on a connection's unsent output (4 MiB)\n"
+    "  --max-line BYTES         longest line receive(\"*l\") takes (64 KiB)\n"
+    "  --max-mailbox N          posts queued per connection (1024)\n"
+    "  --shutdown-timeout SECONDS  grace for open connections on SIGTERM (5)\n"
+    "  --check                  load the script, report errors, and exit\n"
+    "  --help                   show this help\n"
+    "  --version                show the version\n";
+
+enum { OPT_STR, OPT_INT, OPT_NUM };
+
+static const struct {
+  const char *flag, *key;
+  int kind;
+} options[] = {{"--host", "host", OPT_STR},
+               {"--port", "port", OPT_INT},
+               {"--backlog", "backlog", OPT_INT},
+               {"--max-connections", "max_connections", OPT_INT},
+               {"--idle-timeout", "idle_timeout", OPT_NUM},
+               {"--max-output", "max_output", OPT_INT},
+               {"--max-line", "max_line", OPT_INT},
+               {"--max-mailbox", "max_mailbox", OPT_INT},
+               {"--shutdown-timeout", "shutdown_timeout", OPT_NUM},
+               {NULL, NULL, 0}};
+
+static const char *progname = "glisten-lua";
+
+static void die_usage(const char *fmt, const char *a) {
+  fprintf(stderr, "%s: ", progname);
+  fprintf(stderr, fmt, a);
+  fprintf(stderr, "\n%s", USAGE);
+  exit(2);
+}
+
+static int msghandler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)",
+                          luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+/* Stores a flag's value in the table on top, converted to its kind. */
+static void put_option(lua_State *L, int i, const char *v) {
+  char *end;
+  if (options[i].kind == OPT_STR) {
+    lua_pushstring(L, v);
+  } else if (options[i].kind == OPT_INT) {
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || end == v || *end) die_usage("%s needs a whole number", options[i].flag);
+    lua_pushinteger(L, (lua_Integer)n);
+  } else {
+    errno = 0;
+    double d = strtod(v, &end);
+    if (errno || end == v || *end) die_usage("%s needs a number", options[i].flag);
+    lua_pushnumber(L, d);
+  }
+  lua_setfield(L, -2, options[i].key);
+}
+
+static int check_opts(lua_State *L) {
+  lg_opts o;
+  lg_opts_read(L, 1, &o, 0);
+  return 0;
+}
+
+/* --- shutdown on signals ---------------------------------------------- */
+
+static ev_signal sigint_w, sigterm_w;
+static ev_timer drain_w, deadline_w;
+static int stopping;
+
+static void on_drain_check(EV_P_ ev_timer *w, int revents) {
+  lg_rt *rt = w->data;
+  (void)revents;
+  if (rt->served == 0) {
+    rt->stopped = 1;
+    ev_break(EV_A_ EVBREAK_ALL);
+  }
+}
+
+static void on_deadline(EV_P_ ev_timer *w, int revents) {
+  lg_rt *rt = w->data;
+  (void)revents;
+  fprintf(stderr, "%s: connections still open after the grace period; "
+                  "exiting\n", progname);
+  rt->stopped = 1;
+  ev_break(EV_A_ EVBREAK_ALL);
+}
+
+static void on_signal(EV_P_ ev_signal *w, int revents) {
+  lg_rt *rt = w->data;
+  double grace = rt->shutdown_timeout;
+  (void)revents;
+  if (stopping) {
+    fprintf(stderr, "%s: second signal; exiting now\n", progname);
+    _exit(1);
+  }
+  stopping = 1;
+  fprintf(stderr, "%s: stopping (%s); %d connection(s) open, %.3gs grace\n",
+          progname, w->signum == SIGINT ? "SIGINT" : "SIGTERM",
+          (int)rt->served, grace);
+  while (rt->servers) lg_server_close(rt->servers, grace);
+  ev_timer_init(&drain_w, on_drain_check, 0., 0.05);
+  drain_w.data = rt;
+  ev_timer_again(EV_A_ & drain_w);
+  ev_timer_init(&deadline_w, on_deadline, grace + LG_LINGER + 1, 0.);
+  deadline_w.data = rt;
+  ev_timer_start(EV_A_ & deadline_w);
+}
+
+static void watch_signals(lg_rt *rt) {
+  signal(SIGPIPE, SIG_IGN);
+  ev_signal_init(&sigint_w, on_signal, SIGINT);
+  sigint_w.data = rt;
+  ev_signal_start(rt->loop, &sigint_w);
+  ev_unref(rt->loop);
+  ev_signal_init(&sigterm_w, on_signal, SIGTERM);
+  sigterm_w.data = rt;
+  ev_signal_start(rt->loop, &sigterm_w);
+  ev_unref(rt->loop);
+}
+
+/* --- main ------------------------------------------------------------- */
+
+static const char *const copied[] = {"handler", "with_init", "with_close",
+                                     "with_message", NULL};
+
+int main(int argc, char **argv) {
+  const char *script = NULL, *port = NULL;
+  int check = 0, i, j, only_positional = 0;
+  lua_State *L = luaL_newstate();
+  if (!L) {
+    fprintf(stderr, "%s: cannot create a Lua state\n", progname);
+    return 1;
+  }
+  luaL_openlibs(L);
+  luaL_requiref(L, "glisten", luaopen_glisten, 1);
+  lua_pop(L, 1);
+  lg_rt *rt = lg_rt_get(L);
+
+  lua_newtable(L); /* 1: options given on the command line */
+  for (i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!only_positional && a[0] == '-' && a[1]) {
+      const char *eq = strchr(a, '=');
+      size_t n = eq ? (size_t)(eq - a) : strlen(a);
+      if (strcmp(a, "--") == 0) {
+        only_positional = 1;
+        continue;
+      }
+      if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        fputs(USAGE, stdout);
+        return 0;
+      }
+      if (strcmp(a, "--version") == 0 || strcmp(a, "-v") == 0) {
+        printf("glisten-lua %s (%s, libev %d.%d)\n", GLISTEN_VERSION,
+               LUA_RELEASE, ev_version_major(), ev_version_minor());
+        return 0;
+      }
+      if (strcmp(a, "--check") == 0) {
+        check = 1;
+        continue;
+      }
+      for (j = 0; options[j].flag; j++)
+        if (strlen(options[j].flag) == n && strncmp(options[j].flag, a, n) == 0)
+          break;
+      if (!options[j].flag) die_usage("unknown option '%s'", a);
+      if (eq)
+        put_option(L, j, eq + 1);
+      else if (i + 1 < argc)
+        put_option(L, j, argv[++i]);
+      else
+        die_usage("%s needs a value", options[j].flag);
+    } else if (!script) {
+      script = a;
+    } else if (!port) {
+      port = a;
+    } else {
+      die_usage("unexpected argument '%s'", a);
+    }
+  }
+  if (!script) die_usage("%s", "no SCRIPT given");
+  if (port) {
+    for (j = 0; strcmp(options[j].key, "port"); j++) {
+    }
+    put_option(L, j, port);
+  }
+  lua_pushcfunction(L, check_opts);
+  lua_pushvalue(L, 1);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) die_usage("%s", lua_tostring(L, -1));
+
+  /* arg, as lua.c sets it */
+  lua_createtable(L, 1, 1);
+  lua_pushstring(L, argv[0]);
+  lua_rawseti(L, -2, -1);
+  lua_pushstring(L, script);
+  lua_rawseti(L, -2, 0);
+  lua_setglobal(L, "arg");
+
+  lua_pushcfunction(L, msghandler); /* 2 */
+  if (luaL_loadfile(L, script) != LUA_OK ||
+      lua_pcall(L, 0, 1, 2) != LUA_OK) {
+    fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
+    return 1;
+  }
+  /* 3: where the callbacks are: the returned table, or the globals */
+  int from_table = lua_type(L, 3) == LUA_TTABLE;
+  if (!from_table) {
+    lua_pop(L, 1);
+    lua_pushglobaltable(L);
+  }
+  int t = lua_getfield(L, 3, "handler");
+  lua_pop(L, 1);
+  if (t != LUA_TNIL && t != LUA_TFUNCTION) {
+    fprintf(stderr, "%s: %s: 'handler' must be a function, not a %s\n",
+            progname, script, lua_typename(L, t));
+    return 1;
+  }
+  int has_handler = t == LUA_TFUNCTION;
+  if (!has_handler && !rt->servers && !rt->used_net) {
+    fprintf(stderr, "%s: %s defines no handler(msg, state) and starts no "
+                    "server\n", progname, script);
+    return 1;
+  }
+  if (check) {
+    printf("%s: ok\n", script);
+    lua_close(L);
+    return 0;
+  }
+  if (has_handler) {
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, -1, "glisten");
+    lua_getfield(L, -1, "serve");
+    lua_newtable(L); /* the options: the script's, then the command line's */
+    if (from_table)
+      for (j = 0; options[j].flag; j++) {
+        lua_getfield(L, 3, options[j].key);
+        lua_setfield(L, -2, options[j].key);
+      }
+    for (j = 0; copied[j]; j++) {
+      lua_getfield(L, 3, copied[j]);
+      lua_setfield(L, -2, copied[j]);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_settable(L, -4);
+    }
+    if (lua_pcall(L, 1, 2, 2) != LUA_OK) {
+      fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
+      return 1;
+    }
+    if (lua_isnil(L, -2)) {
+      fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
+      return 1;
+    }
+    lua_settop(L, 3);
+  }
+  rt->shutdown_timeout = 5.0;
+  if (from_table && lua_getfield(L, 3, "shutdown_timeout") == LUA_TNUMBER)
+    rt->shutdown_timeout = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  if (lua_getfield(L, 1, "shutdown_timeout") == LUA_TNUMBER)
+    rt->shutdown_timeout = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  for (lg_server *sv = rt->servers; sv; sv = sv->next)
+    fprintf(stderr, strchr(sv->host, ':') ? "listening on [%s]:%d\n"
+                                          : "listening on %s:%d\n",
+            sv->host, sv->l.port);
+  watch_signals(rt);
+  lg_run(rt);
+  lua_close(L);
+  return 0;
+}

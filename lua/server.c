@@ -1,0 +1,603 @@
+/*
+ * server.c: glisten.serve (the acceptor and the life of each served
+ * connection) and the low-level glisten.listen / listener:accept flow.
+ *
+ * Each accepted connection gets one fiber that runs the connection loop
+ * (CONN_MAIN below): with_init, then handler for input and with_message for
+ * posts, one at a time and in order. When the loop ends, because the peer
+ * closed, the script closed, a timeout, a shutdown or an error, the same
+ * thread runs with_close exactly once; then the socket is closed (after
+ * flushing) and forgotten.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lg.h"
+#include "log.h"
+
+static char CONN_MAIN_KEY;
+
+static const char CONN_MAIN[] =
+    "local next_event = ...\n"
+    "return function(sock, state, h)\n"
+    "  local init = h.with_init\n"
+    "  if init then init(state) end\n"
+    "  local handler, with_message = h.handler, h.with_message\n"
+    "  while true do\n"
+    "    local kind, v = next_event(sock)\n"
+    "    if kind == 1 then handler(v, state)\n"
+    "    elseif kind == 2 then with_message(v, state)\n"
+    "    else return end\n"
+    "  end\n"
+    "end\n";
+
+/* --- options --------------------------------------------------------- */
+
+void lg_opts_default(lg_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->host = "127.0.0.1";
+  o->backlog = LG_BACKLOG;
+  o->max_output = LG_MAX_OUTPUT;
+  o->max_line = LG_MAX_LINE;
+  o->max_mailbox = LG_MAX_MAILBOX;
+  o->shutdown_timeout = 5.0;
+}
+
+static lua_Integer opt_int(lua_State *L, int idx, const char *k,
+                           lua_Integer def, lua_Integer lo, lua_Integer hi) {
+  lua_Integer v = def;
+  int isint;
+  if (lua_getfield(L, idx, k) != LUA_TNIL) {
+    v = lua_tointegerx(L, -1, &isint);
+    if (!isint || v < lo || v > hi)
+      luaL_error(L, "option '%s' must be an integer from %I to %I", k,
+                 (LUAI_UACINT)lo, (LUAI_UACINT)hi);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static double opt_num(lua_State *L, int idx, const char *k, double def) {
+  double v = def;
+  int isnum;
+  if (lua_getfield(L, idx, k) != LUA_TNIL) {
+    v = lua_tonumberx(L, -1, &isnum);
+    if (!isnum || v < 0 || isnan(v))
+      luaL_error(L, "option '%s' must be a number of seconds >= 0", k);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static const char *const known_keys[] = {
+    "host", "port", "backlog", "max_connections", "idle_timeout",
+    "max_output", "max_line", "max_mailbox", "shutdown_timeout", "handler",
+    "with_init", "with_close", "with_message", NULL};
+
+/* [-0, +0, e] Reads the options in the table at idx into o (defaults for
+ * the rest). Raises on a value of the wrong type or range and, with strict,
+ * on an unknown key. o->host points into the table: keep it alive. */
+int lg_opts_read(lua_State *L, int idx, lg_opts *o, int strict) {
+  idx = lua_absindex(L, idx);
+  lg_opts_default(o);
+  if (lua_getfield(L, idx, "host") != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "option 'host' must be a string");
+    o->host = lua_tostring(L, -1);
+  }
+  lua_pop(L, 1);
+  o->port = (int)opt_int(L, idx, "port", 0, 0, 65535);
+  o->backlog = (int)opt_int(L, idx, "backlog", LG_BACKLOG, 1, 65535);
+  o->max_connections =
+      (long)opt_int(L, idx, "max_connections", 0, 0, 100000000);
+  o->idle_timeout = opt_num(L, idx, "idle_timeout", 0);
+  o->max_output =
+      (size_t)opt_int(L, idx, "max_output", LG_MAX_OUTPUT, 1, 1LL << 40);
+  o->max_line = (size_t)opt_int(L, idx, "max_line", LG_MAX_LINE, 1, 1LL << 30);
+  o->max_mailbox =
+      (int)opt_int(L, idx, "max_mailbox", LG_MAX_MAILBOX, 1, 1 << 24);
+  o->shutdown_timeout = opt_num(L, idx, "shutdown_timeout", 5.0);
+  if (strict) {
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+      int ok = 0;
+      if (lua_type(L, -2) == LUA_TSTRING)
+        for (const char *const *k = known_keys; *k; k++)
+          if (strcmp(*k, lua_tostring(L, -2)) == 0) ok = 1;
+      if (!ok)
+        luaL_error(L, "unknown option '%s'", luaL_tolstring(L, -2, NULL));
+      lua_pop(L, 1);
+    }
+  }
+  return 0;
+}
+
+/* --- served connections ----------------------------------------------- */
+
+static void server_unanchor(lg_server *sv) {
+  if (sv->ref != LUA_NOREF && !sv->rt->closing)
+    luaL_unref(sv->rt->L, LUA_REGISTRYINDEX, sv->ref);
+  sv->ref = LUA_NOREF;
+}
+
+static void conn_finish(lg_fiber *f) {
+  lg_socket *s = f->sock;
+  lg_server *sv = s->server;
+  lg_socket_close(s, LG_R_LOCAL, LG_LINGER);
+  if (sv) {
+    if (s->sprev)
+      s->sprev->snext = s->snext;
+    else
+      sv->socks = s->snext;
+    if (s->snext) s->snext->sprev = s->sprev;
+    s->sprev = s->snext = NULL;
+    sv->nconns--;
+  }
+  f->rt->served--;
+  s->owner = NULL;
+  s->server = NULL;
+  f->sock = NULL;
+  lg_socket_release(s);
+  lg_fiber_release(f);
+  if (!sv) return;
+  if (sv->open && sv->o.max_connections && sv->nconns < sv->o.max_connections)
+    gl_listener_pause(&sv->l, 0);
+  if (!sv->open && !sv->nconns) {
+    ev_timer_stop(sv->rt->loop, &sv->grace);
+    server_unanchor(sv);
+  }
+}
+
+/* Makes f run with_close(state, reason [, detail]), or finishes at once if
+ * there is none. f's thread must be empty and not running. */
+static void start_close(lg_fiber *f, const char *detail) {
+  lg_socket *s = f->sock;
+  lua_State *co = f->th;
+  f->phase = 1;
+  lua_settop(co, 0);
+  lg_push_socket(co, s);
+  lua_getiuservalue(co, 1, 3);
+  if (lua_getfield(co, 2, "with_close") != LUA_TFUNCTION) {
+    lua_settop(co, 0);
+    conn_finish(f);
+    return;
+  }
+  lua_getiuservalue(co, 1, 2);
+  lua_pushstring(co, lg_reason_name(s->reason));
+  if (detail) lua_pushstring(co, detail);
+  lua_remove(co, 1);
+  lua_remove(co, 1);
+  lg_fiber_start(f, detail ? 3 : 2);
+}
+
+static void conn_done(lg_fiber *f, int status) {
+  lg_socket *s = f->sock;
+  lg_rt *rt = f->rt;
+  lua_State *co = f->th;
+  char what[128], peer[80];
+  if (status != LUA_OK) {
+    lg_socket_peer(s, peer, sizeof peer);
+    snprintf(what, sizeof what, "conn %lld (%s): %s", (long long)s->id, peer,
+             f->phase ? "error in with_close" : "script error");
+    lg_log_error(rt, what, co, status);
+  }
+  if (f->phase) {
+    conn_finish(f);
+    return;
+  }
+  if (status != LUA_OK) {
+    lua_State *L = rt->L;
+    lua_pushstring(L, lua_tostring(co, -1)); /* the traceback outlives co's stack */
+    lua_resetthread(co);
+    s->reason = LG_R_ERROR;
+    lg_socket_close(s, LG_R_ERROR, LG_LINGER);
+    start_close(f, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return;
+  }
+  if (!s->reason) s->reason = s->eof ? LG_R_CLOSED : LG_R_LOCAL;
+  start_close(f, s->reason == LG_R_ERROR ? s->detail : NULL);
+}
+
+/* Closes a served connection for a shutdown. A fiber waiting on something
+ * other than its own socket (a sleep, another socket) is cut short so that
+ * with_close runs now. */
+static void conn_shutdown(lg_socket *s) {
+  lg_fiber *f = s->owner;
+  lg_socket_close(s, LG_R_SHUTDOWN, LG_LINGER);
+  if (!f || !f->waiting || !lg_fiber_kill(f)) return;
+  if (f->phase == 0)
+    start_close(f, NULL);
+  else
+    conn_finish(f);
+}
+
+static void shutdown_all(lg_server *sv) {
+  lg_socket *s, *next;
+  sv->rt->defer++;
+  for (s = sv->socks; s; s = next) {
+    next = s->snext;
+    conn_shutdown(s);
+  }
+  sv->rt->defer--;
+}
+
+static void on_grace(EV_P_ ev_timer *w, int revents) {
+  (void)loop;
+  (void)revents;
+  shutdown_all(w->data);
+}
+
+/* Stops accepting at once; open connections are closed with "shutdown"
+ * after grace seconds (0: now). */
+void lg_server_close(lg_server *sv, double grace) {
+  lg_rt *rt = sv->rt;
+  if (sv->open) {
+    lg_server **p;
+    gl_listener_close(&sv->l);
+    sv->open = 0;
+    for (p = &rt->servers; *p; p = &(*p)->next)
+      if (*p == sv) {
+        *p = sv->next;
+        break;
+      }
+  }
+  if (!sv->nconns) {
+    server_unanchor(sv);
+    return;
+  }
+  if (grace > 0) {
+    if (!ev_is_active(&sv->grace)) {
+      ev_timer_set(&sv->grace, grace, 0.);
+      ev_timer_start(rt->loop, &sv->grace);
+    }
+  } else {
+    ev_timer_stop(rt->loop, &sv->grace);
+    shutdown_all(sv);
+  }
+}
+
+typedef struct accept_ctx {
+  lg_server *sv;
+  int fd;
+  lg_socket *s; /* once made */
+} accept_ctx;
+
+/* [-0, +0, m] The protected part of serving a new connection. */
+static int serve_conn(lua_State *L) {
+  accept_ctx *a = lua_touserdata(L, 1);
+  lg_server *sv = a->sv;
+  lg_rt *rt = sv->rt;
+  lg_socket *s = lg_socket_new(L, rt, NULL); /* 2 */
+  a->s = s;
+  s->max_line = sv->o.max_line;
+  s->max_output = sv->o.max_output;
+  s->max_mail = sv->o.max_mailbox;
+  lua_createtable(L, 0, 2); /* 3: state */
+  lua_pushvalue(L, 2);
+  lua_setfield(L, 3, "socket");
+  lua_pushvalue(L, 3);
+  lua_setiuservalue(L, 2, 2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, sv->ref);
+  lua_getiuservalue(L, -1, 1); /* 5: handlers */
+  lua_remove(L, 4);
+  lua_pushvalue(L, 4);
+  lua_setiuservalue(L, 2, 3);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CONN_MAIN_KEY);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_pushvalue(L, 4);
+  lg_fiber *f = lg_spawn(L, 3, conn_done);
+  gl_conn *c = gl_conn_new(&rt->env, a->fd, 0, &lg_socket_cbs, NULL);
+  a->fd = -1; /* gl_conn_new owns it now, even when it fails */
+  f->sock = s;
+  s->owner = f;
+  s->server = sv;
+  s->snext = sv->socks;
+  if (s->snext) s->snext->sprev = s;
+  sv->socks = s;
+  sv->nconns++;
+  rt->served++;
+  if (!c) return luaL_error(L, "out of memory");
+  lg_socket_attach(s, c);
+  gl_conn_set_idle(c, sv->o.idle_timeout);
+  if (sv->o.max_connections && sv->nconns >= sv->o.max_connections)
+    gl_listener_pause(&sv->l, 1);
+  return 0;
+}
+
+static void on_accept(gl_listener *l, int fd) {
+  lg_server *sv = l->data;
+  lg_rt *rt = sv->rt;
+  lua_State *L = rt->L;
+  accept_ctx a = {sv, fd, NULL};
+  lua_pushcfunction(L, serve_conn);
+  lua_pushlightuserdata(L, &a);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    rt->stats.errors++;
+    gl_log(GL_LOG_ERROR, "cannot serve a new connection: %s",
+           lua_tostring(L, -1));
+    lua_pop(L, 1);
+    if (a.fd >= 0) close(a.fd);
+    if (a.s && a.s->owner) {
+      lg_fiber *f = a.s->owner;
+      lg_fiber_kill(f);
+      conn_finish(f);
+    } else if (a.s) {
+      lg_socket_release(a.s);
+    }
+  }
+}
+
+/* glisten.serve{...} -> server | nil, err */
+static int glisten_serve(lua_State *L) {
+  lg_rt *rt = lg_rt_get(L);
+  lg_opts o;
+  char err[GL_ERRLEN];
+  static const char *const cbs[] = {"handler", "with_init", "with_close",
+                                    "with_message", NULL};
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  rt->used_net = 1;
+  lg_opts_read(L, 1, &o, 1);
+  lua_createtable(L, 0, 4); /* 2: handlers */
+  for (const char *const *k = cbs; *k; k++) {
+    int t = lua_getfield(L, 1, *k);
+    if (t == LUA_TNIL && k == cbs)
+      return luaL_error(L, "glisten.serve: 'handler' is required");
+    if (t != LUA_TNIL && t != LUA_TFUNCTION)
+      return luaL_error(L, "glisten.serve: '%s' must be a function", *k);
+    lua_setfield(L, 2, *k);
+  }
+  lg_server *sv = lua_newuserdatauv(L, sizeof *sv, 1); /* 3 */
+  memset(sv, 0, sizeof *sv);
+  sv->rt = rt;
+  sv->l.fd = -1;
+  sv->ref = LUA_NOREF;
+  sv->o = o;
+  snprintf(sv->host, sizeof sv->host, "%s", o.host);
+  sv->o.host = sv->host;
+  ev_timer_init(&sv->grace, on_grace, 0., 0.);
+  sv->grace.data = sv;
+  luaL_setmetatable(L, LG_SERVER);
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, 3, 1);
+  if (gl_listener_open(&sv->l, rt->loop, sv->host, o.port, o.backlog,
+                       on_accept, sv, err, sizeof err) != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  sv->l.stats = &rt->stats;
+  sv->open = 1;
+  lua_pushvalue(L, 3);
+  sv->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  sv->next = rt->servers;
+  rt->servers = sv;
+  return 1;
+}
+
+static lg_server *check_server(lua_State *L) {
+  return luaL_checkudata(L, 1, LG_SERVER);
+}
+
+/* server:close([grace]) */
+static int server_close(lua_State *L) {
+  lg_server *sv = check_server(L);
+  double grace = luaL_optnumber(L, 2, 0);
+  lg_server_close(sv, grace);
+  return 0;
+}
+
+static int server_index(lua_State *L) {
+  lg_server *sv = check_server(L);
+  const char *k = luaL_checkstring(L, 2);
+  if (strcmp(k, "port") == 0)
+    lua_pushinteger(L, sv->l.port);
+  else if (strcmp(k, "host") == 0)
+    lua_pushstring(L, sv->host);
+  else if (strcmp(k, "connections") == 0)
+    lua_pushinteger(L, sv->nconns);
+  else if (strcmp(k, "close") == 0)
+    lua_pushcfunction(L, server_close);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
+static int server_tostring(lua_State *L) {
+  lg_server *sv = check_server(L);
+  lua_pushfstring(L, "glisten.server (%s:%d%s)", sv->host, sv->l.port,
+                  sv->open ? "" : ", closed");
+  return 1;
+}
+
+static int server_gc(lua_State *L) {
+  lg_server *sv = lua_touserdata(L, 1);
+  if (!sv->rt->loop) return 0;
+  ev_timer_stop(sv->rt->loop, &sv->grace);
+  if (sv->open) {
+    lg_server **p;
+    gl_listener_close(&sv->l);
+    sv->open = 0;
+    for (p = &sv->rt->servers; *p; p = &(*p)->next)
+      if (*p == sv) {
+        *p = sv->next;
+        break;
+      }
+  }
+  return 0;
+}
+
+/* --- the low-level flow: listen and accept --------------------------- */
+
+#define PENDING_MAX 16
+
+typedef struct lg_lsock {
+  lg_rt *rt;
+  gl_listener l;
+  lg_waitq aq;
+  int pending[PENDING_MAX];
+  int npending;
+  char host[64];
+} lg_lsock;
+
+static void lsock_update(lg_lsock *ls) {
+  gl_listener_pause(&ls->l, !ls->aq.head || ls->npending >= PENDING_MAX);
+}
+
+static void on_lsock_accept(gl_listener *l, int fd) {
+  lg_lsock *ls = l->data;
+  if (ls->npending >= PENDING_MAX) {
+    close(fd); /* cannot happen: accepting pauses first */
+    return;
+  }
+  ls->pending[ls->npending++] = fd;
+  if (ls->aq.head) lg_wake(ls->aq.head, LG_WAKE_EVENT);
+  lsock_update(ls);
+}
+
+static int accept_k(lua_State *L, int status, lua_KContext ctx) {
+  lg_lsock *ls = lua_touserdata(L, 1);
+  double deadline = lua_tonumber(L, 3);
+  int why = lg_woken(ctx);
+  (void)status;
+  for (;;) {
+    if (ls->npending) {
+      int fd = ls->pending[0];
+      memmove(ls->pending, ls->pending + 1,
+              (size_t)--ls->npending * sizeof(int));
+      lsock_update(ls);
+      gl_conn *c = gl_conn_new(&ls->rt->env, fd, 0, &lg_socket_cbs, NULL);
+      if (!c) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "out of memory");
+        return 2;
+      }
+      lg_socket_new(L, ls->rt, c);
+      return 1;
+    }
+    if (ls->l.fd < 0) {
+      lua_pushnil(L);
+      lua_pushliteral(L, "closed");
+      return 2;
+    }
+    if (why == LG_WAKE_TIMEOUT) {
+      lsock_update(ls);
+      lua_pushnil(L);
+      lua_pushliteral(L, "timeout");
+      return 2;
+    }
+    gl_listener_pause(&ls->l, 0);
+    why = lg_wait(L, &ls->aq, deadline, accept_k);
+    lsock_update(ls);
+  }
+}
+
+/* listener:accept([timeout]) -> socket | nil, "timeout" | nil, "closed" */
+static int lsock_accept(lua_State *L) {
+  lg_lsock *ls = luaL_checkudata(L, 1, LG_LISTENER);
+  double t = luaL_optnumber(L, 2, -1);
+  lua_settop(L, 2);
+  lua_pushnumber(L, lg_deadline(ls->rt, t));
+  return accept_k(L, LUA_OK, 0);
+}
+
+static int lsock_close(lua_State *L) {
+  lg_lsock *ls = luaL_checkudata(L, 1, LG_LISTENER);
+  gl_listener_close(&ls->l);
+  while (ls->npending) close(ls->pending[--ls->npending]);
+  lg_wake_all(&ls->aq);
+  return 0;
+}
+
+static int lsock_gc(lua_State *L) {
+  lg_lsock *ls = lua_touserdata(L, 1);
+  if (ls->rt->loop) gl_listener_close(&ls->l);
+  while (ls->npending) close(ls->pending[--ls->npending]);
+  for (lg_fiber *f = ls->aq.head; f; f = f->next) f->q = NULL;
+  return 0;
+}
+
+static int lsock_index(lua_State *L) {
+  lg_lsock *ls = luaL_checkudata(L, 1, LG_LISTENER);
+  const char *k = luaL_checkstring(L, 2);
+  if (strcmp(k, "port") == 0)
+    lua_pushinteger(L, ls->l.port);
+  else if (strcmp(k, "host") == 0)
+    lua_pushstring(L, ls->host);
+  else if (strcmp(k, "accept") == 0)
+    lua_pushcfunction(L, lsock_accept);
+  else if (strcmp(k, "close") == 0)
+    lua_pushcfunction(L, lsock_close);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
+/* glisten.listen(port [, host | {host=, backlog=}]) -> listener | nil, err */
+static int glisten_listen(lua_State *L) {
+  lg_rt *rt = lg_rt_get(L);
+  lua_Integer port = luaL_checkinteger(L, 1);
+  const char *host = "127.0.0.1";
+  int backlog = LG_BACKLOG;
+  char err[GL_ERRLEN];
+  luaL_argcheck(L, port >= 0 && port <= 65535, 1, "port out of range");
+  rt->used_net = 1;
+  if (lua_type(L, 2) == LUA_TTABLE) {
+    lg_opts o;
+    lg_opts_read(L, 2, &o, 0);
+    host = o.host;
+    backlog = o.backlog;
+  } else if (!lua_isnoneornil(L, 2)) {
+    host = luaL_checkstring(L, 2);
+  }
+  lg_lsock *ls = lua_newuserdatauv(L, sizeof *ls, 0);
+  memset(ls, 0, sizeof *ls);
+  ls->rt = rt;
+  ls->l.fd = -1;
+  snprintf(ls->host, sizeof ls->host, "%s", host);
+  luaL_setmetatable(L, LG_LISTENER);
+  if (gl_listener_open(&ls->l, rt->loop, host, (int)port, backlog,
+                       on_lsock_accept, ls, err, sizeof err) != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  ls->l.stats = &rt->stats;
+  lsock_update(ls);
+  return 1;
+}
+
+static const luaL_Reg server_funcs[] = {
+    {"serve", glisten_serve}, {"listen", glisten_listen}, {NULL, NULL}};
+
+/* [-0, +0, m] Registers the server and listener types, compiles the
+ * connection loop, and adds serve and listen to the module table on top. */
+int lg_server_open(lua_State *L) {
+  luaL_newmetatable(L, LG_SERVER);
+  lua_pushcfunction(L, server_index);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, server_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushcfunction(L, server_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, LG_LISTENER);
+  lua_pushcfunction(L, lsock_index);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, lsock_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  if (luaL_loadbuffer(L, CONN_MAIN, sizeof CONN_MAIN - 1,
+                      "=glisten.connection") != LUA_OK)
+    return lua_error(L);
+  lg_push_next_event(L);
+  lua_call(L, 1, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &CONN_MAIN_KEY);
+  luaL_setfuncs(L, server_funcs, 0);
+  return 0;
+}

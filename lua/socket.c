@@ -1,0 +1,606 @@
+/*
+ * socket.c: the "glisten.socket" object, with LuaSocket's conventions:
+ * misuse raises; I/O failure returns nil, "closed" | "timeout" | message.
+ *
+ * The userdata holds a pointer to the core connection and is anchored in
+ * the registry table CONNS (by id) while the connection is open, and for a
+ * served connection until its with_close has run. Closing clears the
+ * pointer; __gc closes only what nothing else can reach.
+ *
+ * User values: 1 the mailbox (a ring of max_mailbox slots, made on first
+ * post), 2 the state table and 3 the handler table of a served connection.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "lg.h"
+#include "log.h"
+#include "sock.h"
+
+static char CONNS_KEY;
+static atomic_llong next_id = 1;
+
+static const char *const reason_names[] = {"", "closed", "local", "timeout",
+                                           "shutdown", "error"};
+
+const char *lg_reason_name(int reason) { return reason_names[reason]; }
+
+/* --- core callbacks ------------------------------------------------------ */
+
+static void on_data(gl_conn *c) {
+  lg_socket *s = c->data;
+  if (!s) return;
+  if (c->flags & GL_CONN_EOF) s->eof = 1;
+  lg_wake_all(&s->rq);
+}
+
+static void on_drain(gl_conn *c) {
+  lg_socket *s = c->data;
+  if (s) lg_wake_all(&s->wq);
+}
+
+static void forget(lg_socket *s) {
+  lua_State *L = s->rt->L;
+  if (s->rt->closing) return;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
+  lua_pushnil(L);
+  lua_rawseti(L, -2, s->id);
+  lua_pop(L, 1);
+}
+
+static void on_close(gl_conn *c) {
+  lg_socket *s = c->data;
+  if (!s) return;
+  s->conn = NULL;
+  c->data = NULL;
+  if (!s->reason) {
+    switch (c->reason) {
+      case GL_CLOSE_PEER: s->reason = LG_R_CLOSED; break;
+      case GL_CLOSE_TIMEOUT: s->reason = LG_R_TIMEOUT; break;
+      case GL_CLOSE_ERROR:
+        s->reason = LG_R_ERROR;
+        s->detail = strerror(c->err);
+        break;
+      default: s->reason = LG_R_LOCAL; break;
+    }
+  }
+  if (!s->owner) forget(s);
+  lg_wake_all(&s->rq);
+  lg_wake_all(&s->wq);
+}
+
+const gl_conn_cbs lg_socket_cbs = {on_data, on_drain, on_close};
+
+/* --- life ---------------------------------------------------------------- */
+
+/* [-0, +1, m] Wraps c (which may be NULL, to be attached later with
+ * lg_socket_attach) in a new socket object. */
+lg_socket *lg_socket_new(lua_State *L, lg_rt *rt, gl_conn *c) {
+  lg_socket *s = lua_newuserdatauv(L, sizeof *s, 3);
+  memset(s, 0, sizeof *s);
+  s->rt = rt;
+  s->id = atomic_fetch_add(&next_id, 1);
+  s->timeout = -1;
+  s->max_line = LG_MAX_LINE;
+  s->max_output = LG_MAX_OUTPUT;
+  s->high_water = LG_HIGH_WATER;
+  s->max_mail = LG_MAX_MAILBOX;
+  luaL_setmetatable(L, LG_SOCKET);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, s->id);
+  lua_pop(L, 1);
+  if (c) lg_socket_attach(s, c);
+  return s;
+}
+
+/* Connects s to c after its limits are set; starts reading. */
+void lg_socket_attach(lg_socket *s, gl_conn *c) {
+  s->conn = c;
+  c->data = s;
+  if (s->high_water > s->max_output) s->high_water = s->max_output;
+  s->in_base = GL_READ_CHUNK;
+  if (s->in_base < s->max_line + 2) s->in_base = s->max_line + 2;
+  c->in_max = s->in_base;
+  c->out_max = s->max_output;
+  c->low_water = s->high_water;
+  c->linger = LG_LINGER;
+  gl_conn_read(c, 1);
+}
+
+/* Closes s: reason (LG_R_*) is kept unless one is known already; queued
+ * output is flushed for at most linger seconds (0: dropped). Waiters are
+ * woken and see "closed". */
+void lg_socket_close(lg_socket *s, int reason, double linger) {
+  gl_conn *c = s->conn;
+  if (!s->reason) s->reason = reason;
+  if (!c) return;
+  s->conn = NULL;
+  c->data = NULL;
+  gl_conn_close(c, reason == LG_R_ERROR ? GL_CLOSE_ERROR : GL_CLOSE_LOCAL,
+                linger);
+  if (!s->owner) forget(s);
+  lg_wake_all(&s->rq);
+  lg_wake_all(&s->wq);
+}
+
+/* [-0, +1, -] Pushes s's userdata (s must not be forgotten yet). */
+void lg_push_socket(lua_State *L, lg_socket *s) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
+  lua_rawgeti(L, -1, s->id);
+  lua_remove(L, -2);
+}
+
+/* Forgets a served connection once its fiber is done. */
+void lg_socket_release(lg_socket *s) { forget(s); }
+
+void lg_socket_peer(lg_socket *s, char *buf, size_t len) {
+  char ip[64];
+  int port, fam;
+  if (!s->conn || gl_sock_name(s->conn->fd, 1, ip, sizeof ip, &port, &fam)) {
+    snprintf(buf, len, "closed");
+    return;
+  }
+  snprintf(buf, len, fam == 6 ? "[%s]:%d" : "%s:%d", ip, port);
+}
+
+lg_socket *lg_check_socket(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, LG_SOCKET);
+}
+
+static int sock_gc(lua_State *L) {
+  lg_socket *s = lua_touserdata(L, 1);
+  lg_fiber *f;
+  if (s->conn) {
+    gl_conn *c = s->conn;
+    s->conn = NULL;
+    c->data = NULL;
+    if (s->rt->loop) gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  }
+  /* Only at lua_close can fibers still wait here. */
+  for (f = s->rq.head; f; f = f->next) f->q = NULL;
+  for (f = s->wq.head; f; f = f->next) f->q = NULL;
+  return 0;
+}
+
+static void push_closed(lua_State *L, lg_socket *s) {
+  lua_pushnil(L);
+  if (s->reason == LG_R_ERROR && s->detail)
+    lua_pushstring(L, s->detail);
+  else if (s->reason == LG_R_TIMEOUT)
+    lua_pushliteral(L, "closed");
+  else
+    lua_pushliteral(L, "closed");
+}
+
+/* --- receive ------------------------------------------------------------- */
+
+enum { RCV_ANY, RCV_LINE, RCV_LINE_EOL, RCV_ALL, RCV_N };
+
+static int pattern(lua_State *L, int idx, size_t *n) {
+  const char *p;
+  if (lua_isnoneornil(L, idx)) return RCV_ANY;
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    lua_Integer v = luaL_checkinteger(L, idx);
+    luaL_argcheck(L, v >= 0, idx, "byte count must be >= 0");
+    *n = (size_t)v;
+    return RCV_N;
+  }
+  p = luaL_checkstring(L, idx);
+  if (*p == '*') p++;
+  if (p[0] && !p[1]) {
+    if (p[0] == 'l') return RCV_LINE;
+    if (p[0] == 'L') return RCV_LINE_EOL;
+    if (p[0] == 'a') return RCV_ALL;
+  }
+  return luaL_argerror(L, idx, "invalid pattern (expected \"*l\", \"*a\" or a count)");
+}
+
+static void want_input(lg_socket *s, size_t n) {
+  gl_conn *c = s->conn;
+  c->in_max = n > s->in_base ? n : s->in_base;
+  gl_conn_update(c);
+}
+
+static void take(lua_State *L, lg_socket *s, size_t push, size_t consume) {
+  gl_conn *c = s->conn;
+  lua_pushlstring(L, gl_buf_head(&c->in), push);
+  gl_conn_consume(c, consume);
+  if (c->in_max != s->in_base) want_input(s, 0);
+}
+
+/* [-0, +(0|1|2|3), m] Completes a receive if it can: pushes its results and
+ * returns their count, or returns 0 to wait for more input. */
+static int try_receive(lua_State *L, lg_socket *s, int mode, size_t n,
+                       int timed_out) {
+  gl_conn *c = s->conn;
+  const char *p, *nl;
+  size_t len;
+  if (!c) {
+    push_closed(L, s);
+    lua_pushliteral(L, "");
+    return 3;
+  }
+  p = gl_buf_head(&c->in);
+  len = c->in.len;
+  switch (mode) {
+    case RCV_LINE:
+    case RCV_LINE_EOL:
+      nl = len ? memchr(p, '\n', len) : NULL;
+      if (nl) {
+        size_t l = (size_t)(nl - p);
+        if (mode == RCV_LINE_EOL)
+          take(L, s, l + 1, l + 1);
+        else
+          take(L, s, l && p[l - 1] == '\r' ? l - 1 : l, l + 1);
+        return 1;
+      }
+      if (len > s->max_line + 1) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "line too long");
+        return 2;
+      }
+      want_input(s, s->max_line + 2);
+      break;
+    case RCV_N:
+      if (len >= n) {
+        take(L, s, n, n);
+        return 1;
+      }
+      want_input(s, n);
+      break;
+    case RCV_ANY:
+      if (len) {
+        take(L, s, len, len);
+        return 1;
+      }
+      break;
+    case RCV_ALL:
+      if (s->eof) {
+        take(L, s, len, len);
+        return 1;
+      }
+      want_input(s, SIZE_MAX);
+      break;
+  }
+  if (s->eof || timed_out) {
+    lua_pushnil(L);
+    if (s->eof)
+      lua_pushliteral(L, "closed");
+    else
+      lua_pushliteral(L, "timeout");
+    take(L, s, len, len);
+    return 3;
+  }
+  return 0;
+}
+
+static int receive_k(lua_State *L, int status, lua_KContext ctx) {
+  lg_socket *s = lua_touserdata(L, 1);
+  size_t n = 0;
+  int mode = pattern(L, 2, &n);
+  double deadline = lua_tonumber(L, 4);
+  int why = lg_woken(ctx), r;
+  (void)status;
+  for (;;) {
+    r = try_receive(L, s, mode, n, why == LG_WAKE_TIMEOUT);
+    if (r) return r;
+    why = lg_wait(L, &s->rq, deadline, receive_k);
+  }
+}
+
+static int sock_receive(lua_State *L) {
+  lg_socket *s = lg_check_socket(L, 1);
+  size_t n = 0;
+  double t;
+  pattern(L, 2, &n);
+  t = lua_isnoneornil(L, 3) ? s->timeout : luaL_checknumber(L, 3);
+  if (s->rq.head)
+    return luaL_error(L, "socket %d is already being read by another "
+                         "coroutine", (int)s->id);
+  lua_settop(L, 3);
+  lua_pushnumber(L, lg_deadline(s->rt, t));
+  return receive_k(L, LUA_OK, 0);
+}
+
+/* --- send ---------------------------------------------------------------- */
+
+static int send_k(lua_State *L, int status, lua_KContext ctx) {
+  lg_socket *s = lua_touserdata(L, 1);
+  size_t len;
+  const char *data = lua_tolstring(L, 2, &len);
+  lua_Integer i = lua_tointeger(L, 3), j = lua_tointeger(L, 4);
+  double deadline = lua_tonumber(L, 5);
+  int why = lg_woken(ctx), rc;
+  (void)status;
+  for (;;) {
+    gl_conn *c = s->conn;
+    if (!c) {
+      push_closed(L, s);
+      lua_pushinteger(L, 0);
+      return 3;
+    }
+    if (gl_conn_queued(c) > s->high_water) {
+      if (why == LG_WAKE_TIMEOUT) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "timeout");
+        lua_pushinteger(L, 0);
+        return 3;
+      }
+      why = lg_wait(L, &s->wq, deadline, send_k);
+      continue;
+    }
+    size_t n = j >= i ? (size_t)(j - i + 1) : 0;
+    rc = gl_conn_write(c, data + i - 1, n);
+    (void)len;
+    if (rc == 0) {
+      lua_pushinteger(L, (lua_Integer)n);
+      return 1;
+    }
+    if (rc == -ENOBUFS) {
+      s->detail = "output limit exceeded (max_output)";
+      lg_socket_close(s, LG_R_ERROR, 0);
+      lua_pushnil(L);
+      lua_pushstring(L, s->detail);
+      lua_pushinteger(L, 0);
+      return 3;
+    }
+    /* The socket failed and is closed now. */
+    push_closed(L, s);
+    lua_pushinteger(L, 0);
+    return 3;
+  }
+}
+
+/* sock:send(data [, i [, j]]): bytes i..j of data (as string.sub). */
+static int sock_send(lua_State *L) {
+  lg_socket *s = lg_check_socket(L, 1);
+  size_t len;
+  luaL_checklstring(L, 2, &len);
+  lua_Integer i = luaL_optinteger(L, 3, 1), j = luaL_optinteger(L, 4, -1);
+  if (i < 0) i = (lua_Integer)len + i + 1;
+  if (i < 1) i = 1;
+  if (j < 0) j = (lua_Integer)len + j + 1;
+  if (j > (lua_Integer)len) j = (lua_Integer)len;
+  lua_settop(L, 2);
+  lua_pushinteger(L, i);
+  lua_pushinteger(L, j);
+  lua_pushnumber(L, lg_deadline(s->rt, s->timeout));
+  return send_k(L, LUA_OK, 0);
+}
+
+/* --- the rest of the methods ----------------------------------------- */
+
+static int sock_close(lua_State *L) {
+  lg_socket *s = lg_check_socket(L, 1);
+  lg_socket_close(s, LG_R_LOCAL, LG_LINGER);
+  lua_pushinteger(L, 1);
+  return 1;
+}
+
+static int sock_settimeout(lua_State *L) {
+  lg_socket *s = lg_check_socket(L, 1);
+  if (lua_isnoneornil(L, 2)) {
+    s->timeout = -1;
+  } else {
+    double t = luaL_checknumber(L, 2);
+    s->timeout = t < 0 ? -1 : t;
+  }
+  lua_pushinteger(L, 1);
+  return 1;
+}
+
+static int push_name(lua_State *L, int peer) {
+  lg_socket *s = lg_check_socket(L, 1);
+  char ip[64];
+  int port, fam, rc;
+  if (!s->conn) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "closed");
+    return 2;
+  }
+  rc = gl_sock_name(s->conn->fd, peer, ip, sizeof ip, &port, &fam);
+  if (rc) {
+    lua_pushnil(L);
+    lua_pushstring(L, strerror(-rc));
+    return 2;
+  }
+  lua_pushstring(L, ip);
+  lua_pushinteger(L, port);
+  lua_pushstring(L, fam == 6 ? "inet6" : "inet");
+  return 3;
+}
+
+static int sock_getpeername(lua_State *L) { return push_name(L, 1); }
+static int sock_getsockname(lua_State *L) { return push_name(L, 0); }
+
+static int sock_index(lua_State *L) {
+  lg_socket *s = lua_touserdata(L, 1);
+  const char *k = lua_tostring(L, 2);
+  if (k && strcmp(k, "id") == 0) {
+    lua_pushinteger(L, s->id);
+    return 1;
+  }
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(1));
+  return 1;
+}
+
+static int sock_tostring(lua_State *L) {
+  lg_socket *s = lg_check_socket(L, 1);
+  char peer[80];
+  lg_socket_peer(s, peer, sizeof peer);
+  lua_pushfstring(L, "glisten.socket %I (%s)", (LUAI_UACINT)s->id, peer);
+  return 1;
+}
+
+/* --- the connection loop's view: next_event and the mailbox ----------- */
+
+/* [-0, +1, -] Pops the oldest message onto L. */
+static void mail_pop(lua_State *L, lg_socket *s) {
+  lua_getiuservalue(L, 1, 1);
+  lua_rawgeti(L, -1, s->mhead);
+  lua_pushnil(L);
+  lua_rawseti(L, -3, s->mhead);
+  lua_remove(L, -2);
+  s->mhead = s->mhead % s->max_mail + 1;
+  s->nmail--;
+}
+
+/* next_event(sock) -> 1, data | 2, message | nothing when the connection is
+ * over. Used only by the connection fiber that owns sock. */
+static int next_event_k(lua_State *L, int status, lua_KContext ctx) {
+  lg_socket *s = lua_touserdata(L, 1);
+  (void)status;
+  (void)ctx;
+  for (;;) {
+    gl_conn *c = s->conn;
+    if (!c) return 0;
+    if (s->nmail) {
+      lua_pushinteger(L, 2);
+      mail_pop(L, s);
+      return 2;
+    }
+    if (c->in.len) {
+      lua_pushinteger(L, 1);
+      take(L, s, c->in.len, c->in.len);
+      return 2;
+    }
+    if (s->eof) return 0;
+    lg_wait(L, &s->rq, -1, next_event_k);
+  }
+}
+
+static int next_event(lua_State *L) {
+  lg_check_socket(L, 1);
+  lua_settop(L, 1);
+  return next_event_k(L, LUA_OK, 0);
+}
+
+/* glisten.post(id, value) -> true | nil, "no such connection" | nil,
+ * "mailbox full" */
+static int glisten_post(lua_State *L) {
+  lua_Integer id = luaL_checkinteger(L, 1);
+  lg_socket *s;
+  luaL_checkany(L, 2);
+  lua_settop(L, 2);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
+  lua_rawgeti(L, -1, id);
+  s = lua_touserdata(L, -1);
+  if (!s || !s->conn || !s->owner || s->owner->phase != 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "no such connection");
+    return 2;
+  }
+  if (s->nmail >= s->max_mail) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "mailbox full");
+    return 2;
+  }
+  if (lua_getiuservalue(L, 4, 1) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, s->max_mail < 64 ? s->max_mail : 64, 0);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 4, 1);
+    s->mhead = 1;
+  }
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, -2, (s->mhead - 1 + s->nmail) % s->max_mail + 1);
+  s->nmail++;
+  lg_wake_all(&s->rq);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* --- connect ------------------------------------------------------------ */
+
+static int connect_k(lua_State *L, int status, lua_KContext ctx) {
+  lg_socket *s = lua_touserdata(L, 4);
+  double deadline = lua_tonumber(L, 5);
+  int why = lg_woken(ctx);
+  (void)status;
+  for (;;) {
+    if (!s->conn) {
+      lua_pushnil(L);
+      lua_pushstring(L, s->detail ? s->detail : "closed");
+      return 2;
+    }
+    if (!(s->conn->flags & GL_CONN_CONNECTING)) {
+      lua_pushvalue(L, 4);
+      return 1;
+    }
+    if (why == LG_WAKE_TIMEOUT) {
+      lg_socket_close(s, LG_R_LOCAL, 0);
+      lua_pushnil(L);
+      lua_pushliteral(L, "timeout");
+      return 2;
+    }
+    why = lg_wait(L, &s->wq, deadline, connect_k);
+  }
+}
+
+/* glisten.connect(host, port [, timeout]) -> socket | nil, err */
+static int glisten_connect(lua_State *L) {
+  lg_rt *rt = lg_rt_get(L);
+  const char *host = luaL_checkstring(L, 1);
+  lua_Integer port = luaL_checkinteger(L, 2);
+  double t = luaL_optnumber(L, 3, -1);
+  char err[GL_ERRLEN];
+  luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
+  lua_settop(L, 3);
+  rt->used_net = 1;
+  lg_socket *s = lg_socket_new(L, rt, NULL);
+  int fd = gl_sock_connect(host, (int)port, err, sizeof err);
+  if (fd < 0) {
+    forget(s);
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  gl_conn *c = gl_conn_new(&rt->env, fd, 1, &lg_socket_cbs, NULL);
+  if (!c) {
+    forget(s);
+    lua_pushnil(L);
+    lua_pushliteral(L, "out of memory");
+    return 2;
+  }
+  lg_socket_attach(s, c);
+  lua_pushnumber(L, lg_deadline(rt, t));
+  return connect_k(L, LUA_OK, 0);
+}
+
+static const luaL_Reg sock_methods[] = {{"send", sock_send},
+                                        {"receive", sock_receive},
+                                        {"close", sock_close},
+                                        {"settimeout", sock_settimeout},
+                                        {"getpeername", sock_getpeername},
+                                        {"getsockname", sock_getsockname},
+                                        {NULL, NULL}};
+
+static const luaL_Reg socket_funcs[] = {{"post", glisten_post},
+                                        {"connect", glisten_connect},
+                                        {NULL, NULL}};
+
+/* [-0, +0, m] Registers the socket type and adds post and connect to the
+ * module table on top. Leaves next_event in the registry for server.c. */
+int lg_socket_open(lua_State *L) {
+  luaL_newmetatable(L, LG_SOCKET);
+  lua_pushcfunction(L, sock_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, sock_tostring);
+  lua_setfield(L, -2, "__tostring");
+  luaL_newlib(L, sock_methods);
+  lua_pushcclosure(L, sock_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
+  luaL_setfuncs(L, socket_funcs, 0);
+  return 0;
+}
+
+/* [-0, +1, -] Pushes next_event, for the connection loop. */
+void lg_push_next_event(lua_State *L) { lua_pushcfunction(L, next_event); }
