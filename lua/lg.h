@@ -163,6 +163,7 @@ int lg_sched_open(lua_State *L);
 /* socket.c */
 lg_socket *lg_socket_new(lua_State *L, lg_rt *rt, gl_conn *c);
 void lg_socket_attach(lg_socket *s, gl_conn *c);
+void lg_socket_anchor(lua_State *L, lg_socket *s);
 void lg_socket_release(lg_socket *s);
 void lg_push_next_event(lua_State *L);
 void lg_push_socket(lua_State *L, lg_socket *s);

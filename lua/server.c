@@ -272,6 +272,7 @@ static int serve_conn(lua_State *L) {
   lg_server *sv = a->sv;
   lg_rt *rt = sv->rt;
   lg_socket *s = lg_socket_new(L, rt, NULL); /* 2 */
+  lg_socket_anchor(L, s);
   a->s = s;
   s->max_line = sv->o.max_line;
   s->max_output = sv->o.max_output;

@@ -67,7 +67,6 @@ static void on_close(gl_conn *c) {
       default: s->reason = LG_R_LOCAL; break;
     }
   }
-  if (!s->owner) forget(s);
   lg_wake_all(&s->rq);
   lg_wake_all(&s->wq);
 }
@@ -89,12 +88,19 @@ lg_socket *lg_socket_new(lua_State *L, lg_rt *rt, gl_conn *c) {
   s->high_water = LG_HIGH_WATER;
   s->max_mail = LG_MAX_MAILBOX;
   luaL_setmetatable(L, LG_SOCKET);
+  if (c) lg_socket_attach(s, c);
+  return s;
+}
+
+/* [-0, +0, m] Anchors the socket on top of L in CONNS, where glisten.post
+ * finds it, until lg_socket_release. Only served connections are anchored:
+ * a socket from connect or accept that the script drops is collected and
+ * closed, as in LuaSocket. */
+void lg_socket_anchor(lua_State *L, lg_socket *s) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
   lua_pushvalue(L, -2);
   lua_rawseti(L, -2, s->id);
   lua_pop(L, 1);
-  if (c) lg_socket_attach(s, c);
-  return s;
 }
 
 /* Connects s to c after its limits are set; starts reading. */
@@ -120,9 +126,7 @@ void lg_socket_close(lg_socket *s, int reason, double linger) {
   if (!c) return;
   s->conn = NULL;
   c->data = NULL;
-  gl_conn_close(c, reason == LG_R_ERROR ? GL_CLOSE_ERROR : GL_CLOSE_LOCAL,
-                linger);
-  if (!s->owner) forget(s);
+  gl_conn_close(c, GL_CLOSE_LOCAL, linger);
   lg_wake_all(&s->rq);
   lg_wake_all(&s->wq);
 }
@@ -158,7 +162,7 @@ static int sock_gc(lua_State *L) {
     gl_conn *c = s->conn;
     s->conn = NULL;
     c->data = NULL;
-    if (s->rt->loop) gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+    if (s->rt->loop) gl_conn_close(c, GL_CLOSE_LOCAL, s->rt->closing ? 0 : LG_LINGER);
   }
   /* Only at lua_close can fibers still wait here. */
   for (f = s->rq.head; f; f = f->next) f->q = NULL;
@@ -342,6 +346,7 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
     }
     if (rc == -ENOBUFS) {
       s->detail = "output limit exceeded (max_output)";
+      s->rt->stats.errors++;
       lg_socket_close(s, LG_R_ERROR, 0);
       lua_pushnil(L);
       lua_pushstring(L, s->detail);
@@ -555,14 +560,12 @@ static int glisten_connect(lua_State *L) {
   lg_socket *s = lg_socket_new(L, rt, NULL);
   int fd = gl_sock_connect(host, (int)port, err, sizeof err);
   if (fd < 0) {
-    forget(s);
     lua_pushnil(L);
     lua_pushstring(L, err);
     return 2;
   }
   gl_conn *c = gl_conn_new(&rt->env, fd, 1, &lg_socket_cbs, NULL);
   if (!c) {
-    forget(s);
     lua_pushnil(L);
     lua_pushliteral(L, "out of memory");
     return 2;

@@ -1,0 +1,312 @@
+-- The script contract: handler, with_init, with_close (each reason),
+-- with_message, ordering, and error isolation.
+local glisten = H.glisten
+
+describe("the script contract", function()
+  after_each(H.no_leaks)
+
+  it("runs with_init once, before handler, with a fresh state per connection", function()
+    local log = {}
+    H.serving({
+      with_init = function(state)
+        state.count = 0
+        log[#log + 1] = "init " .. state.socket.id
+      end,
+      handler = function(msg, state)
+        state.count = state.count + 1
+        log[#log + 1] = ("msg %d %s %d"):format(state.socket.id, msg, state.count)
+        state.socket:send(msg)
+      end,
+    }, function(srv)
+      local a, b = H.connect(srv.port), H.connect(srv.port)
+      a:send("x"); assert.equal("x", a:receive(1))
+      b:send("y"); assert.equal("y", b:receive(1))
+      a:send("z"); assert.equal("z", a:receive(1))
+      local ida, idb = log[1]:match("init (%d+)"), nil
+      assert.truthy(ida)
+      -- each connection's first line is its init, and counts are separate
+      local seen = {}
+      for _, l in ipairs(log) do
+        local kind, id = l:match("^(%a+) (%d+)")
+        if not seen[id] then assert.equal("init", kind); seen[id] = true end
+      end
+      assert.equal(("msg %s x 1"):format(ida), log[3])
+      assert.equal(("msg %s z 2"):format(ida), log[#log])
+      a:close(); b:close()
+    end)
+  end)
+
+  it("passes binary data through unchanged", function()
+    H.serving({ handler = function(msg, state) state.socket:send(msg) end }, function(srv)
+      local c = H.connect(srv.port)
+      local data = "\0\1\2\255\r\n\0end"
+      c:send(data)
+      assert.equal(data, c:receive(#data))
+      c:close()
+    end)
+  end)
+
+  describe("with_close", function()
+    local function run_close_case(opts, client)
+      local calls = {}
+      opts.with_close = function(state, reason, detail)
+        calls[#calls + 1] = { reason = reason, detail = detail, state = state }
+      end
+      opts.handler = opts.handler or function(msg, state) state.socket:send(msg) end
+      H.serving(opts, function(srv)
+        client(srv)
+        assert.is_true(H.wait_for(function() return #calls > 0 end, 5))
+        glisten.sleep(0.05)
+      end)
+      assert.equal(1, #calls, "with_close must run exactly once")
+      return calls[1]
+    end
+
+    it('says "closed" when the peer closes', function()
+      local c = run_close_case({}, function(srv)
+        local s = H.connect(srv.port)
+        s:send("hi"); assert.equal("hi", s:receive(2))
+        s:close()
+      end)
+      assert.equal("closed", c.reason)
+      assert.is_nil(c.detail)
+    end)
+
+    it('says "local" when the script closes, after flushing what it sent', function()
+      local s
+      local c = run_close_case({
+        handler = function(msg, state)
+          state.socket:send("bye " .. msg)
+          state.socket:close()
+        end,
+      }, function(srv)
+        s = H.connect(srv.port)
+        s:send("now")
+        assert.equal("bye now", s:receive("*a"))
+        H.assert_closed(s)
+        s:close()
+      end)
+      assert.equal("local", c.reason)
+    end)
+
+    it('says "timeout" after idle_timeout seconds without traffic', function()
+      local c = run_close_case({ idle_timeout = 0.2 }, function(srv)
+        local s = H.connect(srv.port)
+        s:send("a"); assert.equal("a", s:receive(1))
+        local t0 = glisten.now()
+        H.assert_closed(s)
+        assert.is_true(glisten.now() - t0 >= 0.15)
+        s:close()
+      end)
+      assert.equal("timeout", c.reason)
+    end)
+
+    it("keeps a busy connection past idle_timeout", function()
+      local c = run_close_case({ idle_timeout = 0.2 }, function(srv)
+        local s = H.connect(srv.port)
+        for i = 1, 8 do
+          s:send("p"); assert.equal("p", s:receive(1))
+          glisten.sleep(0.1)
+        end
+        s:close()
+      end)
+      assert.equal("closed", c.reason)
+    end)
+
+    it('says "shutdown" when the server closes', function()
+      local c = run_close_case({}, function(srv)
+        local s = H.connect(srv.port)
+        s:send("a"); assert.equal("a", s:receive(1))
+        srv:close()
+        H.assert_closed(s)
+        s:close()
+      end)
+      assert.equal("shutdown", c.reason)
+    end)
+
+    it("gives open connections the grace period of server:close(grace)", function()
+      local c = run_close_case({}, function(srv)
+        local s = H.connect(srv.port)
+        s:send("a"); assert.equal("a", s:receive(1))
+        srv:close(0.3)
+        -- no new connections...
+        local refused = glisten.connect("127.0.0.1", srv.port, 1)
+        assert.is_nil(refused)
+        -- ...but the open one still works during the grace period
+        s:send("b"); assert.equal("b", s:receive(1))
+        H.assert_closed(s)
+        s:close()
+      end)
+      assert.equal("shutdown", c.reason)
+    end)
+
+    it("cuts short a callback that sleeps through the shutdown", function()
+      local c = run_close_case({
+        handler = function(msg, state)
+          state.socket:send("sleeping\n")
+          glisten.sleep(30)
+          state.socket:send("never\n")
+        end,
+      }, function(srv)
+        local s = H.connect(srv.port)
+        s:send("go")
+        assert.equal("sleeping", s:receive("*l"))
+        srv:close(0.1)
+        H.assert_closed(s, "*l")
+        s:close()
+      end)
+      assert.equal("shutdown", c.reason)
+    end)
+
+    it('says "error" with the message and a traceback when handler raises', function()
+      local c = run_close_case({
+        handler = function(msg, state)
+          if msg == "boom" then error("handler exploded") end
+          state.socket:send(msg)
+        end,
+      }, function(srv)
+        local s = H.connect(srv.port)
+        s:send("boom")
+        H.assert_closed(s)
+        s:close()
+      end)
+      assert.equal("error", c.reason)
+      assert.matches("handler exploded", c.detail)
+      assert.matches("stack traceback", c.detail)
+    end)
+
+    it('says "error" when with_init raises, and never calls handler', function()
+      local handled = false
+      local c = run_close_case({
+        with_init = function() error({ code = 42 }) end,
+        handler = function() handled = true end,
+      }, function(srv)
+        local s = H.connect(srv.port)
+        s:send("x")
+        H.assert_closed(s)
+        s:close()
+      end)
+      assert.equal("error", c.reason)
+      assert.matches("error object is a table", c.detail)
+      assert.is_false(handled)
+    end)
+
+    it("passes the same state table the other callbacks saw", function()
+      local seen
+      local c = run_close_case({
+        with_init = function(state) state.mark = "kept"; seen = state end,
+      }, function(srv)
+        local s = H.connect(srv.port)
+        s:close()
+      end)
+      assert.equal(seen, c.state)
+      assert.equal("kept", c.state.mark)
+    end)
+  end)
+
+  it("isolates a failing connection: others and the server carry on", function()
+    local errors0 = glisten.stats().errors
+    H.serving({
+      handler = function(msg, state)
+        if msg:find("die") then error("bad input") end
+        state.socket:send(msg)
+      end,
+      with_close = function(state, reason)
+        if reason == "error" then error("with_close also fails") end
+      end,
+    }, function(srv)
+      local good = H.connect(srv.port)
+      good:send("1"); assert.equal("1", good:receive(1))
+      for _ = 1, 3 do
+        local bad = H.connect(srv.port)
+        bad:send("die")
+        H.assert_closed(bad)
+        bad:close()
+      end
+      good:send("2"); assert.equal("2", good:receive(1))
+      local late = H.connect(srv.port)
+      late:send("3"); assert.equal("3", late:receive(1))
+      late:close(); good:close()
+    end)
+    -- three handler errors and three with_close errors were counted
+    assert.is_true(glisten.stats().errors - errors0 >= 6)
+  end)
+
+  it("runs one connection's callbacks one at a time, in order", function()
+    local events = {}
+    local busy = false
+    H.serving({
+      handler = function(msg, state)
+        assert(not busy, "callbacks overlapped")
+        busy = true
+        events[#events + 1] = msg
+        glisten.sleep(0.02) -- more input arrives meanwhile
+        busy = false
+        state.socket:send(msg)
+      end,
+    }, function(srv)
+      local c = H.connect(srv.port)
+      local sent = {}
+      for i = 1, 5 do
+        sent[#sent + 1] = "m" .. i .. ";"
+        c:send("m" .. i .. ";")
+        glisten.sleep(0.005)
+      end
+      local all = table.concat(sent)
+      assert.equal(all, c:receive(#all))
+      assert.equal(all, table.concat(events))
+      c:close()
+    end)
+  end)
+
+  describe("with_message", function()
+    it("runs posted values in the connection's coroutine, in order", function()
+      local got = {}
+      local id
+      H.serving({
+        with_init = function(state) id = state.socket.id end,
+        handler = function(msg, state) state.socket:send(msg) end,
+        with_message = function(value, state)
+          got[#got + 1] = value
+          state.socket:send(("%s;"):format(type(value) == "table" and value.n or value))
+        end,
+      }, function(srv)
+        local c = H.connect(srv.port)
+        c:send("x"); assert.equal("x", c:receive(1))
+        local t = { n = 3 }
+        assert.is_true(glisten.post(id, 1))
+        assert.is_true(glisten.post(id, "two"))
+        assert.is_true(glisten.post(id, t))
+        assert.equal("1;two;3;", c:receive(8))
+        assert.equal(t, got[3]) -- the same table: one Lua state
+        c:close()
+      end)
+    end)
+
+    it("refuses unknown connections and full mailboxes without waiting", function()
+      local id
+      H.serving({
+        max_mailbox = 2,
+        with_init = function(state) id = state.socket.id end,
+        handler = function(msg, state)
+          glisten.sleep(0.3) -- busy: posts queue up
+          state.socket:send(msg)
+        end,
+        with_message = function(v, state) state.socket:send(v) end,
+      }, function(srv)
+        assert.same({ nil, "no such connection" }, { glisten.post(999999, "x") })
+        local c = H.connect(srv.port)
+        c:send("a")
+        assert.is_true(H.wait_for(function() return id end))
+        glisten.sleep(0.05)
+        assert.is_true(glisten.post(id, "b"))
+        assert.is_true(glisten.post(id, "c"))
+        assert.same({ nil, "mailbox full" }, { glisten.post(id, "d") })
+        assert.equal("abc", c:receive(3))
+        c:close()
+        H.wait_for(function() return glisten.post(id, "e") == nil end)
+        assert.same({ nil, "no such connection" }, { glisten.post(id, "e") })
+      end)
+    end)
+  end)
+end)

@@ -1,0 +1,149 @@
+-- Shared by every spec: loads the built module, starts glisten-lua
+-- processes, and makes sure no spec leaks a connection.
+local build = os.getenv("GLISTEN_BUILD") or "build"
+package.cpath = build .. "/?.so;" .. package.cpath
+
+local glisten = require "glisten"
+
+local H = { glisten = glisten, build = build, bin = build .. "/glisten-lua" }
+_G.H = H
+
+local tmpdir = os.tmpname()
+os.remove(tmpdir)
+assert(os.execute("mkdir -p " .. tmpdir))
+H.tmpdir = tmpdir
+
+local function readfile(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+H.readfile = readfile
+
+local function writefile(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+  return path
+end
+H.writefile = writefile
+
+local nfile = 0
+-- A new file in the spec's temporary folder holding `source`.
+function H.script(source)
+  nfile = nfile + 1
+  return writefile(("%s/script%d.lua"):format(tmpdir, nfile), source)
+end
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+H.quote = sh_quote
+
+-- Runs glisten-lua with args to completion (at most `limit` seconds).
+-- Returns exit code, stdout, stderr.
+function H.run(args, limit)
+  nfile = nfile + 1
+  local out = ("%s/out%d"):format(tmpdir, nfile)
+  local cmd = ("timeout -s KILL %d %s %s >%s.o 2>%s.e; echo $? >%s.rc"):format(
+    limit or 10, sh_quote(H.bin), args, out, out, out)
+  os.execute(cmd)
+  return tonumber(readfile(out .. ".rc")), readfile(out .. ".o"), readfile(out .. ".e")
+end
+
+-- Starts glisten-lua with args in the background and waits (at most 5 s)
+-- for its "listening on" line. Returns a process handle:
+--   p.pid, p.port, p:stderr(), p:signal(name), p:wait(limit) -> exit code
+function H.start(args, opts)
+  opts = opts or {}
+  nfile = nfile + 1
+  local base = ("%s/proc%d"):format(tmpdir, nfile)
+  local prefix = opts.prefix or ""
+  local cmd = ("(%s exec %s %s 2>%s.e >%s.o & echo $! >%s.pid; wait $!; echo $? >%s.rc) >/dev/null 2>&1 &")
+    :format(prefix, sh_quote(H.bin), args, base, base, base, base)
+  os.execute("sh -c " .. sh_quote(cmd))
+  local p = { base = base }
+  function p:stderr() return readfile(base .. ".e") or "" end
+  function p:stdout() return readfile(base .. ".o") or "" end
+  function p:signal(sig) os.execute(("kill -%s %d 2>/dev/null"):format(sig, self.pid)) end
+  function p:wait(limit)
+    local deadline = glisten.now() + (limit or 10)
+    while glisten.now() < deadline do
+      local rc = readfile(base .. ".rc")
+      if rc and rc:match("%d") then return tonumber(rc) end
+      glisten.sleep(0.02)
+    end
+    self:signal("KILL")
+    error("glisten-lua did not exit within " .. (limit or 10) .. " s; stderr:\n" .. self:stderr())
+  end
+  local deadline = glisten.now() + 5
+  while glisten.now() < deadline do
+    local pid = readfile(base .. ".pid")
+    if pid and pid:match("%d+\n") then p.pid = tonumber(pid) end
+    local port = p:stderr():match("listening on [^\n]*:(%d+)\n")
+    if p.pid and port then
+      p.port = tonumber(port)
+      return p
+    end
+    local rc = readfile(base .. ".rc")
+    if rc and rc:match("%d") and not opts.may_exit then
+      error("glisten-lua exited with " .. rc .. ":\n" .. p:stderr())
+    end
+    if rc and rc:match("%d") then return p end
+    glisten.sleep(0.02)
+  end
+  if p.pid then p:signal("KILL") end
+  error("glisten-lua did not start within 5 s; stderr:\n" .. p:stderr())
+end
+
+-- A client connection to 127.0.0.1:port with a 5 s timeout on every call,
+-- so no spec can hang.
+function H.connect(port, host)
+  local s = assert(glisten.connect(host or "127.0.0.1", port, 5))
+  s:settimeout(5)
+  return s
+end
+
+-- Runs the loop until pred() is true or `limit` seconds pass; returns
+-- whether pred() became true.
+function H.wait_for(pred, limit)
+  local deadline = glisten.now() + (limit or 5)
+  while not pred() do
+    if glisten.now() > deadline then return false end
+    glisten.sleep(0.01)
+  end
+  return true
+end
+
+-- Every spec must leave no connection open in this process: each spec file
+-- runs after_each(H.no_leaks).
+function H.no_leaks()
+  local ok = H.wait_for(function()
+    collectgarbage() -- client sockets a failed spec dropped
+    return glisten.stats().connections == 0
+  end, 3)
+  assert(ok, "the spec leaked " .. glisten.stats().connections .. " connection(s)")
+end
+
+-- Serves handlers (a table as for glisten.serve, port 0) for the length of
+-- fn(server), then closes the server and waits for its connections to end.
+function H.serving(opts, fn)
+  opts.port = opts.port or 0
+  local srv = assert(glisten.serve(opts))
+  local ok, err = pcall(fn, srv)
+  srv:close()
+  H.wait_for(function() return srv.connections == 0 end, 5)
+  if not ok then error(err, 0) end
+end
+
+
+-- Asserts that sock's next receive reports the peer closed.
+function H.assert_closed(sock, pattern)
+  local data, err = sock:receive(pattern)
+  assert(data == nil and err == "closed",
+    ("expected nil, \"closed\"; got %s, %s"):format(tostring(data), tostring(err)))
+end
+
+return H
