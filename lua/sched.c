@@ -423,7 +423,8 @@ void lg_run(lg_rt *rt) {
 typedef struct lg_timer {
   lg_rt *rt;
   ev_timer w;
-  int ref; /* anchor while armed */
+  int ref;       /* anchor while armed */
+  int cancelled; /* a run already queued must not start */
 } lg_timer;
 
 static void timer_disarm(lg_timer *t) {
@@ -434,12 +435,29 @@ static void timer_disarm(lg_timer *t) {
   t->ref = LUA_NOREF;
 }
 
+static int timer_run_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)L;
+  (void)status;
+  (void)ctx;
+  return 0;
+}
+
+/* The body of a timer's fiber: calls the timer's function unless the timer
+ * was cancelled after this run was queued. */
+static int timer_run(lua_State *L) {
+  lg_timer *t = lua_touserdata(L, 1);
+  if (t->cancelled) return 0;
+  lua_getiuservalue(L, 1, 1);
+  lua_callk(L, 0, 0, 0, timer_run_k);
+  return 0;
+}
+
 static int timer_fire(lua_State *L) {
   lg_timer *t = lua_touserdata(L, 1);
+  lua_pushcfunction(L, timer_run);
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
-  lua_getiuservalue(L, -1, 1);
   if (t->w.repeat == 0) timer_disarm(t);
-  lg_spawn(L, 0, NULL);
+  lg_spawn(L, 1, NULL);
   return 0;
 }
 
@@ -466,6 +484,7 @@ static int new_timer(lua_State *L, int repeat) {
   lg_timer *t = lua_newuserdatauv(L, sizeof *t, 1);
   t->rt = rt;
   t->ref = LUA_NOREF;
+  t->cancelled = 0;
   luaL_setmetatable(L, LG_TIMER);
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, -2, 1);
@@ -484,6 +503,7 @@ static int glisten_every(lua_State *L) { return new_timer(L, 1); }
 static int timer_cancel(lua_State *L) {
   lg_timer *t = luaL_checkudata(L, 1, LG_TIMER);
   int was = t->ref != LUA_NOREF;
+  t->cancelled = 1;
   timer_disarm(t);
   lua_pushboolean(L, was);
   return 1;

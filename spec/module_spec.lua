@@ -1,0 +1,303 @@
+-- The glisten module: serve, run/step/stop, listen/accept, connect, spawn,
+-- sleep, timers, post, stats, and loading from a stock lua5.4.
+local glisten = H.glisten
+
+describe("glisten.serve", function()
+  after_each(H.no_leaks)
+
+  it("binds port 0 to a free port and reports port and host", function()
+    local srv = assert(glisten.serve{ port = 0, handler = function() end })
+    assert.is_true(srv.port > 0)
+    assert.equal("127.0.0.1", srv.host)
+    assert.matches("glisten.server", tostring(srv))
+    srv:close()
+    assert.is_nil(glisten.connect("127.0.0.1", srv.port, 1))
+  end)
+
+  it("returns nil, err when the port is in use", function()
+    local a = assert(glisten.serve{ port = 0, handler = function() end })
+    local b, err = glisten.serve{ port = a.port, handler = function() end }
+    assert.is_nil(b)
+    assert.matches("cannot listen on 127.0.0.1:" .. a.port, err)
+    assert.matches("Address already in use", err)
+    a:close()
+  end)
+
+  it("raises on a missing handler, a wrong type, or an unknown option", function()
+    assert.has_error(function() glisten.serve{ port = 0 } end, "glisten.serve: 'handler' is required")
+    assert.has_error(function() glisten.serve{ port = 0, handler = 1 } end)
+    assert.has_error(function() glisten.serve{ port = 70000, handler = print } end)
+    assert.has_error(function() glisten.serve{ port = 0, handler = print, idle_timeout = -1 } end)
+    assert.has_error(function() glisten.serve{ port = 0, handler = print, max_conections = 3 } end,
+      "unknown option 'max_conections'")
+  end)
+
+  it("serves on ::1 when asked", function()
+    local srv = glisten.serve{ host = "::1", port = 0, handler = function(m, s) s.socket:send(m) end }
+    if not srv then return pending("no IPv6 loopback here") end
+    local c = H.connect(srv.port, "::1")
+    c:send("v6"); assert.equal("v6", c:receive(2))
+    c:close(); srv:close()
+  end)
+
+  it("holds connections past max_connections in the backlog until one closes", function()
+    local open = 0
+    H.serving({
+      max_connections = 2,
+      with_init = function() open = open + 1 end,
+      with_close = function() open = open - 1 end,
+      handler = function(m, s) s.socket:send(m) end,
+    }, function(srv)
+      local a, b = H.connect(srv.port), H.connect(srv.port)
+      a:send("a"); assert.equal("a", a:receive(1))
+      b:send("b"); assert.equal("b", b:receive(1))
+      local c = H.connect(srv.port) -- the kernel completes the handshake...
+      c:send("c")
+      assert.same({ nil, "timeout", "" }, { c:receive(1, 0.2) }) -- ...but nobody serves it yet
+      assert.equal(2, open)
+      a:close()
+      assert.equal("c", c:receive(1)) -- served as soon as a slot frees
+      assert.equal(2, srv.connections)
+      b:close(); c:close()
+    end)
+  end)
+end)
+
+describe("the loop", function()
+  after_each(H.no_leaks)
+
+  it("run() returns once every server is closed and nothing is pending", function()
+    local srv = assert(glisten.serve{ port = 0, handler = function(m, s) s.socket:send(m) end })
+    glisten.spawn(function()
+      local c = H.connect(srv.port)
+      c:send("x"); assert(c:receive(1) == "x")
+      c:close()
+      srv:close()
+    end)
+    local t0 = glisten.now()
+    glisten.run()
+    assert.is_true(glisten.now() - t0 < 5)
+  end)
+
+  it("stop() makes run() return with work still pending", function()
+    local ticks = 0
+    local t = glisten.every(0.01, function() ticks = ticks + 1 end)
+    glisten.after(0.1, function() glisten.stop() end)
+    glisten.run()
+    assert.is_true(ticks >= 3)
+    t:cancel()
+  end)
+
+  it("step(timeout) runs one iteration for hosts with a loop of their own", function()
+    local fired = false
+    glisten.after(0.05, function() fired = true end)
+    local t0 = glisten.now()
+    local n = 0
+    while not fired and n < 100 do
+      glisten.step(0.2)
+      n = n + 1
+    end
+    assert.is_true(fired)
+    assert.is_true(n < 10)
+    assert.is_false(glisten.step()) -- nothing pending now
+    assert.is_true(glisten.now() - t0 < 2)
+  end)
+
+  it("refuses run() and step() from inside a glisten coroutine", function()
+    local err1, err2
+    glisten.spawn(function()
+      err1 = select(2, pcall(glisten.run))
+      err2 = select(2, pcall(glisten.step))
+    end)
+    glisten.sleep(0.01)
+    assert.matches("cannot be called from inside", err1)
+    assert.matches("cannot be called from inside", err2)
+  end)
+end)
+
+describe("the low-level flow", function()
+  after_each(H.no_leaks)
+
+  it("works line by line in a plain script, as in glisten's README", function()
+    local l = glisten.listen(0)
+    assert.is_true(l.port > 0)
+    assert.equal("127.0.0.1", l.host)
+    glisten.spawn(function()
+      local c = H.connect(l.port)
+      c:send("got a msg")
+      c:close()
+    end)
+    local s = l:accept()
+    local msg = s:receive()
+    assert.equal("got a msg", msg)
+    s:close()
+    l:close()
+  end)
+
+  it("accept(timeout) returns nil, \"timeout\"; a closed listener nil, \"closed\"", function()
+    local l = glisten.listen(0)
+    local t0 = glisten.now()
+    assert.same({ nil, "timeout" }, { l:accept(0.1) })
+    assert.is_true(glisten.now() - t0 >= 0.09)
+    l:close()
+    assert.same({ nil, "closed" }, { l:accept(0.1) })
+  end)
+
+  it("hands each connection to one of several accepting coroutines", function()
+    local l = glisten.listen(0)
+    local served = {}
+    for w = 1, 3 do
+      glisten.spawn(function()
+        while true do
+          local s = l:accept()
+          if not s then return end
+          s:send("w" .. w)
+          served[#served + 1] = w
+          s:close()
+        end
+      end)
+    end
+    for _ = 1, 6 do
+      local c = H.connect(l.port)
+      assert.matches("^w%d$", c:receive(2))
+      c:close()
+    end
+    assert.equal(6, #served)
+    l:close()
+    glisten.sleep(0.01)
+  end)
+
+  it("connect reports refusal and timeouts as nil, err", function()
+    local l = glisten.listen(0)
+    local port = l.port
+    l:close()
+    local s, err = glisten.connect("127.0.0.1", port, 1)
+    assert.is_nil(s)
+    assert.matches("refused", err)
+    local s2, err2 = glisten.connect("no-such-host.invalid", 80, 1)
+    assert.is_nil(s2)
+    assert.matches("cannot resolve", err2)
+  end)
+end)
+
+describe("coroutines and time", function()
+  after_each(H.no_leaks)
+
+  it("spawn runs a function with arguments in its own coroutine", function()
+    local got
+    local co = glisten.spawn(function(a, b) got = { a, b, coroutine.isyieldable() } end, 1, "two")
+    assert.equal("thread", type(co))
+    glisten.sleep(0)
+    assert.same({ 1, "two", true }, got)
+  end)
+
+  it("a spawned function that raises is logged and counted, nothing else stops", function()
+    local e0 = glisten.stats().errors
+    glisten.spawn(function() error("spawned failure") end)
+    local after = false
+    glisten.spawn(function() after = true end)
+    glisten.sleep(0.01)
+    assert.is_true(after)
+    assert.equal(e0 + 1, glisten.stats().errors)
+  end)
+
+  it("sleep suspends only the calling coroutine", function()
+    local order = {}
+    glisten.spawn(function() glisten.sleep(0.05); order[#order + 1] = "slow" end)
+    glisten.spawn(function() glisten.sleep(0.01); order[#order + 1] = "fast" end)
+    local t0 = glisten.now()
+    glisten.sleep(0.1)
+    assert.same({ "fast", "slow" }, order)
+    assert.is_true(glisten.now() - t0 >= 0.09)
+  end)
+
+  it("after and every run functions later, and cancel stops them", function()
+    local once, many = 0, 0
+    local t1 = glisten.after(0.02, function() once = once + 1 end)
+    local t2 = glisten.every(0.01, function() many = many + 1 end)
+    local t3 = glisten.after(0.02, function() error("cancelled timer ran") end)
+    assert.is_true(t3:cancel())
+    glisten.sleep(0.1)
+    assert.equal(1, once)
+    assert.is_true(many >= 3)
+    assert.is_true(t2:cancel())
+    local frozen = many
+    glisten.sleep(0.05)
+    assert.equal(frozen, many)
+    assert.is_false(t1:cancel()) -- already fired
+  end)
+
+  it("timer functions may block: each runs in its own coroutine", function()
+    local srv = assert(glisten.serve{ port = 0, handler = function(m, s) s.socket:send(m) end })
+    local answer
+    glisten.after(0.01, function()
+      local c = H.connect(srv.port)
+      c:send("from timer"); answer = c:receive(10)
+      c:close()
+    end)
+    assert.is_true(H.wait_for(function() return answer end))
+    assert.equal("from timer", answer)
+    srv:close()
+  end)
+
+  it("now() is in seconds and moves forward", function()
+    local a = glisten.now()
+    glisten.sleep(0.02)
+    local b = glisten.now()
+    assert.is_true(b - a >= 0.015 and b - a < 1)
+    assert.is_true(math.abs(a - os.time()) < 5)
+  end)
+
+  it("a coroutine that is not glisten's cannot block, with a clear error", function()
+    local err
+    glisten.spawn(function()
+      local co = coroutine.wrap(function() glisten.sleep(0.01) end)
+      err = select(2, pcall(co))
+    end)
+    glisten.sleep(0.02)
+    assert.matches("glisten.spawn", err)
+  end)
+end)
+
+describe("glisten.stats", function()
+  after_each(H.no_leaks)
+
+  it("counts connections, bytes and closes", function()
+    local before = glisten.stats()
+    H.serving({ handler = function(m, s) s.socket:send(m .. m) end }, function(srv)
+      local c = H.connect(srv.port)
+      c:send("12345")
+      assert.equal("1234512345", c:receive(10))
+      local mid = glisten.stats()
+      assert.equal(before.connections + 2, mid.connections) -- both ends live here
+      c:close()
+    end)
+    local after = glisten.stats()
+    for _, k in ipairs{ "connections", "accepted", "closed", "bytes_in", "bytes_out", "errors" } do
+      assert.equal("number", type(after[k]), k)
+    end
+    assert.equal(before.accepted + 1, after.accepted)
+    assert.equal(before.closed + 2, after.closed)
+    assert.equal(before.bytes_in + 15, after.bytes_in)
+    assert.equal(before.bytes_out + 15, after.bytes_out)
+  end)
+end)
+
+describe("require from a stock lua5.4", function()
+  it("loads the module and serves in a separate interpreter", function()
+    local script = H.script([[
+      package.cpath = os.getenv("GLISTEN_BUILD") .. "/?.so;" .. package.cpath
+      local glisten = require "glisten"
+      local srv = assert(glisten.serve{ port = 0, handler = function(m, s) s.socket:send(m:upper()) end })
+      local c = assert(glisten.connect("127.0.0.1", srv.port, 5))
+      c:send("stock lua")
+      print(c:receive(9), glisten._VERSION)
+      c:close(); srv:close()
+      glisten.run()
+    ]])
+    local p = io.popen(("GLISTEN_BUILD=%s timeout 10 lua5.4 %s 2>&1"):format(H.quote(H.build), H.quote(script)))
+    local out = p:read("a")
+    p:close()
+    assert.matches("^STOCK LUA\t%d+%.%d+%.%d+\n$", out)
+  end)
+end)
