@@ -202,17 +202,24 @@ static void conn_done(lg_fiber *f, int status) {
   start_close(f, s->reason == LG_R_ERROR ? s->detail : NULL);
 }
 
-/* Closes a served connection for a shutdown. A fiber waiting on something
- * other than its own socket (a sleep, another socket) is cut short so that
- * with_close runs now. */
+/* Ends a served connection for a shutdown: the callback in progress, if
+ * suspended, is cut short (its pending to-be-closed variables are closed),
+ * then with_close(state, "shutdown") runs while the socket is still open, so
+ * it can say goodbye; the socket is flushed and closed after it. A fiber
+ * already in with_close is cut short. A running fiber (the caller itself)
+ * finds its socket closed when it next waits on it. */
 static void conn_shutdown(lg_socket *s) {
   lg_fiber *f = s->owner;
-  lg_socket_close(s, LG_R_SHUTDOWN, LG_LINGER);
-  if (!f || !f->waiting || !lg_fiber_kill(f)) return;
-  if (f->phase == 0)
-    start_close(f, NULL);
-  else
+  if (!s->reason) s->reason = LG_R_SHUTDOWN;
+  if (f && f->phase == 0 && lg_fiber_kill(f)) {
+    start_close(f, s->reason == LG_R_ERROR ? s->detail : NULL);
+    return;
+  }
+  if (f && f->phase == 1 && f->waiting && lg_fiber_kill(f)) {
     conn_finish(f);
+    return;
+  }
+  lg_socket_close(s, LG_R_SHUTDOWN, LG_LINGER);
 }
 
 static void shutdown_all(lg_server *sv) {

@@ -236,6 +236,11 @@ static int try_receive(lua_State *L, lg_socket *s, int mode, size_t n,
       nl = len ? memchr(p, '\n', len) : NULL;
       if (nl) {
         size_t l = (size_t)(nl - p);
+        if (l - (l && p[l - 1] == '\r') > s->max_line) {
+          lua_pushnil(L);
+          lua_pushliteral(L, "line too long");
+          return 2;
+        }
         if (mode == RCV_LINE_EOL)
           take(L, s, l + 1, l + 1);
         else
