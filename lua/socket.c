@@ -505,6 +505,13 @@ static int glisten_post(lua_State *L) {
     lua_pushliteral(L, "no such connection");
     return 2;
   }
+  lua_getiuservalue(L, 4, 3);
+  if (lua_getfield(L, -1, "with_message") != LUA_TFUNCTION) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "connection has no with_message");
+    return 2;
+  }
+  lua_pop(L, 2);
   if (s->nmail >= s->max_mail) {
     lua_pushnil(L);
     lua_pushliteral(L, "mailbox full");

@@ -283,6 +283,20 @@ describe("the script contract", function()
       end)
     end)
 
+    it("refuses a connection whose script has no with_message", function()
+      local id
+      H.serving({
+        with_init = function(state) id = state.socket.id end,
+        handler = function(msg, state) state.socket:send(msg) end,
+      }, function(srv)
+        local c = H.connect(srv.port)
+        c:send("x"); assert.equal("x", c:receive(1))
+        assert.same({ nil, "connection has no with_message" }, { glisten.post(id, "v") })
+        c:send("y"); assert.equal("y", c:receive(1)) -- unharmed
+        c:close()
+      end)
+    end)
+
     it("refuses unknown connections and full mailboxes without waiting", function()
       local id
       H.serving({
