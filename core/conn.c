@@ -32,9 +32,9 @@ static void close_now(gl_conn *c, int reason, int err) {
   if (!c->reason) c->reason = reason;
   if (!c->err) c->err = err;
   if (c->env->stats) {
-    c->env->stats->connections--;
-    c->env->stats->closed++;
-    if (c->reason == GL_CLOSE_ERROR) c->env->stats->errors++;
+    GL_STAT_ADD(c->env->stats->connections, -1);
+    GL_STAT_ADD(c->env->stats->closed, 1);
+    if (c->reason == GL_CLOSE_ERROR) GL_STAT_ADD(c->env->stats->errors, 1);
   }
   c->busy++;
   c->cbs->on_close(c);
@@ -71,7 +71,7 @@ static void on_read(EV_P_ ev_io *w, int revents) {
     c->in.off = 0;
     c->in.cap = GL_READ_CHUNK;
     borrowed = 1;
-    room = GL_READ_CHUNK;
+    room = c->in_max < GL_READ_CHUNK ? c->in_max : GL_READ_CHUNK;
   } else {
     room = c->in_max > c->in.len ? c->in_max - c->in.len : 1;
     if (room > GL_READ_CHUNK) room = GL_READ_CHUNK;
@@ -96,7 +96,7 @@ static void on_read(EV_P_ ev_io *w, int revents) {
   } else {
     c->in.len += (size_t)n;
     c->last_active = ev_now(EV_A);
-    if (c->env->stats) c->env->stats->bytes_in += (size_t)n;
+    if (c->env->stats) GL_STAT_ADD(c->env->stats->bytes_in, (size_t)n);
   }
   c->busy++;
   c->cbs->on_data(c);
@@ -151,7 +151,7 @@ static void on_write(EV_P_ ev_io *w, int revents) {
     }
     gl_buf_consume(&c->out, (size_t)n);
     c->last_active = ev_now(EV_A);
-    if (c->env->stats) c->env->stats->bytes_out += (size_t)n;
+    if (c->env->stats) GL_STAT_ADD(c->env->stats->bytes_out, (size_t)n);
   }
   if (c->out.len == 0) {
     ev_io_stop(EV_A_ w);
@@ -206,7 +206,7 @@ gl_conn *gl_conn_new(gl_env *env, int fd, int connecting,
   c->wio.data = c;
   ev_init(&c->timer, on_timer);
   c->timer.data = c;
-  if (env->stats) env->stats->connections++;
+  if (env->stats) GL_STAT_ADD(env->stats->connections, 1);
   c->next = env->conns;
   if (c->next) c->next->prev = c;
   env->conns = c;
@@ -246,7 +246,7 @@ int gl_conn_write(gl_conn *c, const char *p, size_t n) {
       p += w;
       n -= (size_t)w;
       c->last_active = ev_now(c->env->loop);
-      if (c->env->stats) c->env->stats->bytes_out += (size_t)w;
+      if (c->env->stats) GL_STAT_ADD(c->env->stats->bytes_out, (size_t)w);
     }
   }
   if (n == 0) return GL_OK;

@@ -39,7 +39,8 @@ typedef struct gl_env {
 typedef struct gl_conn_cbs {
   /* New bytes in c->in, or GL_CONN_EOF newly set. */
   void (*on_data)(gl_conn *c);
-  /* Queued output fell to c->low_water or below, or a connect finished. */
+  /* After a write or a finished connect, while queued output is at or
+   * below c->low_water (so possibly more than once per drain). */
   void (*on_drain)(gl_conn *c);
   /* The descriptor is closed (c->reason, c->err say why); c is freed
    * after this returns. */
@@ -84,7 +85,8 @@ struct gl_conn {
 };
 
 /* Takes ownership of fd. connecting != 0: fd has a connect in progress
- * (gl_sock_connect); on_drain reports its end, with c->err set on failure.
+ * (gl_sock_connect); on_drain reports its success, on_close (reason
+ * GL_CLOSE_ERROR, c->err set) its failure.
  * Returns NULL (fd closed) when out of memory. Reading starts with
  * gl_conn_read. */
 gl_conn *gl_conn_new(gl_env *env, int fd, int connecting,
@@ -100,9 +102,11 @@ void gl_conn_consume(gl_conn *c, size_t n);
 void gl_conn_update(gl_conn *c);
 
 /* Writes n bytes: directly when nothing is queued, queueing what the kernel
- * does not take. Returns GL_OK; -ENOBUFS if the queue would pass out_max
- * (nothing more is queued; the caller decides); or -errno when the socket
- * failed, in which case c has been closed (on_close has run). */
+ * does not take. Returns GL_OK; -ENOBUFS if the rest would take the queue
+ * past out_max: nothing of the rest is queued, but a first part may have
+ * been written, so the stream is cut and the caller must close; or -errno
+ * when the socket failed, in which case c has been closed (on_close has
+ * run). */
 int gl_conn_write(gl_conn *c, const char *p, size_t n);
 
 /* Closes. With linger > 0 and output queued, reading stops and the close

@@ -27,9 +27,10 @@ static void on_retry(EV_P_ ev_timer *w, int revents) {
 }
 
 static void back_off(gl_listener *l, int err) {
-  if (!l->backing_off)
+  if (!l->warned)
     gl_log(GL_LOG_WARN, "accept on port %d: %s; pausing %.1fs", l->port,
            strerror(err), GL_ACCEPT_BACKOFF);
+  l->warned = 1; /* once per shortage, not every retry */
   l->backing_off = 1;
   update(l);
   ev_timer_set(&l->retry, GL_ACCEPT_BACKOFF, 0.);
@@ -44,14 +45,15 @@ static void on_io(EV_P_ ev_io *w, int revents) {
     if (l->fd < 0 || l->paused || l->backing_off) return;
     int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
+      l->warned = 0;
       gl_sock_tune(fd);
-      if (l->stats) l->stats->accepted++;
+      if (l->stats) GL_STAT_ADD(l->stats->accepted, 1);
       l->on_accept(l, fd);
       continue;
     }
     int e = errno;
     if (e == EAGAIN || e == EWOULDBLOCK) return;
-    if (l->stats) l->stats->accept_errors++;
+    if (l->stats) GL_STAT_ADD(l->stats->accept_errors, 1);
     switch (e) {
       case EINTR:
       case ECONNABORTED:
@@ -73,14 +75,14 @@ static void on_io(EV_P_ ev_io *w, int revents) {
 }
 
 int gl_listener_open(gl_listener *l, struct ev_loop *loop, const char *host,
-                     int port, int backlog, gl_accept_fn *on_accept,
+                     int port, int backlog, int flags, gl_accept_fn *on_accept,
                      void *data, char *err, size_t errlen) {
   memset(l, 0, sizeof *l);
   l->loop = loop;
   l->on_accept = on_accept;
   l->data = data;
   l->per_wake = GL_ACCEPT_PER_WAKE;
-  l->fd = gl_sock_listen(host, port, backlog, &l->port, err, errlen);
+  l->fd = gl_sock_listen(host, port, backlog, flags, &l->port, err, errlen);
   if (l->fd < 0) return GL_ERR;
   ev_io_init(&l->io, on_io, l->fd, EV_READ);
   l->io.data = l;

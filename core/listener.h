@@ -31,6 +31,7 @@ struct gl_listener {
   int port;           /* port actually bound */
   int paused;         /* set by the owner through gl_listener_pause */
   int backing_off;    /* waiting out a resource shortage */
+  int warned;         /* the shortage was logged; cleared by an accept */
   unsigned per_wake;  /* accepts per readiness event */
   gl_accept_fn *on_accept;
   void *data;         /* the owner's */
@@ -39,10 +40,10 @@ struct gl_listener {
   ev_timer retry;
 };
 
-/* Opens host:port and starts accepting. Returns GL_OK, or GL_ERR with a
- * message in err (l is then closed). */
+/* Opens host:port (flags: GL_LISTEN_* of sock.h) and starts accepting.
+ * Returns GL_OK, or GL_ERR with a message in err (l is then closed). */
 int gl_listener_open(gl_listener *l, struct ev_loop *loop, const char *host,
-                     int port, int backlog, gl_accept_fn *on_accept,
+                     int port, int backlog, int flags, gl_accept_fn *on_accept,
                      void *data, char *err, size_t errlen);
 
 /* Stops (paused != 0) or resumes accepting, as for a connection limit. */

@@ -36,8 +36,8 @@ static int resolve(const char *host, int port, int passive,
   return GL_OK;
 }
 
-int gl_sock_listen(const char *host, int port, int backlog, int *bound,
-                   char *err, size_t errlen) {
+int gl_sock_listen(const char *host, int port, int backlog, int flags,
+                   int *bound, char *err, size_t errlen) {
   struct addrinfo *res, *ai;
   int fd = -1, saved = 0;
   if (resolve(host, port, 1, &res, err, errlen) != GL_OK) return -1;
@@ -50,6 +50,13 @@ int gl_sock_listen(const char *host, int port, int backlog, int *bound,
     }
     int on = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    if ((flags & GL_LISTEN_REUSEPORT) &&
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) {
+      saved = errno;
+      close(fd);
+      fd = -1;
+      continue;
+    }
     if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
         listen(fd, backlog > 0 ? backlog : 1024) == 0)
       break;

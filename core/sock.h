@@ -7,11 +7,14 @@
 
 #include <stddef.h>
 
+enum { GL_LISTEN_REUSEPORT = 1 }; /* several sockets share the port */
+
 /* Binds and listens on host:port (port 0 picks a free one; host is a numeric
- * address or a name from /etc/hosts). Returns the descriptor, or -1 with a
- * message in err. *bound receives the port actually bound. */
-int gl_sock_listen(const char *host, int port, int backlog, int *bound,
-                   char *err, size_t errlen);
+ * address or a name from /etc/hosts). flags: GL_LISTEN_*. Returns the
+ * descriptor, or -1 with a message in err. *bound receives the port
+ * actually bound. */
+int gl_sock_listen(const char *host, int port, int backlog, int flags,
+                   int *bound, char *err, size_t errlen);
 
 /* Starts a non-blocking connect to host:port. Returns the descriptor (the
  * connect may still be in progress: wait for writability, then call

@@ -1,28 +1,80 @@
 /*
  * glisten.c: luaopen_glisten, the module table, and glisten.stats.
  *
- * The same module serves `require "glisten"` from any Lua 5.4 host and the
- * glisten-lua command, which links it in.
+ * The same module serves `require "glisten"` from any Lua 5.4 host, the
+ * glisten-lua command, which links it in, and each worker of a pool.
  */
+#include <string.h>
+
 #include "lg.h"
 
-static void set_count(lua_State *L, const char *k, long long v) {
-  lua_pushinteger(L, (lua_Integer)v);
-  lua_setfield(L, -2, k);
+static void push_stats(lua_State *L, const gl_stats *st) {
+  lua_createtable(L, 0, 9);
+#define F(k)                                      \
+  lua_pushinteger(L, (lua_Integer)GL_STAT_GET(st->k)); \
+  lua_setfield(L, -2, #k)
+  F(connections);
+  F(accepted);
+  F(closed);
+  F(bytes_in);
+  F(bytes_out);
+  F(errors);
+  F(accept_errors);
+  F(dropped);
+#undef F
 }
 
-/* glisten.stats() -> table of counters */
+static void add_stats(gl_stats *t, const gl_stats *st) {
+  t->connections += GL_STAT_GET(st->connections);
+  t->accepted += GL_STAT_GET(st->accepted);
+  t->closed += GL_STAT_GET(st->closed);
+  t->bytes_in += GL_STAT_GET(st->bytes_in);
+  t->bytes_out += GL_STAT_GET(st->bytes_out);
+  t->errors += GL_STAT_GET(st->errors);
+  t->accept_errors += GL_STAT_GET(st->accept_errors);
+  t->dropped += GL_STAT_GET(st->dropped);
+}
+
+typedef struct gather {
+  lg_rt *self;
+  gl_stats total;
+  int n;
+  struct {
+    int id;
+    gl_stats st;
+  } w[LG_MAX_WORKERS];
+} gather;
+
+/* Takes the runtimes that make up this server: this one, the other workers
+ * of its pool, and the workers of pools it started. */
+static void take(lg_rt *o, void *ud) {
+  gather *g = ud;
+  lg_rt *self = g->self;
+  int mine = o == self || (self->pool && o->pool == self->pool) ||
+             (o->pool && lg_pool_host(o->pool) == self);
+  if (!mine) return;
+  add_stats(&g->total, &o->stats);
+  if (o->pool && g->n < LG_MAX_WORKERS) {
+    g->w[g->n].id = o->worker_id;
+    memcpy(&g->w[g->n].st, &o->stats, sizeof o->stats);
+    g->n++;
+  }
+}
+
+/* glisten.stats() -> counters summed over every worker, with per-worker
+ * figures in .workers (indexed by worker id) when there is a pool */
 static int glisten_stats(lua_State *L) {
-  lg_rt *rt = lg_rt_get(L);
-  gl_stats *st = &rt->stats;
-  lua_createtable(L, 0, 8);
-  set_count(L, "connections", st->connections);
-  set_count(L, "accepted", (long long)st->accepted);
-  set_count(L, "closed", (long long)st->closed);
-  set_count(L, "bytes_in", (long long)st->bytes_in);
-  set_count(L, "bytes_out", (long long)st->bytes_out);
-  set_count(L, "errors", (long long)st->errors);
-  set_count(L, "accept_errors", (long long)st->accept_errors);
+  gather *g = lua_newuserdatauv(L, sizeof *g, 0);
+  memset(g, 0, sizeof *g);
+  g->self = lg_rt_get(L);
+  lg_registry_each(NULL, take, g);
+  push_stats(L, &g->total);
+  lua_createtable(L, g->n, 0);
+  for (int i = 0; i < g->n; i++) {
+    push_stats(L, &g->w[i].st);
+    lua_rawseti(L, -2, g->w[i].id);
+  }
+  lua_setfield(L, -2, "workers");
   return 1;
 }
 
@@ -32,6 +84,9 @@ int luaopen_glisten(lua_State *L) {
   lg_sched_open(L);
   lg_socket_open(L);
   lg_server_open(L);
+  lg_workers_open(L);
+  lg_shared_open(L);
+  lg_pool_open(L);
   lua_pushcfunction(L, glisten_stats);
   lua_setfield(L, -2, "stats");
   lua_pushliteral(L, GLISTEN_VERSION);

@@ -15,9 +15,11 @@
 #define LG_H
 
 #include <ev.h>
+#include <stdatomic.h>
 
 #include "conn.h"
 #include "gl.h"
+#include "inbox.h"
 #include "lauxlib.h"
 #include "listener.h"
 #include "lua.h"
@@ -36,6 +38,9 @@
 #define LG_MAX_MAILBOX 1024       /* max_mailbox: queued posts */
 #define LG_LINGER 5.0             /* longest a closing socket flushes */
 #define LG_BACKLOG 1024
+#define LG_SLOTS 256          /* Lua states per process; ids carry the slot */
+#define LG_INBOX_MAX 65536    /* messages queued for one worker */
+#define LG_MAX_WORKERS 64
 
 /* Why a wait ended. */
 enum { LG_WAKE_NONE = 0, LG_WAKE_EVENT, LG_WAKE_TIMEOUT };
@@ -54,6 +59,7 @@ typedef struct lg_rt lg_rt;
 typedef struct lg_fiber lg_fiber;
 typedef struct lg_socket lg_socket;
 typedef struct lg_server lg_server;
+typedef struct lg_pool lg_pool;
 
 /* Fibers waiting for one thing, first come first served. */
 typedef struct lg_waitq {
@@ -98,6 +104,15 @@ struct lg_rt {
   double shutdown_timeout; /* the command's grace on SIGINT/SIGTERM */
   lg_server *servers; /* open servers */
   int closing;        /* lua_close in progress: call no Lua */
+  ev_timer drain, deadline; /* ending a pool worker after a shutdown */
+  int slot;              /* in the process registry; low bits of ids */
+  gl_inbox inbox;        /* messages from other states */
+  gl_msg *mail, *mail_cur; /* taken from the inbox, being delivered */
+  int worker_id, worker_count;
+  lg_pool *pool;         /* the pool this state is a worker of, or NULL */
+  int pools;             /* pools this state started that still run */
+  lg_pool *pool_list;    /* those pools */
+  gl_buf tmp;            /* scratch for glisten.shared */
 };
 
 struct lg_socket {
@@ -114,6 +129,7 @@ struct lg_socket {
   int eof;             /* the peer closed its side */
   int nmail, mhead;    /* mailbox: count, index of the oldest */
   int max_mail;        /* mailbox slots */
+  int has_with_message; /* a served connection whose script has one */
   size_t max_line, max_output, high_water;
   size_t in_base;      /* in_max while no receive asks for more */
 };
@@ -127,7 +143,11 @@ typedef struct lg_opts {
   size_t max_output, max_line;
   int max_mailbox;
   double shutdown_timeout; /* grace of a graceful stop (the command's signals) */
+  const char *script;      /* pools: the script each worker loads */
+  int workers;             /* pools: how many (0: not a pool) */
 } lg_opts;
+
+#define LG_PARK_MAX 64 /* accepted connections waiting for a free slot */
 
 struct lg_server {
   lg_rt *rt;
@@ -140,6 +160,11 @@ struct lg_server {
   lg_socket *socks; /* live connections */
   ev_timer grace;   /* close(grace) deadline */
   lg_server *next;  /* in rt->servers */
+  atomic_long own_count; /* open connections, when no pool shares a count */
+  atomic_long *count;    /* the count max_connections limits */
+  lg_pool *pool;         /* set when count is a pool's */
+  int parked[LG_PARK_MAX]; /* accepted past max_connections, not yet served */
+  int nparked;
 };
 
 /* sched.c */
@@ -167,6 +192,8 @@ void lg_socket_anchor(lua_State *L, lg_socket *s);
 void lg_socket_release(lg_socket *s);
 void lg_push_next_event(lua_State *L);
 void lg_push_socket(lua_State *L, lg_socket *s);
+lg_socket *lg_find_socket(lua_State *L, lua_Integer id);
+void lg_mail_push(lua_State *L, lg_socket *s);
 lg_socket *lg_check_socket(lua_State *L, int idx);
 void lg_socket_close(lg_socket *s, int reason, double linger);
 void lg_socket_peer(lg_socket *s, char *buf, size_t len);
@@ -177,9 +204,42 @@ int lg_socket_open(lua_State *L);
 /* server.c */
 int lg_server_open(lua_State *L);
 void lg_server_close(lg_server *sv, double grace);
-void lg_server_conn_done(lg_server *sv, lg_socket *s);
+void lg_server_resume(lg_server *sv);
+int lg_serve(lua_State *L, int idx, lg_pool *pool);
 int lg_opts_read(lua_State *L, int idx, lg_opts *o, int strict);
 void lg_opts_default(lg_opts *o);
+
+/* value.c */
+void lg_value_encode(lua_State *L, int idx);
+void lg_value_decode(lua_State *L, const char *p, size_t len);
+
+/* workers.c */
+int lg_registry_add(lg_rt *rt);
+void lg_registry_remove(lg_rt *rt);
+void lg_registry_control(lg_pool *p, int cmd, double arg);
+void lg_registry_each(lg_pool *p, void (*fn)(lg_rt *, void *), void *ud);
+void lg_workers_attach(lua_State *L, lg_rt *rt);
+void lg_workers_detach(lg_rt *rt);
+int lg_sock_subscribe(lua_State *L);
+int lg_sock_unsubscribe(lua_State *L);
+void lg_unsubscribe_all(lua_State *L, int idx, lg_socket *s);
+int lg_workers_open(lua_State *L);
+
+/* shared.c */
+int lg_shared_open(lua_State *L);
+
+/* script.c */
+int lg_script_load(lua_State *L, const char *path);
+void lg_script_options(lua_State *L, int t, int from_table, int opts);
+
+/* pool.c */
+enum { LG_CTL_SHUTDOWN = 1, LG_CTL_RESUME };
+void lg_pool_control(lg_rt *rt, int cmd, double arg);
+int lg_pool_open(lua_State *L);
+int lg_pool_serve(lua_State *L, int idx, const lg_opts *o);
+atomic_long *lg_pool_count(lg_pool *p);
+lg_rt *lg_pool_host(lg_pool *p);
+void lg_pool_close_all(lg_rt *rt, double grace);
 
 /* glisten.c */
 int luaopen_glisten(lua_State *L);

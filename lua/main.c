@@ -35,11 +35,13 @@ static const char USAGE[] =
     "  --max-line BYTES         longest line receive(\"*l\") takes (64 KiB)\n"
     "  --max-mailbox N          posts queued per connection (1024)\n"
     "  --shutdown-timeout SECONDS  grace for open connections on SIGTERM (5)\n"
+    "  -w, --workers N|auto     worker threads, each with its own loop and Lua\n"
+    "                           state (default 1; auto: one per CPU)\n"
     "  --check                  load the script, report errors, and exit\n"
     "  --help                   show this help\n"
     "  --version                show the version\n";
 
-enum { OPT_STR, OPT_INT, OPT_NUM };
+enum { OPT_STR, OPT_INT, OPT_NUM, OPT_WORKERS };
 
 static const struct {
   const char *flag, *key;
@@ -53,6 +55,8 @@ static const struct {
                {"--max-line", "max_line", OPT_INT},
                {"--max-mailbox", "max_mailbox", OPT_INT},
                {"--shutdown-timeout", "shutdown_timeout", OPT_NUM},
+               {"--workers", "workers", OPT_WORKERS},
+               {"-w", "workers", OPT_WORKERS},
                {NULL, NULL, 0}};
 
 static const char *progname = "glisten-lua";
@@ -64,24 +68,13 @@ static void die_usage(const char *fmt, const char *a) {
   exit(2);
 }
 
-static int msghandler(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (!msg) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-      return 1;
-    msg = lua_pushfstring(L, "(error object is a %s value)",
-                          luaL_typename(L, 1));
-  }
-  luaL_traceback(L, L, msg, 1);
-  return 1;
-}
-
 /* Stores a flag's value in the table on top, converted to its kind. */
 static void put_option(lua_State *L, int i, const char *v) {
   char *end;
-  if (options[i].kind == OPT_STR) {
+  if (options[i].kind == OPT_STR ||
+      (options[i].kind == OPT_WORKERS && strcmp(v, "auto") == 0)) {
     lua_pushstring(L, v);
-  } else if (options[i].kind == OPT_INT) {
+  } else if (options[i].kind == OPT_INT || options[i].kind == OPT_WORKERS) {
     errno = 0;
     long long n = strtoll(v, &end, 10);
     if (errno || end == v || *end) die_usage("%s needs a whole number", options[i].flag);
@@ -110,7 +103,7 @@ static int stopping;
 static void on_drain_check(EV_P_ ev_timer *w, int revents) {
   lg_rt *rt = w->data;
   (void)revents;
-  if (rt->served == 0) {
+  if (rt->served == 0 && rt->pools == 0) {
     rt->stopped = 1;
     ev_break(EV_A_ EVBREAK_ALL);
   }
@@ -138,6 +131,7 @@ static void on_signal(EV_P_ ev_signal *w, int revents) {
           progname, w->signum == SIGINT ? "SIGINT" : "SIGTERM",
           (int)rt->served, grace);
   while (rt->servers) lg_server_close(rt->servers, grace);
+  lg_pool_close_all(rt, grace);
   ev_timer_init(&drain_w, on_drain_check, 0., 0.05);
   drain_w.data = rt;
   ev_timer_again(EV_A_ & drain_w);
@@ -160,8 +154,23 @@ static void watch_signals(lg_rt *rt) {
 
 /* --- main ------------------------------------------------------------- */
 
-static const char *const copied[] = {"handler", "with_init", "with_close",
-                                     "with_message", NULL};
+/* [-1, +2, e] load_script(path) -> callbacks table, from_table */
+static int load_script(lua_State *L) {
+  const char *path = lua_tostring(L, 1);
+  int from_table = lg_script_load(L, path);
+  lua_pushboolean(L, from_table);
+  return 2;
+}
+
+/* [-1, +2, e] serve(options) -> server | nil, err, as glisten.serve */
+static int serve(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "glisten");
+  lua_getfield(L, -1, "serve");
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 2);
+  return 2;
+}
 
 int main(int argc, char **argv) {
   const char *script = NULL, *port = NULL;
@@ -235,19 +244,18 @@ int main(int argc, char **argv) {
   lua_rawseti(L, -2, 0);
   lua_setglobal(L, "arg");
 
-  lua_pushcfunction(L, msghandler); /* 2 */
-  if (luaL_loadfile(L, script) != LUA_OK ||
-      lua_pcall(L, 0, 1, 2) != LUA_OK) {
+  lg_opts cli;
+  lg_opts_read(L, 1, &cli, 0);
+  int from_table = 0;
+  lua_pushcfunction(L, load_script);
+  lua_pushstring(L, script);
+  if (lua_pcall(L, 1, 2, 0) != LUA_OK) {
     fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
     return 1;
   }
-  /* 3: where the callbacks are: the returned table, or the globals */
-  int from_table = lua_type(L, 3) == LUA_TTABLE;
-  if (!from_table) {
-    lua_pop(L, 1);
-    lua_pushglobaltable(L);
-  }
-  int t = lua_getfield(L, 3, "handler");
+  from_table = lua_toboolean(L, -1);
+  lua_pop(L, 1); /* 2: where the callbacks are */
+  int t = lua_getfield(L, 2, "handler");
   lua_pop(L, 1);
   if (t != LUA_TNIL && t != LUA_TFUNCTION) {
     fprintf(stderr, "%s: %s: 'handler' must be a function, not a %s\n",
@@ -266,26 +274,19 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (has_handler) {
-    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-    lua_getfield(L, -1, "glisten");
-    lua_getfield(L, -1, "serve");
-    lua_newtable(L); /* the options: the script's, then the command line's */
-    if (from_table)
-      for (j = 0; options[j].flag; j++) {
-        lua_getfield(L, 3, options[j].key);
-        lua_setfield(L, -2, options[j].key);
-      }
-    for (j = 0; copied[j]; j++) {
-      lua_getfield(L, 3, copied[j]);
-      lua_setfield(L, -2, copied[j]);
+    if (cli.workers > 1) {
+      /* a pool: every worker loads the script itself */
+      lua_pushvalue(L, 1);
+      lua_pushstring(L, script);
+      lua_setfield(L, -2, "script");
+    } else {
+      lua_pushnil(L);
+      lua_setfield(L, 1, "workers");
+      lg_script_options(L, 2, from_table, 1);
     }
-    lua_pushnil(L);
-    while (lua_next(L, 1)) {
-      lua_pushvalue(L, -2);
-      lua_insert(L, -2);
-      lua_settable(L, -4);
-    }
-    if (lua_pcall(L, 1, 2, 2) != LUA_OK) {
+    lua_pushcfunction(L, serve);
+    lua_insert(L, -2);
+    if (lua_pcall(L, 1, 2, 0) != LUA_OK) {
       fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
       return 1;
     }
@@ -293,10 +294,17 @@ int main(int argc, char **argv) {
       fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
       return 1;
     }
-    lua_settop(L, 3);
+    lua_getfield(L, -2, "port");
+    lua_getfield(L, -3, "host");
+    if (cli.workers > 1)
+      fprintf(stderr, strchr(lua_tostring(L, -1), ':')
+                          ? "listening on [%s]:%d (%d workers)\n"
+                          : "listening on %s:%d (%d workers)\n",
+              lua_tostring(L, -1), (int)lua_tointeger(L, -2), cli.workers);
+    lua_settop(L, 2);
   }
   rt->shutdown_timeout = 5.0;
-  if (from_table && lua_getfield(L, 3, "shutdown_timeout") == LUA_TNUMBER)
+  if (from_table && lua_getfield(L, 2, "shutdown_timeout") == LUA_TNUMBER)
     rt->shutdown_timeout = lua_tonumber(L, -1);
   lua_pop(L, 1);
   if (lua_getfield(L, 1, "shutdown_timeout") == LUA_TNUMBER)

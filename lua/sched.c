@@ -60,12 +60,14 @@ static int rt_gc(lua_State *L) {
     ev_timer_stop(rt->loop, &sv->grace);
   }
   gl_env_close_all(&rt->env);
+  lg_workers_detach(rt);
   ev_ref(rt->loop);
   ev_prepare_stop(rt->loop, &rt->prepare);
   ev_idle_stop(rt->loop, &rt->idle);
   ev_loop_destroy(rt->loop);
   rt->loop = NULL;
   free(rt->env.scratch);
+  gl_buf_free(&rt->tmp);
   return 0;
 }
 
@@ -98,9 +100,11 @@ lg_rt *lg_rt_open(lua_State *L) {
   ev_unref(rt->loop); /* the scheduler alone keeps nothing running */
   ev_idle_init(&rt->idle, on_idle);
   rt->idle.data = rt;
+  rt->worker_id = rt->worker_count = 1;
   lua_rawsetp(L, LUA_REGISTRYINDEX, &RT_KEY);
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &FIBERS_KEY);
+  lg_workers_attach(L, rt);
   return rt;
 }
 
@@ -268,7 +272,7 @@ static const char *traceback(lua_State *co) {
  * it. */
 void lg_log_error(lg_rt *rt, const char *what, lua_State *co, int status) {
   (void)status;
-  rt->stats.errors++;
+  GL_STAT_ADD(rt->stats.errors, 1);
   gl_log(GL_LOG_ERROR, "%s: %s", what, traceback(co));
 }
 

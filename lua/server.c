@@ -11,12 +11,14 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "lg.h"
 #include "log.h"
+#include "sock.h"
 
 static char CONN_MAIN_KEY;
 
@@ -75,7 +77,7 @@ static double opt_num(lua_State *L, int idx, const char *k, double def) {
 static const char *const known_keys[] = {
     "host", "port", "backlog", "max_connections", "idle_timeout",
     "max_output", "max_line", "max_mailbox", "shutdown_timeout", "handler",
-    "with_init", "with_close", "with_message", NULL};
+    "with_init", "with_close", "with_message", "script", "workers", NULL};
 
 /* [-0, +0, e] Reads the options in the table at idx into o (defaults for
  * the rest). Raises on a value of the wrong type or range and, with strict,
@@ -100,6 +102,21 @@ int lg_opts_read(lua_State *L, int idx, lg_opts *o, int strict) {
   o->max_mailbox =
       (int)opt_int(L, idx, "max_mailbox", LG_MAX_MAILBOX, 1, 1 << 24);
   o->shutdown_timeout = opt_num(L, idx, "shutdown_timeout", 5.0);
+  if (lua_getfield(L, idx, "script") != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "option 'script' must be a path");
+    o->script = lua_tostring(L, -1);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, idx, "workers") == LUA_TSTRING &&
+      strcmp(lua_tostring(L, -1), "auto") == 0) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    o->workers = n < 1 ? 1 : n > LG_MAX_WORKERS ? LG_MAX_WORKERS : (int)n;
+    lua_pop(L, 1);
+  } else {
+    lua_pop(L, 1);
+    o->workers = (int)opt_int(L, idx, "workers", 0, 1, LG_MAX_WORKERS);
+  }
   if (strict) {
     lua_pushnil(L);
     while (lua_next(L, idx)) {
@@ -143,8 +160,12 @@ static void conn_finish(lg_fiber *f) {
   lg_socket_release(s);
   lg_fiber_release(f);
   if (!sv) return;
-  if (sv->open && sv->o.max_connections && sv->nconns < sv->o.max_connections)
-    gl_listener_pause(&sv->l, 0);
+  if (sv->o.max_connections &&
+      atomic_fetch_sub(sv->count, 1) >= sv->o.max_connections) {
+    /* someone may be waiting for this slot: here, or on another worker */
+    lg_server_resume(sv);
+    if (sv->pool) lg_registry_control(sv->pool, LG_CTL_RESUME, 0);
+  }
   if (!sv->open && !sv->nconns) {
     ev_timer_stop(sv->rt->loop, &sv->grace);
     server_unanchor(sv);
@@ -246,6 +267,7 @@ void lg_server_close(lg_server *sv, double grace) {
     lg_server **p;
     gl_listener_close(&sv->l);
     sv->open = 0;
+    lg_server_resume(sv); /* closes what was parked */
     for (p = &rt->servers; *p; p = &(*p)->next)
       if (*p == sv) {
         *p = sv->next;
@@ -294,6 +316,8 @@ static int serve_conn(lua_State *L) {
   lua_remove(L, 4);
   lua_pushvalue(L, 4);
   lua_setiuservalue(L, 2, 3);
+  s->has_with_message = lua_getfield(L, 4, "with_message") == LUA_TFUNCTION;
+  lua_pop(L, 1);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &CONN_MAIN_KEY);
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);
@@ -312,20 +336,18 @@ static int serve_conn(lua_State *L) {
   if (!c) return luaL_error(L, "out of memory");
   lg_socket_attach(s, c);
   gl_conn_set_idle(c, sv->o.idle_timeout);
-  if (sv->o.max_connections && sv->nconns >= sv->o.max_connections)
-    gl_listener_pause(&sv->l, 1);
   return 0;
 }
 
-static void on_accept(gl_listener *l, int fd) {
-  lg_server *sv = l->data;
+/* Serves fd, an accepted connection that holds a slot. */
+static void serve_fd(lg_server *sv, int fd) {
   lg_rt *rt = sv->rt;
   lua_State *L = rt->L;
   accept_ctx a = {sv, fd, NULL};
   lua_pushcfunction(L, serve_conn);
   lua_pushlightuserdata(L, &a);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    rt->stats.errors++;
+    GL_STAT_ADD(rt->stats.errors, 1);
     gl_log(GL_LOG_ERROR, "cannot serve a new connection: %s",
            lua_tostring(L, -1));
     lua_pop(L, 1);
@@ -334,33 +356,86 @@ static void on_accept(gl_listener *l, int fd) {
       lg_fiber *f = a.s->owner;
       lg_fiber_kill(f);
       conn_finish(f);
-    } else if (a.s) {
-      lg_socket_release(a.s);
+    } else {
+      if (a.s) lg_socket_release(a.s);
+      if (sv->o.max_connections) atomic_fetch_sub(sv->count, 1);
     }
   }
 }
 
-/* glisten.serve{...} -> server | nil, err */
-static int glisten_serve(lua_State *L) {
+/* Takes a slot under max_connections (counted across a pool). */
+static int claim(lg_server *sv) {
+  long max = sv->o.max_connections;
+  if (!max) return 1;
+  if (atomic_fetch_add(sv->count, 1) < max) return 1;
+  atomic_fetch_sub(sv->count, 1);
+  return 0;
+}
+
+static int full(lg_server *sv) {
+  return sv->o.max_connections &&
+         atomic_load(sv->count) >= sv->o.max_connections;
+}
+
+/* Past max_connections the server stops accepting; a connection accepted
+ * meanwhile (by a race between workers) is parked, not dropped, and served
+ * when a slot frees. */
+static void on_accept(gl_listener *l, int fd) {
+  lg_server *sv = l->data;
+  if (sv->nparked || !claim(sv)) {
+    if (sv->nparked < LG_PARK_MAX) {
+      sv->parked[sv->nparked++] = fd;
+    } else {
+      close(fd); /* cannot happen: accepting pauses first */
+      GL_STAT_ADD(sv->rt->stats.errors, 1);
+    }
+    gl_listener_pause(&sv->l, 1);
+    return;
+  }
+  serve_fd(sv, fd);
+  if (full(sv)) gl_listener_pause(&sv->l, 1);
+}
+
+/* Serves parked connections while slots are free, then accepts again if
+ * there is room. */
+void lg_server_resume(lg_server *sv) {
+  if (!sv->open) {
+    while (sv->nparked) close(sv->parked[--sv->nparked]);
+    return;
+  }
+  while (sv->nparked && claim(sv)) {
+    int fd = sv->parked[0];
+    memmove(sv->parked, sv->parked + 1, (size_t)--sv->nparked * sizeof(int));
+    serve_fd(sv, fd);
+  }
+  if (!sv->nparked && !full(sv)) gl_listener_pause(&sv->l, 0);
+}
+
+/* [-0, +1|2, e] Serves the options table at idx (validated; handler
+ * required); pool, when given, is the pool this worker belongs to: the
+ * socket is shared with SO_REUSEPORT and max_connections counts across the
+ * pool. Pushes the server, or nil and a message. */
+int lg_serve(lua_State *L, int idx, lg_pool *pool) {
   lg_rt *rt = lg_rt_get(L);
   lg_opts o;
   char err[GL_ERRLEN];
   static const char *const cbs[] = {"handler", "with_init", "with_close",
                                     "with_message", NULL};
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
+  idx = lua_absindex(L, idx);
   rt->used_net = 1;
-  lg_opts_read(L, 1, &o, 1);
-  lua_createtable(L, 0, 4); /* 2: handlers */
+  lg_opts_read(L, idx, &o, 1);
+  lua_createtable(L, 0, 4); /* handlers */
+  int h = lua_gettop(L);
   for (const char *const *k = cbs; *k; k++) {
-    int t = lua_getfield(L, 1, *k);
+    int t = lua_getfield(L, idx, *k);
     if (t == LUA_TNIL && k == cbs)
       return luaL_error(L, "glisten.serve: 'handler' is required");
     if (t != LUA_TNIL && t != LUA_TFUNCTION)
       return luaL_error(L, "glisten.serve: '%s' must be a function", *k);
-    lua_setfield(L, 2, *k);
+    lua_setfield(L, h, *k);
   }
-  lg_server *sv = lua_newuserdatauv(L, sizeof *sv, 1); /* 3 */
+  lg_server *sv = lua_newuserdatauv(L, sizeof *sv, 1);
+  int svi = lua_gettop(L);
   memset(sv, 0, sizeof *sv);
   sv->rt = rt;
   sv->l.fd = -1;
@@ -368,24 +443,48 @@ static int glisten_serve(lua_State *L) {
   sv->o = o;
   snprintf(sv->host, sizeof sv->host, "%s", o.host);
   sv->o.host = sv->host;
+  sv->o.script = NULL;
+  atomic_init(&sv->own_count, 0);
+  sv->count = pool ? lg_pool_count(pool) : &sv->own_count;
+  sv->pool = pool;
   ev_timer_init(&sv->grace, on_grace, 0., 0.);
   sv->grace.data = sv;
   luaL_setmetatable(L, LG_SERVER);
-  lua_pushvalue(L, 2);
-  lua_setiuservalue(L, 3, 1);
+  lua_pushvalue(L, h);
+  lua_setiuservalue(L, svi, 1);
   if (gl_listener_open(&sv->l, rt->loop, sv->host, o.port, o.backlog,
-                       on_accept, sv, err, sizeof err) != 0) {
+                       pool ? GL_LISTEN_REUSEPORT : 0, on_accept, sv, err,
+                       sizeof err) != 0) {
     lua_pushnil(L);
     lua_pushstring(L, err);
     return 2;
   }
   sv->l.stats = &rt->stats;
   sv->open = 1;
-  lua_pushvalue(L, 3);
+  lua_pushvalue(L, svi);
   sv->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   sv->next = rt->servers;
   rt->servers = sv;
+  if (full(sv)) gl_listener_pause(&sv->l, 1);
   return 1;
+}
+
+/* glisten.serve{...} -> server | nil, err. With script (and workers), the
+ * script is served by a pool of worker threads (pool.c). */
+static int glisten_serve(lua_State *L) {
+  lg_opts o;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lg_opts_read(L, 1, &o, 1);
+  if (o.script || o.workers > 1) {
+    if (!o.script)
+      return luaL_error(L, "glisten.serve: more than one worker needs "
+                           "script = \"path.lua\" (functions cannot move "
+                           "between Lua states)");
+    return lg_pool_serve(L, 1, &o);
+  }
+  int n = lg_serve(L, 1, NULL);
+  return n;
 }
 
 static lg_server *check_server(lua_State *L) {
@@ -569,7 +668,7 @@ static int glisten_listen(lua_State *L) {
   ls->l.fd = -1;
   snprintf(ls->host, sizeof ls->host, "%s", host);
   luaL_setmetatable(L, LG_LISTENER);
-  if (gl_listener_open(&ls->l, rt->loop, host, (int)port, backlog,
+  if (gl_listener_open(&ls->l, rt->loop, host, (int)port, backlog, 0,
                        on_lsock_accept, ls, err, sizeof err) != 0) {
     lua_pushnil(L);
     lua_pushstring(L, err);

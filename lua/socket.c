@@ -21,7 +21,7 @@
 #include "sock.h"
 
 static char CONNS_KEY;
-static atomic_llong next_id = 1;
+static atomic_llong next_seq = 1; /* ids: (seq << 8) | the runtime's slot */
 
 static const char *const reason_names[] = {"", "closed", "local", "timeout",
                                            "shutdown", "error"};
@@ -78,10 +78,10 @@ const gl_conn_cbs lg_socket_cbs = {on_data, on_drain, on_close};
 /* [-0, +1, m] Wraps c (which may be NULL, to be attached later with
  * lg_socket_attach) in a new socket object. */
 lg_socket *lg_socket_new(lua_State *L, lg_rt *rt, gl_conn *c) {
-  lg_socket *s = lua_newuserdatauv(L, sizeof *s, 3);
+  lg_socket *s = lua_newuserdatauv(L, sizeof *s, 4);
   memset(s, 0, sizeof *s);
   s->rt = rt;
-  s->id = atomic_fetch_add(&next_id, 1);
+  s->id = (lua_Integer)(atomic_fetch_add(&next_seq, 1) * LG_SLOTS + rt->slot);
   s->timeout = -1;
   s->max_line = LG_MAX_LINE;
   s->max_output = LG_MAX_OUTPUT;
@@ -138,8 +138,16 @@ void lg_push_socket(lua_State *L, lg_socket *s) {
   lua_remove(L, -2);
 }
 
-/* Forgets a served connection once its fiber is done. */
-void lg_socket_release(lg_socket *s) { forget(s); }
+/* Forgets a served connection once its fiber is done, ending its
+ * subscriptions. */
+void lg_socket_release(lg_socket *s) {
+  lua_State *L = s->rt->L;
+  if (s->rt->closing) return;
+  lg_push_socket(L, s);
+  if (!lua_isnil(L, -1)) lg_unsubscribe_all(L, -1, s);
+  lua_pop(L, 1);
+  forget(s);
+}
 
 void lg_socket_peer(lg_socket *s, char *buf, size_t len) {
   char ip[64];
@@ -351,7 +359,7 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
     }
     if (rc == -ENOBUFS) {
       s->detail = "output limit exceeded (max_output)";
-      s->rt->stats.errors++;
+      GL_STAT_ADD(s->rt->stats.errors, 1);
       lg_socket_close(s, LG_R_ERROR, 0);
       lua_pushnil(L);
       lua_pushstring(L, s->detail);
@@ -490,46 +498,32 @@ static int next_event(lua_State *L) {
   return next_event_k(L, LUA_OK, 0);
 }
 
-/* glisten.post(id, value) -> true | nil, "no such connection" | nil,
- * "mailbox full" */
-static int glisten_post(lua_State *L) {
-  lua_Integer id = luaL_checkinteger(L, 1);
+/* [-0, +1, -] The served socket with that id in this state, or NULL. */
+lg_socket *lg_find_socket(lua_State *L, lua_Integer id) {
   lg_socket *s;
-  luaL_checkany(L, 2);
-  lua_settop(L, 2);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
   lua_rawgeti(L, -1, id);
   s = lua_touserdata(L, -1);
-  if (!s || !s->conn || !s->owner || s->owner->phase != 0) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "no such connection");
-    return 2;
-  }
-  lua_getiuservalue(L, 4, 3);
-  if (lua_getfield(L, -1, "with_message") != LUA_TFUNCTION) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "connection has no with_message");
-    return 2;
-  }
   lua_pop(L, 2);
-  if (s->nmail >= s->max_mail) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "mailbox full");
-    return 2;
-  }
-  if (lua_getiuservalue(L, 4, 1) != LUA_TTABLE) {
+  return s;
+}
+
+/* [-1, +0, m] Moves the value on top into s's mailbox (which must have
+ * room) and wakes its fiber. */
+void lg_mail_push(lua_State *L, lg_socket *s) {
+  lg_push_socket(L, s);
+  if (lua_getiuservalue(L, -1, 1) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_createtable(L, s->max_mail < 64 ? s->max_mail : 64, 0);
     lua_pushvalue(L, -1);
-    lua_setiuservalue(L, 4, 1);
+    lua_setiuservalue(L, -3, 1);
     s->mhead = 1;
   }
-  lua_pushvalue(L, 2);
+  lua_rotate(L, -3, -1); /* sock, mailbox, value */
   lua_rawseti(L, -2, (s->mhead - 1 + s->nmail) % s->max_mail + 1);
+  lua_pop(L, 2);
   s->nmail++;
   lg_wake_all(&s->rq);
-  lua_pushboolean(L, 1);
-  return 1;
 }
 
 /* --- connect ------------------------------------------------------------ */
@@ -593,14 +587,15 @@ static const luaL_Reg sock_methods[] = {{"send", sock_send},
                                         {"settimeout", sock_settimeout},
                                         {"getpeername", sock_getpeername},
                                         {"getsockname", sock_getsockname},
+                                        {"subscribe", lg_sock_subscribe},
+                                        {"unsubscribe", lg_sock_unsubscribe},
                                         {NULL, NULL}};
 
-static const luaL_Reg socket_funcs[] = {{"post", glisten_post},
-                                        {"connect", glisten_connect},
+static const luaL_Reg socket_funcs[] = {{"connect", glisten_connect},
                                         {NULL, NULL}};
 
-/* [-0, +0, m] Registers the socket type and adds post and connect to the
- * module table on top. Leaves next_event in the registry for server.c. */
+/* [-0, +0, m] Registers the socket type and adds connect to the module
+ * table on top. Leaves next_event in the registry for server.c. */
 int lg_socket_open(lua_State *L) {
   luaL_newmetatable(L, LG_SOCKET);
   lua_pushcfunction(L, sock_gc);

@@ -278,7 +278,32 @@ describe("the script contract", function()
         assert.is_true(glisten.post(id, "two"))
         assert.is_true(glisten.post(id, t))
         assert.equal("1;two;3;", c:receive(8))
-        assert.equal(t, got[3]) -- the same table: one Lua state
+        -- a copy, as it would be on another worker
+        assert.same(t, got[3])
+        assert.are_not.equal(t, got[3])
+        c:close()
+      end)
+    end)
+
+    it("refuses values that cannot cross workers, with a clear error", function()
+      local id
+      H.serving({
+        with_init = function(state) id = state.socket.id end,
+        handler = function(msg, state) state.socket:send(msg) end,
+        with_message = function(v, state) state.socket:send(tostring(v)) end,
+      }, function(srv)
+        local c = H.connect(srv.port)
+        c:send("x"); assert.equal("x", c:receive(1))
+        assert.has_error(function() glisten.post(id, print) end,
+          "cannot send a function value (only nil, booleans, numbers, strings and tables of those cross workers)")
+        local cyc = {}; cyc.self = cyc
+        assert.has_error(function() glisten.post(id, { a = { cyc } }) end,
+          "cannot send a table that contains itself (a cycle)")
+        assert.has_error(function() glisten.post(id, { co = coroutine.create(print) }) end)
+        -- the same table twice is not a cycle
+        local shared = { 1 }
+        assert.is_true(glisten.post(id, { shared, shared }))
+        assert.matches("^table", c:receive())
         c:close()
       end)
     end)

@@ -1,0 +1,400 @@
+/*
+ * pool.c: serving one script with several workers. Each worker is a
+ * thread with its own libev loop and its own Lua state that loads the
+ * script; together they are the acceptor pool.
+ *
+ * Sharing the port: every worker listens on its own socket bound with
+ * SO_REUSEPORT, and the kernel spreads new connections over them by a hash
+ * of the addresses. No lock, no thundering herd, and a worker never wakes
+ * for a connection another takes. (The README gives the measured balance.)
+ *
+ * Start: worker 1 loads the script and binds first (so port 0 becomes a
+ * real port), then the others bind that port. If any fails to load or
+ * bind, the started ones are told to stop and serve returns nil, err: no
+ * half-started server.
+ *
+ * The pool object lives in the state that called glisten.serve (the host).
+ * It keeps the host's loop running until every worker has exited; close
+ * (or the command's signals) sends each worker a shutdown with the grace
+ * period through its inbox.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lg.h"
+#include "log.h"
+#include "lualib.h"
+
+#define LG_POOL "glisten.pool"
+
+struct lg_pool {
+  int n;
+  char *script;
+  char *opts; /* the serve options, encoded (value.c) */
+  size_t opts_len;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int started, ready, failed, exited, joined;
+  char err[1024];
+  int port;
+  char host[64];
+  atomic_long conns; /* max_connections counts across the pool */
+  pthread_t threads[LG_MAX_WORKERS];
+  lg_rt *host_rt;
+  ev_async done; /* in the host's loop: a worker exited */
+  int ref;       /* anchors the pool userdata while workers run */
+  int closing;
+  lg_pool *next; /* in the host's list */
+};
+
+typedef struct wctx {
+  lg_pool *p;
+  int id;
+} wctx;
+
+static wctx ctxs[LG_SLOTS]; /* one per possible worker; ids are small */
+static pthread_mutex_t ctx_mu = PTHREAD_MUTEX_INITIALIZER;
+
+atomic_long *lg_pool_count(lg_pool *p) { return &p->conns; }
+lg_rt *lg_pool_host(lg_pool *p) { return p->host_rt; }
+
+/* --- in a worker --------------------------------------------------- */
+
+static void report(lg_pool *p, const char *err, int port) {
+  pthread_mutex_lock(&p->mu);
+  if (err) {
+    if (!p->failed) snprintf(p->err, sizeof p->err, "%s", err);
+    p->failed = 1;
+  } else {
+    if (port) p->port = port;
+    p->ready++;
+  }
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+}
+
+/* [-0, +0, e] Loads the script and serves it; reports the bound port. */
+static int worker_setup(lua_State *L) {
+  wctx *w = lua_touserdata(L, 1);
+  lg_pool *p = w->p;
+  lg_value_decode(L, p->opts, p->opts_len); /* 2: options */
+  if (w->id > 1) {
+    lua_pushinteger(L, p->port);
+    lua_setfield(L, 2, "port");
+  }
+  int from_table = lg_script_load(L, p->script); /* 3 */
+  if (lua_getfield(L, 3, "handler") != LUA_TFUNCTION)
+    return luaL_error(L, "%s defines no handler(msg, state)", p->script);
+  lua_pop(L, 1);
+  lg_script_options(L, 3, from_table, 2); /* 4 */
+  if (lg_serve(L, 4, p) == 2) return lua_error(L);
+  lg_server *sv = lua_touserdata(L, -1);
+  lua_pushinteger(L, sv->l.port);
+  return 1;
+}
+
+static void *worker_main(void *arg) {
+  wctx *w = arg;
+  lg_pool *p = w->p;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, NULL); /* signals are the host's */
+  lua_State *L = luaL_newstate();
+  if (!L) {
+    report(p, "cannot create a Lua state", 0);
+    goto out;
+  }
+  luaL_openlibs(L);
+  luaL_requiref(L, "glisten", luaopen_glisten, 1);
+  lua_pop(L, 1);
+  lg_rt *rt = lg_rt_get(L);
+  rt->pool = p;
+  rt->worker_id = w->id;
+  rt->worker_count = p->n;
+  lua_createtable(L, 1, 0); /* arg, as the command sets it */
+  lua_pushstring(L, p->script);
+  lua_rawseti(L, -2, 0);
+  lua_setglobal(L, "arg");
+  lua_pushcfunction(L, worker_setup);
+  lua_pushlightuserdata(L, w);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "worker %d: %s", w->id, lua_tostring(L, -1));
+    report(p, msg, 0);
+  } else {
+    report(p, NULL, (int)lua_tointeger(L, -1));
+    lua_pop(L, 1);
+    pthread_mutex_lock(&p->mu);
+    int closing = p->closing; /* a failed start told everyone to stop */
+    pthread_mutex_unlock(&p->mu);
+    if (!closing) lg_run(rt);
+  }
+  lua_close(L);
+out:
+  pthread_mutex_lock(&p->mu);
+  p->exited++;
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  ev_async_send(p->host_rt->loop, &p->done);
+  return NULL;
+}
+
+static void on_drain(EV_P_ ev_timer *w, int revents) {
+  lg_rt *rt = w->data;
+  (void)revents;
+  if (rt->served == 0) {
+    rt->stopped = 1;
+    ev_break(EV_A_ EVBREAK_ALL);
+  }
+}
+
+static void on_deadline(EV_P_ ev_timer *w, int revents) {
+  lg_rt *rt = w->data;
+  (void)revents;
+  rt->stopped = 1;
+  ev_break(EV_A_ EVBREAK_ALL);
+}
+
+/* On a worker's loop: a command from the host or another worker. */
+void lg_pool_control(lg_rt *rt, int cmd, double arg) {
+  if (cmd == LG_CTL_RESUME) {
+    for (lg_server *sv = rt->servers; sv; sv = sv->next)
+      if (sv->pool) lg_server_resume(sv);
+    return;
+  }
+  if (cmd != LG_CTL_SHUTDOWN || ev_is_active(&rt->deadline)) return;
+  while (rt->servers) lg_server_close(rt->servers, arg);
+  ev_timer_init(&rt->drain, on_drain, 0., 0.02);
+  rt->drain.data = rt;
+  ev_timer_again(rt->loop, &rt->drain);
+  ev_timer_init(&rt->deadline, on_deadline, arg + LG_LINGER + 1, 0.);
+  rt->deadline.data = rt;
+  ev_timer_start(rt->loop, &rt->deadline);
+}
+
+/* --- in the host -------------------------------------------------------- */
+
+static int start_worker(lg_pool *p, int id) {
+  wctx *w = NULL;
+  pthread_mutex_lock(&ctx_mu);
+  for (int i = 0; i < LG_SLOTS; i++)
+    if (!ctxs[i].p) {
+      w = &ctxs[i];
+      w->p = p;
+      w->id = id;
+      break;
+    }
+  pthread_mutex_unlock(&ctx_mu);
+  if (!w) return EAGAIN;
+  int rc = pthread_create(&p->threads[id - 1], NULL, worker_main, w);
+  if (rc) {
+    w->p = NULL;
+    return rc;
+  }
+  p->started++;
+  return 0;
+}
+
+/* Waits until want workers are ready, one failed, or all exited. */
+static int wait_ready(lg_pool *p, int want) {
+  pthread_mutex_lock(&p->mu);
+  while (!p->failed && p->ready < want && p->exited < p->started)
+    pthread_cond_wait(&p->cv, &p->mu);
+  int ok = !p->failed && p->ready >= want;
+  pthread_mutex_unlock(&p->mu);
+  return ok;
+}
+
+static void join_all(lg_pool *p) {
+  if (p->joined) return;
+  for (int i = 0; i < p->started; i++) pthread_join(p->threads[i], NULL);
+  p->joined = 1;
+  pthread_mutex_lock(&ctx_mu);
+  for (int i = 0; i < LG_SLOTS; i++)
+    if (ctxs[i].p == p) ctxs[i].p = NULL;
+  pthread_mutex_unlock(&ctx_mu);
+}
+
+static void pool_release(lg_pool *p) {
+  lg_rt *rt = p->host_rt;
+  if (ev_is_active(&p->done)) {
+    ev_async_stop(rt->loop, &p->done);
+    rt->pools--;
+    for (lg_pool **q = &rt->pool_list; *q; q = &(*q)->next)
+      if (*q == p) {
+        *q = p->next;
+        break;
+      }
+  }
+  join_all(p);
+  if (p->ref != LUA_NOREF && !rt->closing)
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, p->ref);
+  p->ref = LUA_NOREF;
+}
+
+static void on_done(EV_P_ ev_async *w, int revents) {
+  lg_pool *p = w->data;
+  int all;
+  (void)loop;
+  (void)revents;
+  pthread_mutex_lock(&p->mu);
+  all = p->exited >= p->started;
+  pthread_mutex_unlock(&p->mu);
+  if (all) pool_release(p);
+}
+
+static void pool_close(lg_pool *p, double grace) {
+  pthread_mutex_lock(&p->mu);
+  p->closing = 1;
+  pthread_mutex_unlock(&p->mu);
+  lg_registry_control(p, LG_CTL_SHUTDOWN, grace);
+}
+
+/* Closes every pool rt started, with grace. */
+void lg_pool_close_all(lg_rt *rt, double grace) {
+  for (lg_pool *p = rt->pool_list; p; p = p->next) pool_close(p, grace);
+}
+
+static int pool_gc(lua_State *L) {
+  lg_pool *p = lua_touserdata(L, 1);
+  if (!p->host_rt) return 0;
+  if (p->started > p->exited) pool_close(p, 0);
+  join_all(p); /* at exit: wait for the workers to finish */
+  if (p->host_rt->loop && ev_is_active(&p->done))
+    ev_async_stop(p->host_rt->loop, &p->done);
+  free(p->script);
+  free(p->opts);
+  pthread_mutex_destroy(&p->mu);
+  pthread_cond_destroy(&p->cv);
+  p->host_rt = NULL;
+  return 0;
+}
+
+/* [-0, +1|2, e] glisten.serve{script =, workers =, ...} for the options
+ * table at idx (read into o). Pushes the pool, or nil and a message. */
+int lg_pool_serve(lua_State *L, int idx, const lg_opts *o) {
+  lg_rt *rt = lg_rt_get(L);
+  int n = o->workers ? o->workers : 1;
+  idx = lua_absindex(L, idx);
+  rt->used_net = 1;
+  if (rt->pool)
+    return luaL_error(L, "glisten.serve: a worker cannot start a pool");
+  /* the options each worker serves: all but script and workers */
+  lua_newtable(L);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+    if (lua_type(L, -1) == LUA_TFUNCTION)
+      return luaL_error(L, "glisten.serve: with script, '%s' must be defined "
+                           "by the script (functions cannot move between "
+                           "Lua states)", k);
+    if (strcmp(k, "script") && strcmp(k, "workers")) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, -4);
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  lg_value_encode(L, -1);
+  size_t len;
+  const char *enc = lua_tolstring(L, -1, &len);
+
+  lg_pool *p = lua_newuserdatauv(L, sizeof *p, 0);
+  memset(p, 0, sizeof *p);
+  p->ref = LUA_NOREF;
+  p->n = n;
+  p->host_rt = rt;
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->cv, NULL);
+  atomic_init(&p->conns, 0);
+  snprintf(p->host, sizeof p->host, "%s", o->host);
+  p->script = strdup(o->script);
+  p->opts = malloc(len ? len : 1);
+  luaL_setmetatable(L, LG_POOL);
+  if (!p->script || !p->opts) return luaL_error(L, "out of memory");
+  memcpy(p->opts, enc, len);
+  p->opts_len = len;
+  ev_async_init(&p->done, on_done);
+  p->done.data = p;
+  ev_async_start(rt->loop, &p->done);
+  rt->pools++;
+  p->next = rt->pool_list;
+  rt->pool_list = p;
+
+  int rc = start_worker(p, 1);
+  int ok = !rc && wait_ready(p, 1);
+  for (int id = 2; ok && id <= n; id++)
+    if ((rc = start_worker(p, id))) ok = 0;
+  ok = ok && wait_ready(p, n);
+  if (!ok) {
+    if (rc && !p->failed) snprintf(p->err, sizeof p->err, "cannot start a worker: %s", strerror(rc));
+    pool_close(p, 0);
+    pool_release(p);
+    lua_pushnil(L);
+    lua_pushstring(L, p->err);
+    return 2;
+  }
+  lua_pushvalue(L, -1);
+  p->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 1;
+}
+
+/* pool:close([grace]) */
+static int pool_close_m(lua_State *L) {
+  lg_pool *p = luaL_checkudata(L, 1, LG_POOL);
+  pool_close(p, luaL_optnumber(L, 2, 0));
+  return 0;
+}
+
+static void count_conns(lg_rt *o, void *ud) {
+  *(long long *)ud += GL_STAT_GET(o->stats.connections);
+}
+
+static int pool_index(lua_State *L) {
+  lg_pool *p = luaL_checkudata(L, 1, LG_POOL);
+  const char *k = luaL_checkstring(L, 2);
+  if (strcmp(k, "port") == 0) {
+    lua_pushinteger(L, p->port);
+  } else if (strcmp(k, "host") == 0) {
+    lua_pushstring(L, p->host);
+  } else if (strcmp(k, "workers") == 0) {
+    lua_pushinteger(L, p->n);
+  } else if (strcmp(k, "connections") == 0) {
+    long long n = 0;
+    lg_registry_each(p, count_conns, &n);
+    lua_pushinteger(L, (lua_Integer)n);
+  } else if (strcmp(k, "close") == 0) {
+    lua_pushcfunction(L, pool_close_m);
+  } else {
+    lua_pushnil(L);
+  }
+  return 1;
+}
+
+static int pool_tostring(lua_State *L) {
+  lg_pool *p = luaL_checkudata(L, 1, LG_POOL);
+  lua_pushfstring(L, "glisten.server (%s:%d, %d workers)", p->host, p->port,
+                  p->n);
+  return 1;
+}
+
+/* [-0, +0, m] Registers the pool type. */
+int lg_pool_open(lua_State *L) {
+  if (luaL_newmetatable(L, LG_POOL)) {
+    lua_pushcfunction(L, pool_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, pool_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, pool_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  return 0;
+}

@@ -1,0 +1,67 @@
+/*
+ * script.c: loading a user script and turning it into serve options; shared
+ * by the command (one worker) and by every worker thread of a pool.
+ */
+#include <string.h>
+
+#include "lg.h"
+
+static int msghandler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)",
+                          luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+/* [-0, +1, e] Loads and runs the script at path, then pushes the table that
+ * holds its callbacks: the table it returned, or the globals. Returns 1 for
+ * a returned table. A load or run error raises with the file and line (and
+ * a traceback for run errors). */
+int lg_script_load(lua_State *L, const char *path) {
+  int base = lua_gettop(L);
+  lua_pushcfunction(L, msghandler);
+  if (luaL_loadfile(L, path) != LUA_OK || lua_pcall(L, 0, 1, base + 1) != LUA_OK)
+    lua_error(L);
+  lua_remove(L, base + 1);
+  if (lua_type(L, -1) == LUA_TTABLE) return 1;
+  lua_pop(L, 1);
+  lua_pushglobaltable(L);
+  return 0;
+}
+
+static const char *const option_keys[] = {
+    "host", "port", "backlog", "max_connections", "idle_timeout",
+    "max_output", "max_line", "max_mailbox", "shutdown_timeout", NULL};
+static const char *const callback_keys[] = {"handler", "with_init",
+                                            "with_close", "with_message", NULL};
+
+/* [-0, +1, e] Pushes the options to serve the callbacks of table t: its
+ * callbacks, its option fields when it is a returned table (from_table),
+ * then every field of the table at opts (0: none), which win. */
+void lg_script_options(lua_State *L, int t, int from_table, int opts) {
+  t = lua_absindex(L, t);
+  if (opts) opts = lua_absindex(L, opts);
+  lua_newtable(L);
+  if (from_table)
+    for (const char *const *k = option_keys; *k; k++) {
+      lua_getfield(L, t, *k);
+      lua_setfield(L, -2, *k);
+    }
+  for (const char *const *k = callback_keys; *k; k++) {
+    lua_getfield(L, t, *k);
+    lua_setfield(L, -2, *k);
+  }
+  if (opts) {
+    lua_pushnil(L);
+    while (lua_next(L, opts)) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_settable(L, -4);
+    }
+  }
+}

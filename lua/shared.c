@@ -1,0 +1,195 @@
+/*
+ * shared.c: glisten.shared, one dictionary for every worker of the process,
+ * with the signatures of OpenResty's ngx.shared.DICT, called with a colon:
+ *
+ *   get(key) -> value | nil
+ *   set(key, value [, ttl]) -> true, nil, forcible | nil, "no memory"
+ *   add(key, value [, ttl]) -> true | false, "exists" | nil, "no memory"
+ *   incr(key, step [, init]) -> new | nil, "not found" | "not a number" | ...
+ *   delete(key) -> true
+ *   keys([max]) -> { key, ... } (max 1024 by default, 0 for all)
+ *
+ * Values are strings, numbers and booleans; each call is atomic across
+ * workers (core/dict.c holds its mutex for the whole call). The dictionary
+ * holds at most LG_SHARED_BYTES; see dict.h for what happens when full.
+ */
+#include <pthread.h>
+#include <string.h>
+
+#include "dict.h"
+#include "lg.h"
+
+#define LG_SHARED_BYTES (64u << 20)
+
+static gl_dict *shared;
+static pthread_once_t shared_once = PTHREAD_ONCE_INIT;
+
+static void shared_make(void) { shared = gl_dict_new(LG_SHARED_BYTES); }
+
+static gl_dict *dict(lua_State *L) {
+  pthread_once(&shared_once, shared_make);
+  if (!shared) luaL_error(L, "glisten.shared: out of memory");
+  return shared;
+}
+
+static const char *key(lua_State *L, size_t *kl) {
+  luaL_checkudata(L, 1, "glisten.shared");
+  const char *k = luaL_checklstring(L, 2, kl);
+  luaL_argcheck(L, *kl > 0, 2, "empty key");
+  return k;
+}
+
+/* [-0, +0, e] Reads the value at idx into v; nil_ok allows nil. */
+static void to_dval(lua_State *L, int idx, gl_dval *v, int nil_ok) {
+  memset(v, 0, sizeof *v);
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+    case LUA_TNONE:
+      if (!nil_ok) luaL_argerror(L, idx, "value expected");
+      v->type = GL_DV_NIL;
+      break;
+    case LUA_TBOOLEAN:
+      v->type = GL_DV_BOOL;
+      v->b = lua_toboolean(L, idx);
+      break;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        v->type = GL_DV_INT;
+        v->i = lua_tointeger(L, idx);
+      } else {
+        v->type = GL_DV_NUM;
+        v->n = lua_tonumber(L, idx);
+      }
+      break;
+    case LUA_TSTRING:
+      v->type = GL_DV_STR;
+      v->s = lua_tolstring(L, idx, &v->len);
+      break;
+    default:
+      luaL_argerror(L, idx, lua_pushfstring(L, "cannot store a %s in "
+                    "glisten.shared (strings, numbers and booleans only)",
+                    luaL_typename(L, idx)));
+  }
+}
+
+static void push_dval(lua_State *L, const gl_dval *v) {
+  switch (v->type) {
+    case GL_DV_BOOL: lua_pushboolean(L, v->b); break;
+    case GL_DV_INT: lua_pushinteger(L, v->i); break;
+    case GL_DV_NUM: lua_pushnumber(L, v->n); break;
+    case GL_DV_STR: lua_pushlstring(L, v->s, v->len); break;
+    default: lua_pushnil(L);
+  }
+}
+
+static int fail(lua_State *L, int rc) {
+  lua_pushnil(L);
+  switch (rc) {
+    case GL_DICT_EXISTS: lua_pushliteral(L, "exists"); break;
+    case GL_DICT_NOTFOUND: lua_pushliteral(L, "not found"); break;
+    case GL_DICT_NOTNUM: lua_pushliteral(L, "not a number"); break;
+    default: lua_pushliteral(L, "no memory");
+  }
+  return 2;
+}
+
+static int shared_get(lua_State *L) {
+  size_t kl;
+  const char *k = key(L, &kl);
+  lg_rt *rt = lg_rt_get(L);
+  gl_dval v;
+  int rc = gl_dict_get(dict(L), k, kl, &v, &rt->tmp);
+  if (rc == GL_DICT_NOTFOUND) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (rc) return fail(L, rc);
+  push_dval(L, &v);
+  return 1;
+}
+
+static double ttl(lua_State *L, int idx) {
+  double t = luaL_optnumber(L, idx, 0);
+  luaL_argcheck(L, t >= 0, idx, "ttl must be >= 0");
+  return t;
+}
+
+static int store(lua_State *L, int mode) {
+  size_t kl;
+  const char *k = key(L, &kl);
+  gl_dval v;
+  int evicted = 0, rc;
+  to_dval(L, 3, &v, mode == GL_DICT_SET);
+  rc = gl_dict_set(dict(L), k, kl, &v, ttl(L, 4), mode, &evicted);
+  if (rc == GL_DICT_EXISTS) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "exists");
+    return 2;
+  }
+  if (rc) return fail(L, rc);
+  lua_pushboolean(L, 1);
+  lua_pushnil(L);
+  lua_pushboolean(L, evicted);
+  return 3;
+}
+
+static int shared_set(lua_State *L) { return store(L, GL_DICT_SET); }
+static int shared_add(lua_State *L) { return store(L, GL_DICT_ADD); }
+
+static int shared_incr(lua_State *L) {
+  size_t kl;
+  const char *k = key(L, &kl);
+  gl_dval step, init, out;
+  luaL_checknumber(L, 3);
+  to_dval(L, 3, &step, 0);
+  if (!lua_isnoneornil(L, 4)) luaL_checknumber(L, 4);
+  to_dval(L, 4, &init, 1);
+  int rc = gl_dict_incr(dict(L), k, kl, &step, &init, &out);
+  if (rc) return fail(L, rc);
+  push_dval(L, &out);
+  return 1;
+}
+
+static int shared_delete(lua_State *L) {
+  size_t kl;
+  const char *k = key(L, &kl);
+  gl_dict_delete(dict(L), k, kl);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int shared_keys(lua_State *L) {
+  luaL_checkudata(L, 1, "glisten.shared");
+  lua_Integer max = luaL_optinteger(L, 2, 1024);
+  lg_rt *rt = lg_rt_get(L);
+  size_t n, kl;
+  luaL_argcheck(L, max >= 0, 2, "max must be >= 0");
+  if (gl_dict_keys(dict(L), (size_t)max, &rt->tmp, &n)) return fail(L, GL_DICT_NOMEM);
+  lua_createtable(L, n < 1024 ? (int)n : 1024, 0);
+  const char *p = gl_buf_head(&rt->tmp);
+  for (size_t i = 0; i < n; i++) {
+    memcpy(&kl, p, sizeof kl);
+    p += sizeof kl;
+    lua_pushlstring(L, p, kl); /* p points into rt->tmp, which stays put */
+    p += kl;
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
+static const luaL_Reg shared_methods[] = {
+    {"get", shared_get},       {"set", shared_set},   {"add", shared_add},
+    {"incr", shared_incr},     {"delete", shared_delete},
+    {"keys", shared_keys},     {NULL, NULL}};
+
+/* [-0, +0, m] Sets glisten.shared in the module table on top. */
+int lg_shared_open(lua_State *L) {
+  lua_newuserdatauv(L, 0, 0);
+  if (luaL_newmetatable(L, "glisten.shared")) {
+    luaL_newlib(L, shared_methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_setmetatable(L, -2);
+  lua_setfield(L, -2, "shared");
+  return 0;
+}

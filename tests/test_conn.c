@@ -1,0 +1,947 @@
+/*
+ * test_conn.c: gl_conn over real TCP connections on 127.0.0.1.
+ *
+ * Each connection's far end (its peer) is a plain non-blocking descriptor
+ * the test writes to directly and reads, when asked, with a watcher that
+ * checks every byte against a pattern. Callbacks only record what they see
+ * in a probe; the tests assert afterwards. Run under GLISTEN_SANITIZE=ON,
+ * the close-from-callback tests prove a connection is not freed while its
+ * own callback runs.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "conn.h"
+#include "gl.h"
+#include "helpers.h"
+#include "sock.h"
+
+#define NCONN 6
+#define KEEP_ALL ((size_t)-1) /* probe.keep: on_data consumes nothing */
+#define BIG ((size_t)4 << 20) /* more than any socket buffer takes */
+#define IDLE 0.05             /* idle timeout and short linger, seconds */
+
+typedef struct fixture fixture;
+
+/* What one connection's callbacks saw, and how they should behave. */
+typedef struct probe {
+  fixture *f;
+  gl_conn *c;          /* NULL once on_close ran */
+  size_t keep;         /* on_data leaves at most this many bytes unread */
+  size_t left;         /* bytes unread after the previous on_data */
+  size_t seen;         /* new bytes over all on_data calls */
+  size_t want;         /* what seen_reaches waits for */
+  char got[256];       /* consumed bytes, in order (the first 256) */
+  size_t got_len;
+  int data_calls, eof_calls, drain_calls, close_calls;
+  int scratch_calls;   /* on_data calls with c->in in env.scratch */
+  int own_calls;       /* on_data calls with c->in in storage of its own */
+  int in_data;         /* on_data is on the stack */
+  int in_drain;        /* on_drain is on the stack */
+  int closed_inside;   /* on_close ran while on_data/on_drain was */
+  int close_in_data;   /* on_data closes its connection */
+  int close_all_in_data; /* on_data closes every connection */
+  int close_in_drain;  /* on_drain closes its connection */
+  unsigned flags_after_close; /* c->flags read after closing in a callback */
+  int write_after_close;      /* gl_conn_write then */
+  int write_in_close;         /* gl_conn_write inside on_close */
+  int reason, err;
+  int bad_seen;        /* c->in shrank between calls */
+  size_t drain_queued; /* gl_conn_queued at the first on_drain */
+  size_t close_queued; /* gl_conn_queued in on_close */
+  ev_tstamp last_data_at;  /* loop time of the last on_data */
+  ev_tstamp idle_at_close; /* loop time minus last_active in on_close */
+} probe;
+
+/* A connection's far end. */
+typedef struct peer {
+  int fd;
+  ev_io io;
+  size_t got;  /* bytes read */
+  size_t want; /* what peer_got_reaches waits for */
+  int eof;
+  int err;     /* errno of a failed read */
+  int bad;     /* a byte broke the pattern */
+} peer;
+
+struct fixture {
+  struct ev_loop *loop;
+  gl_stats stats;
+  gl_env env;
+  probe probes[NCONN];
+  peer peers[NCONN];
+  ev_timer pinger;
+  int pings;
+};
+
+/* The byte at stream position i. */
+static char pat(size_t i) { return (char)(i % 251); }
+
+static char *pattern(size_t n) {
+  char *p = malloc(n);
+  assert_non_null(p);
+  for (size_t i = 0; i < n; i++) p[i] = pat(i);
+  return p;
+}
+
+/* --- callbacks ----------------------------------------------------------- */
+
+static void probe_data(gl_conn *c) {
+  probe *p = c->data;
+  p->in_data++;
+  p->data_calls++;
+  if (c->in.data == p->f->env.scratch)
+    p->scratch_calls++;
+  else
+    p->own_calls++;
+  if (c->in.len < p->left) p->bad_seen = 1;
+  p->seen += c->in.len - p->left;
+  if (c->flags & GL_CONN_EOF) p->eof_calls++;
+  p->last_data_at = ev_now(p->f->loop);
+  if (p->close_in_data) {
+    gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+    /* c must still be valid memory here. */
+    p->flags_after_close = c->flags;
+    p->write_after_close = gl_conn_write(c, "x", 1);
+    gl_conn_read(c, 1);
+  } else if (p->close_all_in_data) {
+    gl_env_close_all(&p->f->env);
+    p->flags_after_close = c->flags;
+  } else {
+    size_t take = 0;
+    if (p->keep != KEEP_ALL && c->in.len > p->keep) take = c->in.len - p->keep;
+    for (size_t i = 0; i < take && p->got_len < sizeof p->got; i++)
+      p->got[p->got_len++] = gl_buf_head(&c->in)[i];
+    gl_conn_consume(c, take);
+    p->left = c->in.len;
+  }
+  p->in_data--;
+}
+
+static void probe_drain(gl_conn *c) {
+  probe *p = c->data;
+  p->in_drain++;
+  if (!p->drain_calls++) p->drain_queued = gl_conn_queued(c);
+  if (p->close_in_drain) {
+    gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+    p->flags_after_close = c->flags;
+    p->write_after_close = gl_conn_write(c, "x", 1);
+  }
+  p->in_drain--;
+}
+
+static void probe_close(gl_conn *c) {
+  probe *p = c->data;
+  p->close_calls++;
+  p->reason = c->reason;
+  p->err = c->err;
+  p->close_queued = gl_conn_queued(c);
+  p->closed_inside = p->in_data || p->in_drain;
+  p->idle_at_close = ev_now(p->f->loop) - c->last_active;
+  /* Using c from its own on_close is safe and does nothing. */
+  p->write_in_close = gl_conn_write(c, "x", 1);
+  gl_conn_close(c, GL_CLOSE_ERROR, 1.0);
+  gl_conn_read(c, 1);
+  p->c = NULL;
+}
+
+static const gl_conn_cbs probe_cbs = {probe_data, probe_drain, probe_close};
+
+static void peer_read(struct ev_loop *loop, ev_io *w, int revents) {
+  peer *q = w->data;
+  char buf[65536];
+  (void)revents;
+  ssize_t n = read(q->fd, buf, sizeof buf);
+  if (n > 0) {
+    for (ssize_t i = 0; i < n; i++)
+      if (buf[i] != pat(q->got + (size_t)i)) q->bad = 1;
+    q->got += (size_t)n;
+    return;
+  }
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n == 0)
+    q->eof = 1;
+  else
+    q->err = errno;
+  ev_io_stop(loop, w);
+}
+
+/* --- fixture ------------------------------------------------------------- */
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof *f);
+  if (!f) return -1;
+  f->loop = ev_loop_new(EVFLAG_AUTO);
+  f->env.loop = f->loop;
+  f->env.stats = &f->stats;
+  f->env.scratch = malloc(GL_READ_CHUNK);
+  if (!f->loop || !f->env.scratch) return -1;
+  for (int i = 0; i < NCONN; i++) f->peers[i].fd = -1;
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  gl_env_close_all(&f->env);
+  for (int i = 0; i < NCONN; i++) {
+    ev_io_stop(f->loop, &f->peers[i].io);
+    if (f->peers[i].fd >= 0) close(f->peers[i].fd);
+  }
+  ev_timer_stop(f->loop, &f->pinger);
+  ev_loop_destroy(f->loop);
+  free(f->env.scratch);
+  free(f);
+  return 0;
+}
+
+/* A reading connection on the accepted end of a fresh loopback pair, probe
+ * i recording its callbacks and peer i holding the other end. */
+static gl_conn *open_conn(fixture *f, int i) {
+  int a, b;
+  probe *p = &f->probes[i];
+  tcp_pair(&a, &b);
+  memset(p, 0, sizeof *p);
+  p->f = f;
+  f->peers[i].fd = b;
+  ev_io_init(&f->peers[i].io, peer_read, b, EV_READ);
+  f->peers[i].io.data = &f->peers[i];
+  ev_now_update(f->loop); /* last_active starts from the real time */
+  gl_conn *c = gl_conn_new(&f->env, a, 0, &probe_cbs, p);
+  assert_non_null(c);
+  p->c = c;
+  gl_conn_read(c, 1);
+  assert_true(ev_is_active(&c->rio));
+  return c;
+}
+
+/* Small socket buffers both ways, so that the kernel takes little and the
+ * rest of a large write is queued. */
+static void shrink_buffers(gl_conn *c, peer *q) {
+  int small = 16384;
+  assert_int_equal(setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &small,
+                              sizeof small), 0);
+  assert_int_equal(setsockopt(q->fd, SOL_SOCKET, SO_RCVBUF, &small,
+                              sizeof small), 0);
+}
+
+/* Reads exactly n bytes from a peer descriptor (bounded). */
+static void peer_expect(peer *q, const char *want, size_t n) {
+  char buf[256];
+  size_t got = 0;
+  assert_true(n <= sizeof buf);
+  while (got < n) {
+    assert_true(wait_fd(q->fd, POLLIN, WAIT_MS) & POLLIN);
+    ssize_t r = read(q->fd, buf + got, n - got);
+    if (r < 0 && errno == EAGAIN) continue;
+    assert_true(r > 0);
+    got += (size_t)r;
+  }
+  assert_memory_equal(buf, want, n);
+}
+
+/* The peer sees the connection's end of stream (bounded). */
+static void peer_expect_eof(peer *q) {
+  char buf[64];
+  assert_true(wait_fd(q->fd, POLLIN, WAIT_MS) & (POLLIN | POLLHUP));
+  assert_int_equal(read(q->fd, buf, sizeof buf), 0);
+}
+
+/* Resets the connection from the peer's side (SO_LINGER 0, then close). */
+static void peer_reset(peer *q) {
+  struct linger lg = {1, 0};
+  assert_int_equal(setsockopt(q->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg),
+                   0);
+  close(q->fd);
+  q->fd = -1;
+}
+
+static int closed(void *arg) { return ((probe *)arg)->close_calls > 0; }
+static int seen_reaches(void *arg) {
+  probe *p = arg;
+  return p->seen >= p->want;
+}
+static int drained(void *arg) { return ((probe *)arg)->drain_calls > 0; }
+static int queue_empty(void *arg) { return gl_conn_queued(arg) == 0; }
+static int peer_done(void *arg) {
+  peer *q = arg;
+  return q->eof || q->err;
+}
+
+static int peer_got_reaches(void *arg) {
+  peer *q = arg;
+  return q->got >= q->want || q->err;
+}
+
+/* Runs the loop until peer q has read n bytes (bounded). */
+static void wait_peer_got(fixture *f, peer *q, size_t n) {
+  q->want = n;
+  if (!run_until(f->loop, peer_got_reaches, q, 2 * WAIT_S))
+    fail_msg("peer read %zu of %zu bytes", q->got, n);
+  assert_int_equal(q->err, 0);
+}
+
+static void wait_seen(fixture *f, probe *p, size_t n) {
+  p->want = n;
+  if (!run_until(f->loop, seen_reaches, p, WAIT_S))
+    fail_msg("saw %zu of %zu bytes", p->seen, n);
+}
+
+static void wait_closed(fixture *f, probe *p) {
+  if (!run_until(f->loop, closed, p, WAIT_S)) fail_msg("not closed");
+}
+
+/* Every connection the test made has ended. */
+static void assert_all_closed(fixture *f) {
+  assert_null(f->env.conns);
+  assert_int_equal(f->stats.connections, 0);
+}
+
+/* --- input --------------------------------------------------------------- */
+
+/* Bytes are read into the shared scratch; what on_data leaves unread moves
+ * to the connection's own storage and is still there, in order, at the next
+ * call; a connection that consumes everything owns no input memory. */
+static void test_data_scratch_and_kept(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  peer *q = &f->peers[0];
+  assert_null(c->in.data);
+
+  p->keep = 3;
+  write_all(q->fd, "hello", 5);
+  wait_seen(f, p, 5);
+  assert_true(p->scratch_calls >= 1); /* the first read used the scratch */
+  assert_int_equal(c->in.len, 3);
+  assert_memory_equal(gl_buf_head(&c->in), "llo", 3);
+  assert_non_null(c->in.data);
+  assert_ptr_not_equal(c->in.data, f->env.scratch);
+  assert_int_equal(p->got_len, 2);
+  assert_memory_equal(p->got, "he", 2);
+
+  p->keep = 0;
+  int own = p->own_calls;
+  write_all(q->fd, "world", 5);
+  wait_seen(f, p, 10);
+  assert_true(p->own_calls > own); /* appended to the kept bytes */
+  assert_int_equal(c->in.len, 0);
+  assert_null(c->in.data);
+  assert_int_equal(p->got_len, 10);
+  assert_memory_equal(p->got, "helloworld", 10);
+
+  int scratch = p->scratch_calls;
+  write_all(q->fd, "again", 5);
+  wait_seen(f, p, 15);
+  assert_true(p->scratch_calls > scratch);
+  assert_null(c->in.data);
+  assert_memory_equal(p->got, "helloworldagain", 15);
+  assert_false(p->bad_seen);
+  assert_int_equal(p->eof_calls, 0);
+  assert_int_equal(f->stats.bytes_in, 15);
+
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  assert_int_equal(p->close_calls, 1);
+  assert_int_equal(p->reason, GL_CLOSE_LOCAL);
+  assert_int_equal(p->err, 0);
+  peer_expect_eof(q);
+  assert_all_closed(f);
+}
+
+/* Reading stops once in.len reaches in_max and resumes after consume. */
+static void test_in_max_pauses_reading(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  peer *q = &f->peers[0];
+  char *src = pattern(200);
+  c->in_max = 100;
+  p->keep = KEEP_ALL;
+
+  write_all(q->fd, src, 50);
+  wait_seen(f, p, 50);
+  assert_int_equal(c->in.len, 50);
+  assert_true(ev_is_active(&c->rio));
+
+  write_all(q->fd, src + 50, 150);
+  wait_seen(f, p, 100);
+  assert_int_equal(c->in.len, 100);
+  assert_false(ev_is_active(&c->rio));
+  assert_memory_equal(gl_buf_head(&c->in), src, 100);
+
+  /* Paused: the other 100 bytes stay in the kernel. */
+  int calls = p->data_calls;
+  run_for(f->loop, 0.05);
+  assert_int_equal(p->data_calls, calls);
+  assert_int_equal(p->seen, 100);
+  assert_int_equal(c->in.len, 100);
+
+  gl_conn_consume(c, 100);
+  p->left = 0;
+  assert_true(ev_is_active(&c->rio));
+  assert_null(c->in.data); /* emptied own storage is released */
+  wait_seen(f, p, 200);
+  assert_int_equal(c->in.len, 100);
+  assert_memory_equal(gl_buf_head(&c->in), src + 100, 100);
+  assert_false(ev_is_active(&c->rio));
+
+  gl_conn_consume(c, 60);
+  p->left = 40;
+  assert_true(ev_is_active(&c->rio));
+  /* Not wanting input, or a lower in_max, stops reading; raising in_max
+   * resumes. */
+  gl_conn_read(c, 0);
+  assert_false(ev_is_active(&c->rio));
+  gl_conn_read(c, 1);
+  c->in_max = 40;
+  gl_conn_update(c);
+  assert_false(ev_is_active(&c->rio));
+  c->in_max = 1000;
+  gl_conn_update(c);
+  assert_true(ev_is_active(&c->rio));
+  assert_int_equal(f->stats.bytes_in, 200);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  assert_all_closed(f);
+  free(src);
+}
+
+/* The peer's end of stream sets GL_CONN_EOF, reaches on_data and stops
+ * reading; the connection stays open for writing. */
+static void test_eof(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  peer *q = &f->peers[0];
+  p->keep = 0;
+  write_all(q->fd, "bye", 3);
+  assert_int_equal(shutdown(q->fd, SHUT_WR), 0);
+  if (!run_until(f->loop, int_nonzero, &p->eof_calls, WAIT_S))
+    fail_msg("no EOF");
+  assert_int_equal(p->eof_calls, 1);
+  assert_int_equal(p->seen, 3);
+  assert_memory_equal(p->got, "bye", 3);
+  assert_true(c->flags & GL_CONN_EOF);
+  assert_false(ev_is_active(&c->rio));
+  assert_int_equal(p->close_calls, 0);
+
+  run_for(f->loop, 0.02);
+  assert_int_equal(p->eof_calls, 1); /* reported once */
+  assert_int_equal(gl_conn_write(c, "ok", 2), GL_OK);
+  peer_expect(q, "ok", 2);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  peer_expect_eof(q);
+  assert_all_closed(f);
+}
+
+/* --- output -------------------------------------------------------------- */
+
+/* With nothing queued, a write goes straight to the socket. */
+static void test_write_direct(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  peer *q = &f->peers[0];
+  assert_int_equal(gl_conn_write(c, "ping", 4), GL_OK);
+  assert_int_equal(gl_conn_queued(c), 0);
+  assert_null(c->out.data);
+  assert_false(ev_is_active(&c->wio));
+  assert_int_equal(gl_conn_write(c, "", 0), GL_OK);
+  assert_int_equal(f->stats.bytes_out, 4);
+  peer_expect(q, "ping", 4);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  assert_all_closed(f);
+}
+
+/* A peer that does not read makes writes queue; the queue never passes
+ * out_max (-ENOBUFS, nothing queued); once the peer reads, every accepted
+ * byte arrives in order and writes go direct again. */
+static void test_write_queues_and_refuses(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  peer *q = &f->peers[0];
+  char *src = pattern(BIG + 2000);
+  shrink_buffers(c, q);
+
+  assert_int_equal(gl_conn_write(c, src, BIG), GL_OK);
+  size_t queued = gl_conn_queued(c);
+  assert_true(queued > 0);
+  assert_true(ev_is_active(&c->wio));
+  assert_int_equal(f->stats.bytes_out, BIG - queued);
+
+  /* Queued writes are not tried directly: they go behind the queue. */
+  c->out_max = queued + 1000;
+  unsigned long long out = f->stats.bytes_out;
+  assert_int_equal(gl_conn_write(c, src + BIG, 1001), -ENOBUFS);
+  assert_int_equal(gl_conn_queued(c), queued);
+  assert_int_equal(f->stats.bytes_out, out);
+  assert_int_equal(gl_conn_write(c, src + BIG, 1000), GL_OK);
+  assert_int_equal(gl_conn_queued(c), queued + 1000);
+  assert_int_equal(gl_conn_write(c, src, 1), -ENOBUFS);
+  assert_int_equal(gl_conn_queued(c), queued + 1000);
+
+  ev_io_start(f->loop, &q->io);
+  wait_peer_got(f, q, BIG + 1000);
+  assert_int_equal(q->got, BIG + 1000);
+  assert_false(q->bad);
+  assert_int_equal(gl_conn_queued(c), 0);
+  assert_false(ev_is_active(&c->wio));
+  assert_null(c->out.data); /* an idle connection owns no output memory */
+
+  assert_int_equal(gl_conn_write(c, src + BIG + 1000, 10), GL_OK);
+  assert_int_equal(gl_conn_queued(c), 0);
+  assert_int_equal(f->stats.bytes_out, BIG + 1010);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  if (!run_until(f->loop, peer_done, q, WAIT_S)) fail_msg("peer: no EOF");
+  assert_true(q->eof);
+  assert_int_equal(q->got, BIG + 1010);
+  assert_false(q->bad);
+  assert_all_closed(f);
+  free(src);
+}
+
+/* on_drain fires once the peer reads and the queue falls to low_water, not
+ * before. */
+static void test_drain_at_low_water(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  peer *q = &f->peers[0];
+  char *src = pattern(BIG);
+  shrink_buffers(c, q);
+  c->low_water = 65536;
+
+  assert_int_equal(gl_conn_write(c, src, BIG), GL_OK);
+  assert_true(gl_conn_queued(c) > c->low_water);
+  run_for(f->loop, 0.05);
+  assert_int_equal(p->drain_calls, 0);
+  assert_true(gl_conn_queued(c) > c->low_water);
+
+  ev_io_start(f->loop, &q->io);
+  if (!run_until(f->loop, drained, p, WAIT_S)) fail_msg("no drain");
+  assert_true(p->drain_queued <= c->low_water);
+
+  wait_peer_got(f, q, BIG);
+  assert_int_equal(gl_conn_queued(c), 0);
+  assert_false(ev_is_active(&c->wio));
+  assert_null(c->out.data);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  if (!run_until(f->loop, peer_done, q, WAIT_S)) fail_msg("peer: no EOF");
+  assert_int_equal(q->got, BIG);
+  assert_false(q->bad);
+  assert_int_equal(p->close_calls, 1);
+  assert_all_closed(f);
+  free(src);
+}
+
+/* --- closing ------------------------------------------------------------- */
+
+/* A lingering close stops reading, refuses new output, writes out the
+ * queue, then closes: the peer gets every byte, then end of stream. */
+static void test_linger_flushes(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  peer *q = &f->peers[0];
+  char *src = pattern(BIG);
+  shrink_buffers(c, q);
+  assert_int_equal(gl_conn_write(c, src, BIG), GL_OK);
+  assert_true(gl_conn_queued(c) > 0);
+
+  /* A linger far past any wait below: the close must come from the
+   * emptied queue, not from the deadline. */
+  gl_conn_close(c, GL_CLOSE_LOCAL, 3600);
+  assert_int_equal(p->close_calls, 0);
+  assert_true(c->flags & GL_CONN_CLOSING);
+  assert_false(ev_is_active(&c->rio));
+  assert_int_equal(gl_conn_write(c, "x", 1), -EPIPE);
+  gl_conn_close(c, GL_CLOSE_ERROR, 3600); /* already closing */
+  assert_int_equal(p->close_calls, 0);
+
+  ev_io_start(f->loop, &q->io);
+  if (!run_until(f->loop, peer_done, q, 2 * WAIT_S)) fail_msg("no EOF");
+  assert_true(q->eof);
+  assert_int_equal(q->got, BIG);
+  assert_false(q->bad);
+  assert_int_equal(p->close_calls, 1);
+  assert_int_equal(p->reason, GL_CLOSE_LOCAL); /* the first reason stays */
+  assert_int_equal(p->err, 0);
+  assert_int_equal(p->close_queued, 0);
+  assert_int_equal(f->stats.bytes_out, BIG);
+  assert_all_closed(f);
+  free(src);
+}
+
+/* A peer that never reads: the close happens when linger runs out, with
+ * output still queued, and only the bytes the kernel took arrive. */
+static void test_linger_deadline(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  peer *q = &f->peers[0];
+  char *src = pattern(BIG);
+  shrink_buffers(c, q);
+  assert_int_equal(gl_conn_write(c, src, BIG), GL_OK);
+  gl_conn_close(c, GL_CLOSE_LOCAL, IDLE);
+  assert_int_equal(p->close_calls, 0);
+  wait_closed(f, p);
+  assert_int_equal(p->reason, GL_CLOSE_LOCAL);
+  assert_true(p->close_queued > 0);
+
+  ev_io_start(f->loop, &q->io);
+  if (!run_until(f->loop, peer_done, q, WAIT_S)) fail_msg("no EOF");
+  assert_true(q->eof);
+  assert_false(q->bad);
+  assert_true(q->got < BIG);
+  assert_int_equal(q->got, f->stats.bytes_out);
+  assert_all_closed(f);
+  free(src);
+}
+
+/* No I/O for the idle time closes with GL_CLOSE_TIMEOUT. */
+static void test_idle_timeout(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  gl_conn_set_idle(c, IDLE);
+  wait_closed(f, p);
+  assert_int_equal(p->reason, GL_CLOSE_TIMEOUT);
+  assert_int_equal(p->err, 0);
+  assert_true(p->idle_at_close >= IDLE - 1e-9);
+  assert_int_equal(f->stats.closed, 1);
+  assert_int_equal(f->stats.errors, 0);
+  peer_expect_eof(&f->peers[0]);
+  assert_all_closed(f);
+}
+
+static void ping(struct ev_loop *loop, ev_timer *w, int revents) {
+  fixture *f = w->data;
+  (void)revents;
+  write_all(f->peers[0].fd, "p", 1);
+  if (++f->pings == 10) ev_timer_stop(loop, w);
+}
+
+/* Input postpones the idle timeout: pings for twice the idle time keep the
+ * connection open; it times out once they stop. */
+static void test_idle_postponed_by_activity(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  p->keep = 0;
+  gl_conn_set_idle(c, IDLE);
+  ev_tstamp start = ev_now(f->loop);
+  ev_timer_init(&f->pinger, ping, IDLE / 5, IDLE / 5);
+  f->pinger.data = f;
+  ev_timer_start(f->loop, &f->pinger);
+  wait_closed(f, p);
+  assert_int_equal(p->reason, GL_CLOSE_TIMEOUT);
+  assert_int_equal(f->pings, 10);
+  assert_int_equal(p->seen, 10); /* all arrived while open */
+  assert_true(p->last_data_at - start >= IDLE); /* past the first deadline */
+  assert_true(p->idle_at_close >= IDLE - 1e-9);
+  assert_all_closed(f);
+}
+
+/* Turning the idle timeout off keeps a silent connection. */
+static void test_idle_off(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  gl_conn_set_idle(c, IDLE);
+  gl_conn_set_idle(c, 0);
+  assert_false(ev_is_active(&c->timer));
+  run_for(f->loop, 2 * IDLE);
+  assert_int_equal(p->close_calls, 0);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  assert_all_closed(f);
+}
+
+/* A reset from the peer closes with GL_CLOSE_PEER. */
+static void test_peer_reset(void **state) {
+  fixture *f = *state;
+  open_conn(f, 0);
+  probe *p = &f->probes[0];
+  peer_reset(&f->peers[0]);
+  wait_closed(f, p);
+  assert_int_equal(p->reason, GL_CLOSE_PEER);
+  assert_int_equal(p->err, ECONNRESET);
+  assert_int_equal(f->stats.errors, 0);
+  assert_int_equal(f->stats.closed, 1);
+  assert_all_closed(f);
+}
+
+/* A write to a reset peer fails, and the connection is closed (and freed)
+ * before gl_conn_write returns. */
+static void test_write_to_reset_peer(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  gl_conn_read(c, 0);
+  int fd = c->fd;
+  peer_reset(&f->peers[0]);
+  assert_true(wait_fd(fd, POLLIN, WAIT_MS) & (POLLIN | POLLERR | POLLHUP));
+  int rc = gl_conn_write(c, "x", 1);
+  assert_true(rc == -ECONNRESET || rc == -EPIPE);
+  assert_int_equal(p->close_calls, 1);
+  assert_int_equal(p->reason, GL_CLOSE_PEER);
+  assert_int_equal(p->err, -rc);
+  assert_null(p->c);
+  assert_all_closed(f);
+}
+
+/* stats: open connections, closes, bytes both ways. */
+static void test_stats_add_up(void **state) {
+  fixture *f = *state;
+  char buf[100];
+  gl_conn *c0 = open_conn(f, 0);
+  gl_conn *c1 = open_conn(f, 1);
+  gl_conn *c2 = open_conn(f, 2);
+  assert_int_equal(f->stats.connections, 3);
+  memset(buf, 'a', sizeof buf);
+  f->probes[0].keep = 0;
+  f->probes[1].keep = 0;
+  write_all(f->peers[0].fd, buf, 100);
+  write_all(f->peers[1].fd, buf, 10);
+  wait_seen(f, &f->probes[0], 100);
+  wait_seen(f, &f->probes[1], 10);
+  assert_int_equal(gl_conn_write(c0, buf, 50), GL_OK);
+  assert_int_equal(gl_conn_write(c1, buf, 20), GL_OK);
+  assert_int_equal(f->stats.bytes_in, 110);
+  assert_int_equal(f->stats.bytes_out, 70);
+  peer_expect(&f->peers[0], buf, 50);
+  peer_expect(&f->peers[1], buf, 20);
+
+  gl_conn_close(c0, GL_CLOSE_LOCAL, 0);
+  assert_int_equal(f->stats.connections, 2);
+  peer_reset(&f->peers[1]);
+  gl_conn_set_idle(c2, IDLE);
+  wait_closed(f, &f->probes[1]);
+  wait_closed(f, &f->probes[2]);
+  assert_int_equal(f->probes[1].reason, GL_CLOSE_PEER);
+  assert_int_equal(f->probes[2].reason, GL_CLOSE_TIMEOUT);
+  assert_int_equal(f->stats.closed, 3);
+  assert_int_equal(f->stats.connections, 0);
+  assert_int_equal(f->stats.errors, 0);
+  assert_int_equal(f->stats.bytes_in, 110);
+  assert_int_equal(f->stats.bytes_out, 70);
+  assert_int_equal(f->stats.accepted, 0); /* the listener's counter */
+  assert_all_closed(f);
+}
+
+/* gl_env_close_all closes every connection, lingering ones included, and
+ * runs on_close for each. */
+static void test_close_all(void **state) {
+  fixture *f = *state;
+  char *src = pattern(BIG);
+  for (int i = 0; i < 5; i++) open_conn(f, i);
+  gl_conn *c0 = f->probes[0].c;
+  shrink_buffers(c0, &f->peers[0]);
+  assert_int_equal(gl_conn_write(c0, src, BIG), GL_OK);
+  gl_conn_close(c0, GL_CLOSE_LOCAL, 2 * WAIT_S);
+  assert_true(c0->flags & GL_CONN_CLOSING);
+  assert_int_equal(f->stats.connections, 5);
+
+  gl_env_close_all(&f->env);
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(f->probes[i].close_calls, 1);
+    assert_int_equal(f->probes[i].reason, GL_CLOSE_LOCAL);
+    assert_int_equal(f->probes[i].write_in_close, -EPIPE);
+    assert_null(f->probes[i].c);
+  }
+  assert_true(f->probes[0].close_queued > 0);
+  assert_int_equal(f->stats.closed, 5);
+  assert_all_closed(f);
+  for (int i = 1; i < 5; i++) peer_expect_eof(&f->peers[i]);
+  gl_env_close_all(&f->env); /* nothing left: harmless */
+  free(src);
+}
+
+/* --- closing from inside callbacks --------------------------------------- */
+
+/* Closing from inside on_data runs on_close at once, but c stays valid
+ * until on_data returns; the unread input (in the scratch, or in storage of
+ * its own) is dropped without leaking. */
+static void test_close_inside_on_data(void **state) {
+  fixture *f = *state;
+  open_conn(f, 0);
+  open_conn(f, 1);
+  probe *p0 = &f->probes[0], *p1 = &f->probes[1];
+
+  p0->close_in_data = 1; /* input still in the scratch */
+  write_all(f->peers[0].fd, "abc", 3);
+  wait_closed(f, p0);
+  assert_int_equal(p0->close_calls, 1);
+  assert_int_equal(p0->data_calls, 1);
+  assert_true(p0->closed_inside);
+  assert_true(p0->flags_after_close & GL_CONN_CLOSED);
+  assert_int_equal(p0->write_after_close, -EPIPE);
+  assert_int_equal(p0->write_in_close, -EPIPE);
+  assert_int_equal(p0->reason, GL_CLOSE_LOCAL);
+  peer_expect_eof(&f->peers[0]);
+
+  p1->keep = KEEP_ALL; /* input kept in storage of its own */
+  write_all(f->peers[1].fd, "abc", 3);
+  wait_seen(f, p1, 3);
+  assert_int_equal(p1->own_calls, 0);
+  p1->close_in_data = 1;
+  write_all(f->peers[1].fd, "def", 3);
+  wait_closed(f, p1);
+  assert_true(p1->own_calls >= 1);
+  assert_true(p1->closed_inside);
+  assert_true(p1->flags_after_close & GL_CONN_CLOSED);
+  assert_int_equal(p1->write_after_close, -EPIPE);
+  peer_expect_eof(&f->peers[1]);
+  assert_int_equal(f->stats.closed, 2);
+  assert_all_closed(f);
+}
+
+/* gl_env_close_all from inside one connection's on_data closes the others
+ * at once and this one after its callback. */
+static void test_close_all_inside_on_data(void **state) {
+  fixture *f = *state;
+  for (int i = 0; i < 4; i++) open_conn(f, i);
+  f->probes[2].close_all_in_data = 1;
+  write_all(f->peers[2].fd, "go", 2);
+  wait_closed(f, &f->probes[2]);
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(f->probes[i].close_calls, 1);
+    assert_int_equal(f->probes[i].reason, GL_CLOSE_LOCAL);
+    assert_int_equal(f->probes[i].closed_inside, i == 2);
+    peer_expect_eof(&f->peers[i]);
+  }
+  assert_true(f->probes[2].flags_after_close & GL_CONN_CLOSED);
+  assert_int_equal(f->stats.closed, 4);
+  assert_all_closed(f);
+}
+
+/* Closing from inside on_drain. */
+static void test_close_inside_on_drain(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  peer *q = &f->peers[0];
+  char *src = pattern(BIG);
+  shrink_buffers(c, q);
+  assert_int_equal(gl_conn_write(c, src, BIG), GL_OK);
+  p->close_in_drain = 1;
+  ev_io_start(f->loop, &q->io);
+  wait_closed(f, p);
+  assert_int_equal(p->drain_calls, 1);
+  assert_true(p->closed_inside);
+  assert_true(p->flags_after_close & GL_CONN_CLOSED);
+  assert_int_equal(p->write_after_close, -EPIPE);
+  assert_int_equal(p->reason, GL_CLOSE_LOCAL);
+  if (!run_until(f->loop, peer_done, q, WAIT_S)) fail_msg("no EOF");
+  assert_int_equal(q->got, BIG);
+  assert_false(q->bad);
+  assert_all_closed(f);
+  free(src);
+}
+
+/* --- outbound ------------------------------------------------------------ */
+
+/* A connecting connection queues writes, reports the connect through
+ * on_drain, then reads and writes. */
+static void test_connect(void **state) {
+  fixture *f = *state;
+  char err[GL_ERRLEN];
+  probe *p = &f->probes[0];
+  int port;
+  int l = listen_loopback(&port);
+  int fd = gl_sock_connect("127.0.0.1", port, err, sizeof err);
+  assert_true(fd >= 0);
+  memset(p, 0, sizeof *p);
+  p->f = f;
+  p->keep = 0;
+  gl_conn *c = gl_conn_new(&f->env, fd, 1, &probe_cbs, p);
+  assert_non_null(c);
+  p->c = c;
+  assert_true(c->flags & GL_CONN_CONNECTING);
+  gl_conn_read(c, 1);
+  assert_false(ev_is_active(&c->rio)); /* not while connecting */
+  assert_int_equal(gl_conn_write(c, "hi", 2), GL_OK);
+  assert_int_equal(gl_conn_queued(c), 2);
+
+  if (!run_until(f->loop, drained, p, WAIT_S)) fail_msg("no connect");
+  assert_false(c->flags & GL_CONN_CONNECTING);
+  assert_int_equal(c->err, 0);
+  assert_true(ev_is_active(&c->rio));
+  /* What was queued while connecting goes out on the next writability. */
+  assert_true(run_until(f->loop, queue_empty, c, WAIT_S));
+  assert_false(ev_is_active(&c->wio));
+  assert_int_equal(f->stats.bytes_out, 2);
+  assert_true(wait_fd(l, POLLIN, WAIT_MS) & POLLIN);
+  f->peers[0].fd = accept(l, NULL, NULL);
+  assert_true(f->peers[0].fd >= 0);
+  close(l);
+  peer_expect(&f->peers[0], "hi", 2);
+  write_all(f->peers[0].fd, "yo", 2);
+  wait_seen(f, p, 2);
+  assert_memory_equal(p->got, "yo", 2);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  peer_expect_eof(&f->peers[0]);
+  assert_all_closed(f);
+}
+
+/* A refused connect closes with GL_CLOSE_ERROR and ECONNREFUSED. */
+static void test_connect_refused(void **state) {
+  fixture *f = *state;
+  char err[GL_ERRLEN] = "";
+  probe *p = &f->probes[0];
+  int port;
+  close(listen_loopback(&port));
+  int fd = gl_sock_connect("127.0.0.1", port, err, sizeof err);
+  if (fd < 0) { /* refused before connect(2) returned */
+    assert_string_equal(err, strerror(ECONNREFUSED));
+    return;
+  }
+  memset(p, 0, sizeof *p);
+  p->f = f;
+  p->c = gl_conn_new(&f->env, fd, 1, &probe_cbs, p);
+  assert_non_null(p->c);
+  assert_int_equal(gl_conn_write(p->c, "hi", 2), GL_OK);
+  wait_closed(f, p);
+  assert_int_equal(p->reason, GL_CLOSE_ERROR);
+  assert_int_equal(p->err, ECONNREFUSED);
+  assert_int_equal(p->close_queued, 2);
+  assert_int_equal(f->stats.errors, 1);
+  assert_int_equal(f->stats.closed, 1);
+  assert_all_closed(f);
+}
+
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      T(test_data_scratch_and_kept),
+      T(test_in_max_pauses_reading),
+      T(test_eof),
+      T(test_write_direct),
+      T(test_write_queues_and_refuses),
+      T(test_drain_at_low_water),
+      T(test_linger_flushes),
+      T(test_linger_deadline),
+      T(test_idle_timeout),
+      T(test_idle_postponed_by_activity),
+      T(test_idle_off),
+      T(test_peer_reset),
+      T(test_write_to_reset_peer),
+      T(test_stats_add_up),
+      T(test_close_all),
+      T(test_close_inside_on_data),
+      T(test_close_all_inside_on_data),
+      T(test_close_inside_on_drain),
+      T(test_connect),
+      T(test_connect_refused),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
