@@ -48,6 +48,24 @@ static void fail(gl_conn *c, int e) {
   close_now(c, peer ? GL_CLOSE_PEER : GL_CLOSE_ERROR, e);
 }
 
+/* A failed write. Returns whether c is still open: a peer that is gone only
+ * ends the writing side (see conn.h); any other failure closes. */
+static int write_failed(gl_conn *c, int e) {
+  if (e != EPIPE && e != ECONNRESET) {
+    fail(c, e);
+    return 0;
+  }
+  c->flags |= GL_CONN_WDEAD;
+  c->err = e;
+  ev_io_stop(c->env->loop, &c->wio);
+  gl_buf_free(&c->out);
+  if (c->flags & GL_CONN_CLOSING) { /* nothing left to flush */
+    close_now(c, c->reason, 0);
+    return 0;
+  }
+  return 1;
+}
+
 void gl_conn_update(gl_conn *c) {
   struct ev_loop *loop = c->env->loop;
   int want = (c->flags & GL_CONN_READING) &&
@@ -146,7 +164,12 @@ static void on_write(EV_P_ ev_io *w, int revents) {
     ssize_t n = send(c->fd, gl_buf_head(&c->out), c->out.len, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-      fail(c, errno);
+      if (write_failed(c, errno)) {
+        c->busy++;
+        c->cbs->on_drain(c); /* waiting writers learn the peer is gone */
+        c->busy--;
+        if ((c->flags & GL_CONN_CLOSED) && !c->busy) destroy(c);
+      }
       return;
     }
     gl_buf_consume(&c->out, (size_t)n);
@@ -233,13 +256,14 @@ void gl_conn_consume(gl_conn *c, size_t n) {
 }
 
 int gl_conn_write(gl_conn *c, const char *p, size_t n) {
-  if (c->flags & (GL_CONN_CLOSED | GL_CONN_CLOSING)) return -EPIPE;
+  if (c->flags & (GL_CONN_CLOSED | GL_CONN_CLOSING | GL_CONN_WDEAD))
+    return (c->flags & GL_CONN_WDEAD) ? -c->err : -EPIPE;
   if (c->out.len == 0 && !(c->flags & GL_CONN_CONNECTING) && n) {
     ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
     if (w < 0) {
       int e = errno;
       if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR) {
-        fail(c, e);
+        write_failed(c, e);
         return -e;
       }
     } else {
@@ -258,7 +282,8 @@ int gl_conn_write(gl_conn *c, const char *p, size_t n) {
 
 void gl_conn_close(gl_conn *c, int reason, double linger) {
   if (c->flags & GL_CONN_CLOSED) return;
-  if (linger > 0 && c->out.len && !(c->flags & GL_CONN_CONNECTING)) {
+  if (linger > 0 && c->out.len &&
+      !(c->flags & (GL_CONN_CONNECTING | GL_CONN_WDEAD))) {
     if (c->flags & GL_CONN_CLOSING) return;
     c->flags |= GL_CONN_CLOSING;
     c->reason = reason;

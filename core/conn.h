@@ -8,6 +8,11 @@
  * connection is never freed while one of its own callbacks runs: it is
  * marked and freed when the callback returns.
  *
+ * A write that fails because the peer is gone (EPIPE, ECONNRESET) does not
+ * close: it drops the queued output and marks GL_CONN_WDEAD, and reading
+ * goes on, so what the peer sent before it left (a last error message, say)
+ * can still be read; the read that reports the end closes.
+ *
  * Input: each readiness event makes one read of at most GL_READ_CHUNK bytes.
  * While the connection holds no unread input, the read lands in the worker's
  * shared scratch buffer (gl_env.scratch) and only the bytes the owner leaves
@@ -52,7 +57,8 @@ enum {
   GL_CONN_CLOSING = 2,    /* flushing, then closing */
   GL_CONN_CLOSED = 4,     /* descriptor closed */
   GL_CONN_CONNECTING = 8, /* outbound connect in progress */
-  GL_CONN_READING = 16    /* the owner wants input */
+  GL_CONN_READING = 16,   /* the owner wants input */
+  GL_CONN_WDEAD = 32      /* the peer reset: writes fail, reads go on */
 };
 
 enum {
@@ -104,9 +110,10 @@ void gl_conn_update(gl_conn *c);
 /* Writes n bytes: directly when nothing is queued, queueing what the kernel
  * does not take. Returns GL_OK; -ENOBUFS if the rest would take the queue
  * past out_max: nothing of the rest is queued, but a first part may have
- * been written, so the stream is cut and the caller must close; or -errno
- * when the socket failed, in which case c has been closed (on_close has
- * run). */
+ * been written, so the stream is cut and the caller must close; -EPIPE or
+ * -ECONNRESET when the peer is gone (c stays open for reading, see above);
+ * or another -errno when the socket failed, in which case c has been closed
+ * (on_close has run). */
 int gl_conn_write(gl_conn *c, const char *p, size_t n);
 
 /* Closes. With linger > 0 and output queued, reading stops and the close

@@ -118,6 +118,16 @@ static void on_deadline(EV_P_ ev_timer *w, int revents) {
   ev_break(EV_A_ EVBREAK_ALL);
 }
 
+/* [-0, +1, e] Connections open in this state and its pools. */
+static int open_connections(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "glisten");
+  lua_getfield(L, -1, "stats");
+  lua_call(L, 0, 1);
+  lua_getfield(L, -1, "connections");
+  return 1;
+}
+
 static void on_signal(EV_P_ ev_signal *w, int revents) {
   lg_rt *rt = w->data;
   double grace = rt->shutdown_timeout;
@@ -127,9 +137,11 @@ static void on_signal(EV_P_ ev_signal *w, int revents) {
     _exit(1);
   }
   stopping = 1;
+  lua_pushcfunction(rt->L, open_connections);
+  int open = lua_pcall(rt->L, 0, 1, 0) == LUA_OK ? (int)lua_tointeger(rt->L, -1) : -1;
+  lua_pop(rt->L, 1);
   fprintf(stderr, "%s: stopping (%s); %d connection(s) open, %.3gs grace\n",
-          progname, w->signum == SIGINT ? "SIGINT" : "SIGTERM",
-          (int)rt->served, grace);
+          progname, w->signum == SIGINT ? "SIGINT" : "SIGTERM", open, grace);
   while (rt->servers) lg_server_close(rt->servers, grace);
   lg_pool_close_all(rt, grace);
   ev_timer_init(&drain_w, on_drain_check, 0., 0.05);
@@ -246,6 +258,28 @@ int main(int argc, char **argv) {
 
   lg_opts cli;
   lg_opts_read(L, 1, &cli, 0);
+  if (cli.workers > 1 && !check) {
+    /* a pool: every worker loads the script itself, and reports errors */
+    lua_pushcfunction(L, serve);
+    lua_pushvalue(L, 1);
+    lua_pushstring(L, script);
+    lua_setfield(L, -2, "script");
+    if (lua_pcall(L, 1, 2, 0) != LUA_OK || lua_isnil(L, -2)) {
+      fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
+      return 1;
+    }
+    lua_getfield(L, -2, "port");
+    lua_getfield(L, -3, "host");
+    fprintf(stderr, strchr(lua_tostring(L, -1), ':') ? "listening on [%s]:%d\n"
+                                                      : "listening on %s:%d\n",
+            lua_tostring(L, -1), (int)lua_tointeger(L, -2));
+    lua_settop(L, 1);
+    rt->shutdown_timeout = cli.shutdown_timeout;
+    watch_signals(rt);
+    lg_run(rt);
+    lua_close(L);
+    return 0;
+  }
   int from_table = 0;
   lua_pushcfunction(L, load_script);
   lua_pushstring(L, script);
@@ -274,33 +308,13 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (has_handler) {
-    if (cli.workers > 1) {
-      /* a pool: every worker loads the script itself */
-      lua_pushvalue(L, 1);
-      lua_pushstring(L, script);
-      lua_setfield(L, -2, "script");
-    } else {
-      lua_pushnil(L);
-      lua_setfield(L, 1, "workers");
-      lg_script_options(L, 2, from_table, 1);
-    }
+    lg_script_options(L, 2, from_table, 1);
     lua_pushcfunction(L, serve);
     lua_insert(L, -2);
-    if (lua_pcall(L, 1, 2, 0) != LUA_OK) {
+    if (lua_pcall(L, 1, 2, 0) != LUA_OK || lua_isnil(L, -2)) {
       fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
       return 1;
     }
-    if (lua_isnil(L, -2)) {
-      fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
-      return 1;
-    }
-    lua_getfield(L, -2, "port");
-    lua_getfield(L, -3, "host");
-    if (cli.workers > 1)
-      fprintf(stderr, strchr(lua_tostring(L, -1), ':')
-                          ? "listening on [%s]:%d (%d workers)\n"
-                          : "listening on %s:%d (%d workers)\n",
-              lua_tostring(L, -1), (int)lua_tointeger(L, -2), cli.workers);
     lua_settop(L, 2);
   }
   rt->shutdown_timeout = 5.0;

@@ -133,7 +133,14 @@ static void *worker_main(void *arg) {
     pthread_mutex_lock(&p->mu);
     int closing = p->closing; /* a failed start told everyone to stop */
     pthread_mutex_unlock(&p->mu);
-    if (!closing) lg_run(rt);
+    if (!closing) {
+      /* A worker lives until it is told to stop, even with nothing to do
+       * (its listener paused at max_connections, say): the inbox that
+       * brings the command keeps its loop running. */
+      ev_ref(rt->loop);
+      lg_run(rt);
+      ev_unref(rt->loop);
+    }
   }
   lua_close(L);
 out:

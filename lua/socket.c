@@ -366,7 +366,7 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
       lua_pushinteger(L, 0);
       return 3;
     }
-    /* The socket failed and is closed now. */
+    /* The peer is gone (the socket stays readable) or the socket failed. */
     push_closed(L, s);
     lua_pushinteger(L, 0);
     return 3;

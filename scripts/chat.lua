@@ -1,35 +1,28 @@
 -- A line chat: every line a client sends goes to every other client.
---   glisten-lua scripts/chat.lua 9000
+--   glisten-lua scripts/chat.lua 9000          (one worker)
+--   glisten-lua -w 4 scripts/chat.lua 9000     (four: the same behaviour)
 --   nc 127.0.0.1 9000   (in two terminals)
 --
--- Each connection's coroutine owns its socket; other connections reach it
--- with glisten.post(id, line), which runs with_message in that coroutine.
--- A client that stops reading only fills its own bounded mailbox: posts to
--- it fail with "mailbox full" and nobody else waits.
+-- Every connection subscribes to the topic "chat"; a line is published to
+-- it, and each subscriber, on whichever worker, gets it in with_message.
+-- A client that stops reading only fills its own bounded mailbox: lines for
+-- it are then dropped (counted in glisten.stats().dropped) and nobody else
+-- waits.
 local glisten = require "glisten"
-
-local clients = {} -- connection id -> true
-
-local function broadcast(from, line)
-  for id in pairs(clients) do
-    if id ~= from then glisten.post(id, line) end
-  end
-end
 
 return {
   with_init = function(state)
-    local id = state.socket.id
-    clients[id] = true
+    local sock = state.socket
+    sock:subscribe("chat")
+    local here = glisten.shared:incr("chat:clients", 1, 0)
+    sock:send(("* you are %d; %d other(s) here\n"):format(sock.id, here - 1))
     state.buf = ""
-    local others = -1
-    for _ in pairs(clients) do others = others + 1 end
-    state.socket:send(("* you are %d; %d other(s) here\n"):format(id, others))
   end,
 
   handler = function(msg, state)
     local buf = state.buf .. msg
     for line in buf:gmatch("([^\n]*)\n") do
-      broadcast(state.socket.id, (line:gsub("\r$", "")))
+      glisten.publish("chat", { from = state.socket.id, line = (line:gsub("\r$", "")) })
     end
     state.buf = buf:match("[^\n]*$")
     if #state.buf > 4096 then
@@ -38,11 +31,11 @@ return {
     end
   end,
 
-  with_message = function(line, state)
-    state.socket:send(line .. "\n")
+  with_message = function(msg, state)
+    if msg.from ~= state.socket.id then state.socket:send(msg.line .. "\n") end
   end,
 
   with_close = function(state)
-    clients[state.socket.id] = nil
+    glisten.shared:incr("chat:clients", -1, 0)
   end,
 }

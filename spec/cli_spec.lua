@@ -7,6 +7,7 @@ function handler(msg, state) state.socket:send(msg) end
 ]]
 
 describe("glisten-lua arguments", function()
+  after_each(H.no_leaks)
   it("--help prints usage on stdout and exits 0", function()
     local rc, out = H.run("--help")
     assert.equal(0, rc)
@@ -43,6 +44,7 @@ describe("glisten-lua arguments", function()
 end)
 
 describe("glisten-lua loading a script", function()
+  after_each(H.no_leaks)
   it("exits 1 naming the file when the script is missing", function()
     local rc, _, err = H.run("/nonexistent/x.lua")
     assert.equal(1, rc)

@@ -53,6 +53,8 @@ function H.run(args, limit)
   return tonumber(readfile(out .. ".rc")), readfile(out .. ".o"), readfile(out .. ".e")
 end
 
+H.started = {} -- processes H.start made; H.no_leaks ends the ones left
+
 -- Starts glisten-lua with args in the background and waits (at most 5 s)
 -- for its "listening on" line. Returns a process handle:
 --   p.pid, p.port, p:stderr(), p:signal(name), p:wait(limit) -> exit code
@@ -65,6 +67,7 @@ function H.start(args, opts)
     :format(prefix, sh_quote(H.bin), args, base, base, base, base)
   os.execute("sh -c " .. sh_quote(cmd))
   local p = { base = base }
+  H.started[#H.started + 1] = p
   function p:stderr() return readfile(base .. ".e") or "" end
   function p:stdout() return readfile(base .. ".o") or "" end
   function p:signal(sig) os.execute(("kill -%s %d 2>/dev/null"):format(sig, self.pid)) end
@@ -120,6 +123,12 @@ end
 -- Every spec must leave no connection open in this process: each spec file
 -- runs after_each(H.no_leaks).
 function H.no_leaks()
+  -- a spec that failed before stopping its process leaves it to us
+  for _, p in ipairs(H.started) do
+    local rc = readfile(p.base .. ".rc")
+    if p.pid and not (rc and rc:match("%d")) then p:signal("KILL") end
+  end
+  H.started = {}
   local ok = H.wait_for(function()
     collectgarbage() -- client sockets a failed spec dropped
     return glisten.stats().connections == 0

@@ -9,7 +9,9 @@ set(GLISTEN_SPECS
   module
   cli
   faults
-  scripts)
+  scripts
+  workers
+  shared)
 
 # Under the sanitizers the stock interpreter loads an instrumented module, so
 # the sanitizer runtimes must be loaded first.

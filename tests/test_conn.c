@@ -681,6 +681,20 @@ static void test_peer_reset(void **state) {
 
 /* A write to a reset peer fails, and the connection is closed (and freed)
  * before gl_conn_write returns. */
+static int ended(void *arg) {
+  probe *p = arg;
+  return p->eof_calls > 0 || p->close_calls > 0;
+}
+
+/* After a failed write, reading reports the end (EOF or a reset); the owner
+ * then closes, as the binding does. */
+static void wait_ended(fixture *f, probe *p) {
+  if (!run_until(f->loop, ended, p, WAIT_S)) fail_msg("no end reported");
+  if (p->c) gl_conn_close(p->c, GL_CLOSE_LOCAL, 0);
+  assert_int_equal(p->close_calls, 1);
+  assert_null(p->c);
+}
+
 static void test_write_to_reset_peer(void **state) {
   fixture *f = *state;
   gl_conn *c = open_conn(f, 0);
@@ -691,10 +705,34 @@ static void test_write_to_reset_peer(void **state) {
   assert_true(wait_fd(fd, POLLIN, WAIT_MS) & (POLLIN | POLLERR | POLLHUP));
   int rc = gl_conn_write(c, "x", 1);
   assert_true(rc == -ECONNRESET || rc == -EPIPE);
-  assert_int_equal(p->close_calls, 1);
-  assert_int_equal(p->reason, GL_CLOSE_PEER);
-  assert_int_equal(p->err, -rc);
-  assert_null(p->c);
+  /* only the writing side ends: nothing closes until a read reports it */
+  assert_int_equal(p->close_calls, 0);
+  assert_true(c->flags & GL_CONN_WDEAD);
+  assert_int_equal(gl_conn_write(c, "y", 1), rc);
+  assert_int_equal(gl_conn_queued(c), 0);
+  gl_conn_read(c, 1);
+  wait_ended(f, p);
+  assert_all_closed(f);
+}
+
+/* What the peer sent before it reset stays readable after a write to it
+ * failed: its last words are not lost. */
+static void test_last_words_survive_a_failed_write(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  gl_conn_read(c, 0);
+  int fd = c->fd;
+  write_all(f->peers[0].fd, "last words\n", 11);
+  peer_reset(&f->peers[0]);
+  assert_true(wait_fd(fd, POLLIN, WAIT_MS) & (POLLIN | POLLERR | POLLHUP));
+  int rc = gl_conn_write(c, "x", 1);
+  assert_true(rc == -ECONNRESET || rc == -EPIPE);
+  p->keep = 0;
+  gl_conn_read(c, 1);
+  wait_ended(f, p);
+  assert_int_equal(p->got_len, 11);
+  assert_memory_equal(p->got, "last words\n", 11);
   assert_all_closed(f);
 }
 
@@ -935,6 +973,7 @@ int main(void) {
       T(test_idle_off),
       T(test_peer_reset),
       T(test_write_to_reset_peer),
+      T(test_last_words_survive_a_failed_write),
       T(test_stats_add_up),
       T(test_close_all),
       T(test_close_inside_on_data),
