@@ -227,6 +227,8 @@ int lg_workers_open(lua_State *L);
 
 /* shared.c */
 int lg_shared_open(lua_State *L);
+void lg_shared_acquire(void);
+void lg_shared_release(void);
 
 /* script.c */
 int lg_script_load(lua_State *L, const char *path);

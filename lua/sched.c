@@ -68,6 +68,7 @@ static int rt_gc(lua_State *L) {
   rt->loop = NULL;
   free(rt->env.scratch);
   gl_buf_free(&rt->tmp);
+  lg_shared_release();
   return 0;
 }
 
@@ -105,6 +106,7 @@ lg_rt *lg_rt_open(lua_State *L) {
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &FIBERS_KEY);
   lg_workers_attach(L, rt);
+  lg_shared_acquire();
   return rt;
 }
 

@@ -21,15 +21,35 @@
 
 #define LG_SHARED_BYTES (64u << 20)
 
+/* The dictionary lives while any runtime of the process does: made on
+ * first use, freed when the last runtime closes (the module itself may be
+ * unloaded then). */
 static gl_dict *shared;
-static pthread_once_t shared_once = PTHREAD_ONCE_INIT;
+static int users;
+static pthread_mutex_t shared_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static void shared_make(void) { shared = gl_dict_new(LG_SHARED_BYTES); }
+void lg_shared_acquire(void) {
+  pthread_mutex_lock(&shared_mu);
+  users++;
+  pthread_mutex_unlock(&shared_mu);
+}
+
+void lg_shared_release(void) {
+  pthread_mutex_lock(&shared_mu);
+  if (--users == 0) {
+    gl_dict_free(shared);
+    shared = NULL;
+  }
+  pthread_mutex_unlock(&shared_mu);
+}
 
 static gl_dict *dict(lua_State *L) {
-  pthread_once(&shared_once, shared_make);
-  if (!shared) luaL_error(L, "glisten.shared: out of memory");
-  return shared;
+  pthread_mutex_lock(&shared_mu);
+  if (!shared) shared = gl_dict_new(LG_SHARED_BYTES);
+  gl_dict *d = shared;
+  pthread_mutex_unlock(&shared_mu);
+  if (!d) luaL_error(L, "glisten.shared: out of memory");
+  return d;
 }
 
 static const char *key(lua_State *L, size_t *kl) {
