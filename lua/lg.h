@@ -113,6 +113,7 @@ struct lg_rt {
   int pools;             /* pools this state started that still run */
   lg_pool *pool_list;    /* those pools */
   gl_buf tmp;            /* scratch for glisten.shared */
+  atomic_int nsubs;      /* subscriptions here: publish skips states with none */
 };
 
 struct lg_socket {

@@ -7,7 +7,9 @@
  * nested, without cycles (a table met twice on one path is a cycle; the same
  * table in two places is copied twice). Anything else raises a clear error.
  *
- * Encoding goes into a luaL_Buffer, so an error halfway leaks nothing.
+ * Encoding goes into a C buffer owned by a userdata box (freed by __gc), so
+ * an error halfway leaks nothing and the stack may move freely meanwhile
+ * (which a luaL_Buffer would not allow).
  * Format: one tag byte, then the payload: integers and floats in the
  * machine's own order (the bytes never leave the process), strings and
  * tables as a size_t count first.
@@ -21,12 +23,23 @@
 enum { T_NIL = 'n', T_FALSE = 'f', T_TRUE = 't', T_INT = 'i', T_NUM = 'd',
        T_STR = 's', T_TABLE = 'T' };
 
-static void put(luaL_Buffer *b, const void *p, size_t n) {
-  luaL_addlstring(b, p, n);
+typedef struct encbuf {
+  gl_buf b;
+  lua_State *L;
+} encbuf;
+
+static int encbuf_gc(lua_State *L) {
+  encbuf *e = lua_touserdata(L, 1);
+  gl_buf_free(&e->b);
+  return 0;
+}
+
+static void put(encbuf *e, const void *p, size_t n) {
+  if (gl_buf_append(&e->b, p, n) != 0) luaL_error(e->L, "out of memory");
 }
 
 /* [-0, +0, e] seen is the stack index of the table of tables on the path. */
-static void encode(lua_State *L, luaL_Buffer *b, int idx, int seen,
+static void encode(lua_State *L, encbuf *b, int idx, int seen,
                    int depth) {
   char tag;
   switch (lua_type(L, idx)) {
@@ -102,14 +115,22 @@ static void encode(lua_State *L, luaL_Buffer *b, int idx, int seen,
 
 /* [-0, +1, e] Pushes the encoding of the value at idx as a string. */
 void lg_value_encode(lua_State *L, int idx) {
-  luaL_Buffer b;
   idx = lua_absindex(L, idx);
+  encbuf *e = lua_newuserdatauv(L, sizeof *e, 0);
+  int box = lua_gettop(L);
+  memset(e, 0, sizeof *e);
+  e->L = L;
+  if (luaL_newmetatable(L, "glisten.encbuf")) {
+    lua_pushcfunction(L, encbuf_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, box);
   lua_newtable(L); /* tables on the current path */
-  int seen = lua_gettop(L);
-  luaL_buffinit(L, &b);
-  encode(L, &b, idx, seen, 0);
-  luaL_pushresult(&b);
-  lua_remove(L, seen);
+  encode(L, e, idx, box + 1, 0);
+  lua_pushlstring(L, gl_buf_head(&e->b), e->b.len);
+  gl_buf_free(&e->b);
+  lua_replace(L, box);
+  lua_settop(L, box);
 }
 
 typedef struct reader {

@@ -164,7 +164,7 @@ static int glisten_publish(lua_State *L) {
   publish_here(L, rt, 1, p, len);
   pthread_mutex_lock(&reg_mu);
   for (int i = 1; i < LG_SLOTS; i++) {
-    if (!reg[i] || i == rt->slot) continue;
+    if (!reg[i] || i == rt->slot || !atomic_load(&reg[i]->nsubs)) continue;
     gl_msg *m = gl_msg_new(MSG_PUBLISH, (long long)tl, tl + len);
     if (!m) continue;
     memcpy(m->data, topic, tl);
@@ -197,6 +197,8 @@ int lg_sock_subscribe(lua_State *L) {
     lua_pushvalue(L, -2);
     lua_rawset(L, 3);
   }
+  if (lua_rawgeti(L, -1, s->id) == LUA_TNIL) atomic_fetch_add(&s->rt->nsubs, 1);
+  lua_pop(L, 1);
   lua_pushboolean(L, 1);
   lua_rawseti(L, -2, s->id);
   /* the socket remembers its topics, to leave them when it ends */
@@ -213,10 +215,12 @@ int lg_sock_subscribe(lua_State *L) {
   return 1;
 }
 
-static void leave(lua_State *L, int topic, lua_Integer id) {
+static void leave(lua_State *L, lg_rt *rt, int topic, lua_Integer id) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &SUBS_KEY);
   lua_pushvalue(L, topic);
   if (lua_rawget(L, -2) == LUA_TTABLE) {
+    if (lua_rawgeti(L, -1, id) != LUA_TNIL) atomic_fetch_sub(&rt->nsubs, 1);
+    lua_pop(L, 1);
     lua_pushnil(L);
     lua_rawseti(L, -2, id);
     lua_pushnil(L);
@@ -236,7 +240,7 @@ int lg_sock_unsubscribe(lua_State *L) {
   lg_socket *s = lg_check_socket(L, 1);
   luaL_checkstring(L, 2);
   lua_settop(L, 2);
-  leave(L, 2, s->id);
+  leave(L, s->rt, 2, s->id);
   if (lua_getiuservalue(L, 1, 4) == LUA_TTABLE) {
     lua_pushvalue(L, 2);
     lua_pushnil(L);
@@ -253,7 +257,7 @@ void lg_unsubscribe_all(lua_State *L, int idx, lg_socket *s) {
     lua_pushnil(L);
     while (lua_next(L, -2)) {
       lua_pop(L, 1);
-      leave(L, lua_gettop(L), s->id);
+      leave(L, s->rt, lua_gettop(L), s->id);
     }
     lua_pushnil(L);
     lua_setiuservalue(L, idx, 4);

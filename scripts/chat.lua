@@ -20,11 +20,15 @@ return {
   end,
 
   handler = function(msg, state)
-    local buf = state.buf .. msg
-    for line in buf:gmatch("([^\n]*)\n") do
-      glisten.publish("chat", { from = state.socket.id, line = (line:gsub("\r$", "")) })
+    local buf, start = state.buf .. msg, 1
+    while true do -- one pass over the bytes, whatever the line lengths
+      local nl = buf:find("\n", start, true)
+      if not nl then break end
+      local line = buf:sub(start, buf:byte(nl - 1) == 13 and nl - 2 or nl - 1)
+      glisten.publish("chat", { from = state.socket.id, line = line })
+      start = nl + 1
     end
-    state.buf = buf:match("[^\n]*$")
+    state.buf = buf:sub(start)
     if #state.buf > 4096 then
       state.socket:send("* line too long\n")
       state.socket:close()
