@@ -1,5 +1,8 @@
+#!/usr/bin/env escript
+%%! +S 1:1 +sbwt none
 %% The runtime under glisten and ThousandIsland: gen_tcp with an acceptor
-%% pool of 10, a process per connection, as ThousandIsland does.
+%% pool of 10, a process per connection, as ThousandIsland does. One
+%% scheduler (+S 1:1), like the other servers' one core; no busy waiting.
 %%   escript bench/echo_erlang.erl PORT
 -module(echo_erlang).
 -mode(compile).

@@ -94,7 +94,9 @@ static int open_to(struct sockaddr_in *dst, struct sockaddr_in *src) {
   if (fd < 0) return -1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
   if (src) {
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    /* pick the port at connect, not at bind: a bind to port 0 searches the
+     * whole port space, slowly when thousands are in TIME_WAIT */
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &on, sizeof on);
     if (bind(fd, (struct sockaddr *)src, sizeof *src) < 0) {
       close(fd);
       return -1;

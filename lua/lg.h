@@ -41,6 +41,7 @@
 #define LG_SLOTS 256          /* Lua states per process; ids carry the slot */
 #define LG_INBOX_MAX 65536    /* messages queued for one worker */
 #define LG_MAX_WORKERS 64
+#define LG_FIBER_POOL 256     /* idle fibers a runtime keeps for reuse */
 
 /* Why a wait ended. */
 enum { LG_WAKE_NONE = 0, LG_WAKE_EVENT, LG_WAKE_TIMEOUT };
@@ -114,6 +115,8 @@ struct lg_rt {
   lg_pool *pool_list;    /* those pools */
   gl_buf tmp;            /* scratch for glisten.shared */
   atomic_int nsubs;      /* subscriptions here: publish skips states with none */
+  lg_fiber *fpool;       /* idle fibers for connection callbacks */
+  int nfpool;
 };
 
 struct lg_socket {
@@ -122,7 +125,8 @@ struct lg_socket {
   lua_Integer id;
   double timeout;      /* default for receive/send/accept; < 0: none */
   lg_waitq rq, wq;     /* waiting to read; waiting for output to drain */
-  lg_fiber *owner;     /* the connection fiber of a served connection */
+  lg_fiber *owner;     /* the fiber running a served connection's callbacks;
+                          NULL while it is parked (idle, see server.c) */
   lg_server *server;   /* server that accepted it, or NULL */
   lg_socket *sprev, *snext; /* in server->socks */
   int reason;          /* LG_R_*, once known */
@@ -173,12 +177,16 @@ lg_rt *lg_rt_get(lua_State *L);
 lg_rt *lg_rt_open(lua_State *L);
 lg_fiber *lg_current(lua_State *L);
 lg_fiber *lg_spawn(lua_State *L, int narg, lg_done_fn *done);
+lg_fiber *lg_fiber_new(lua_State *L, lg_done_fn *done);
 int lg_wait(lua_State *L, lg_waitq *q, double deadline, lua_KFunction k);
 int lg_woken(lua_KContext ctx);
 void lg_wake(lg_fiber *f, int why);
 void lg_wake_all(lg_waitq *q);
 void lg_fiber_release(lg_fiber *f);
 void lg_fiber_start(lg_fiber *f, int nargs);
+void lg_fiber_go(lg_fiber *f, int nargs);
+lg_fiber *lg_fiber_pooled(lg_rt *rt);
+void lg_fiber_pool_put(lg_fiber *f);
 int lg_fiber_kill(lg_fiber *f);
 void lg_run(lg_rt *rt);
 double lg_deadline(lg_rt *rt, double timeout);
@@ -206,6 +214,7 @@ int lg_socket_open(lua_State *L);
 int lg_server_open(lua_State *L);
 void lg_server_close(lg_server *sv, double grace);
 void lg_server_resume(lg_server *sv);
+void lg_conn_unpark(lg_socket *s);
 int lg_serve(lua_State *L, int idx, lg_pool *pool);
 int lg_opts_read(lua_State *L, int idx, lg_opts *o, int strict);
 void lg_opts_default(lg_opts *o);

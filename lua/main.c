@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "lg.h"
@@ -152,6 +153,16 @@ static void on_signal(EV_P_ ev_signal *w, int revents) {
   ev_timer_start(EV_A_ & deadline_w);
 }
 
+/* Concurrent connections should be limited only by the hard limit on
+ * descriptors: raise the soft one to it. */
+static void raise_nofile(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
 static void watch_signals(lg_rt *rt) {
   signal(SIGPIPE, SIG_IGN);
   ev_signal_init(&sigint_w, on_signal, SIGINT);
@@ -187,6 +198,7 @@ static int serve(lua_State *L) {
 int main(int argc, char **argv) {
   const char *script = NULL, *port = NULL;
   int check = 0, i, j, only_positional = 0;
+  raise_nofile();
   lua_State *L = luaL_newstate();
   if (!L) {
     fprintf(stderr, "%s: cannot create a Lua state\n", progname);

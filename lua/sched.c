@@ -220,23 +220,29 @@ lg_fiber *lg_current(lua_State *L) {
   return f;
 }
 
-/* [-(narg+1), +0, m] Makes a fiber of the function below the narg values on
- * top of L and queues its start with those values. done runs when it ends
- * (NULL: errors are logged). */
-lg_fiber *lg_spawn(lua_State *L, int narg, lg_done_fn *done) {
+/* [-0, +0, m] Makes a fiber with an empty thread, registered but not
+ * started; done runs when its function ends (NULL: errors are logged). */
+lg_fiber *lg_fiber_new(lua_State *L, lg_done_fn *done) {
   lg_rt *rt = lg_rt_get(L);
   lua_State *co = lua_newthread(L);
   lg_fiber *f = lua_newuserdatauv(L, sizeof *f, 0);
   fiber_init(f, rt, co, 1);
   luaL_setmetatable(L, LG_FIBER);
   f->done = done;
-  f->nargs = narg;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &FIBERS_KEY);
   lua_pushvalue(L, -3);
   lua_pushvalue(L, -3);
   lua_rawset(L, -3); /* FIBERS[co] = f */
   lua_pop(L, 3);     /* FIBERS, f, co */
-  lua_xmove(L, co, narg + 1);
+  return f;
+}
+
+/* [-(narg+1), +0, m] Makes a fiber of the function below the narg values on
+ * top of L and queues its start with those values. */
+lg_fiber *lg_spawn(lua_State *L, int narg, lg_done_fn *done) {
+  lg_fiber *f = lg_fiber_new(L, done);
+  lua_xmove(L, f->th, narg + 1);
+  f->nargs = narg;
   ready_push(f);
   return f;
 }
@@ -355,6 +361,48 @@ int lg_fiber_kill(lg_fiber *f) {
 void lg_fiber_start(lg_fiber *f, int nargs) {
   f->nargs = nargs;
   ready_push(f);
+}
+
+/* Starts f like lg_fiber_start, but at once when called from a loop
+ * callback (the hot path: input for a parked connection). */
+void lg_fiber_go(lg_fiber *f, int nargs) {
+  lg_rt *rt = f->rt;
+  f->nargs = nargs;
+  if (rt->in_loop && !rt->running && !rt->defer)
+    resume(f);
+  else
+    ready_push(f);
+}
+
+/* A fiber from the pool (its thread empty and ready for a function), or
+ * NULL when the pool is empty. */
+lg_fiber *lg_fiber_pooled(lg_rt *rt) {
+  lg_fiber *f = rt->fpool;
+  if (!f) return NULL;
+  rt->fpool = f->rnext;
+  rt->nfpool--;
+  f->rnext = NULL;
+  return f;
+}
+
+/* Gives a fiber whose function has ended back to the pool, for a later
+ * connection callback to run in; past LG_FIBER_POOL, it is released. */
+void lg_fiber_pool_put(lg_fiber *f) {
+  lg_rt *rt = f->rt;
+  disarm(f);
+  ready_remove(f);
+  if (rt->closing || rt->nfpool >= LG_FIBER_POOL || !f->th ||
+      lua_status(f->th) != LUA_OK) {
+    lg_fiber_release(f);
+    return;
+  }
+  lua_settop(f->th, 0);
+  f->sock = NULL;
+  f->phase = 0;
+  f->nargs = 0;
+  f->rnext = rt->fpool;
+  rt->fpool = f;
+  rt->nfpool++;
 }
 
 int lg_woken(lua_KContext ctx) {

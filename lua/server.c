@@ -2,12 +2,19 @@
  * server.c: glisten.serve (the acceptor and the life of each served
  * connection) and the low-level glisten.listen / listener:accept flow.
  *
- * Each accepted connection gets one fiber that runs the connection loop
+ * Each accepted connection gets a fiber that runs the connection loop
  * (CONN_MAIN below): with_init, then handler for input and with_message for
  * posts, one at a time and in order. When the loop ends, because the peer
  * closed, the script closed, a timeout, a shutdown or an error, the same
  * thread runs with_close exactly once; then the socket is closed (after
  * flushing) and forgotten.
+ *
+ * Parking: when the loop finds nothing to do (no input, no message), it
+ * returns instead of waiting, and its fiber goes back to the runtime's pool.
+ * An idle connection so holds no coroutine (a suspended one costs about a
+ * kilobyte, most of an idle connection's memory). Input, a message or the
+ * end of the connection takes a pooled fiber and runs the loop again
+ * (lg_conn_unpark), so callbacks still run one at a time, in order.
  */
 #include <errno.h>
 #include <math.h>
@@ -24,17 +31,21 @@ static char CONN_MAIN_KEY;
 
 static const char CONN_MAIN[] =
     "local next_event = ...\n"
-    "return function(sock, state, h)\n"
-    "  local init = h.with_init\n"
-    "  if init then init(state) end\n"
+    "return function(sock, state, h, fresh)\n"
+    "  if fresh then\n"
+    "    local init = h.with_init\n"
+    "    if init then init(state) end\n"
+    "  end\n"
     "  local handler, with_message = h.handler, h.with_message\n"
     "  while true do\n"
     "    local kind, v = next_event(sock)\n"
     "    if kind == 1 then handler(v, state)\n"
     "    elseif kind == 2 then with_message(v, state)\n"
-    "    else return end\n"
+    "    else return kind end\n"
     "  end\n"
     "end\n";
+
+#define PARK 3 /* what the loop returns when there is nothing to do */
 
 /* --- options --------------------------------------------------------- */
 
@@ -158,7 +169,7 @@ static void conn_finish(lg_fiber *f) {
   s->server = NULL;
   f->sock = NULL;
   lg_socket_release(s);
-  lg_fiber_release(f);
+  lg_fiber_pool_put(f);
   if (!sv) return;
   if (sv->o.max_connections &&
       atomic_fetch_sub(sv->count, 1) >= sv->o.max_connections) {
@@ -219,8 +230,61 @@ static void conn_done(lg_fiber *f, int status) {
     lua_pop(L, 1);
     return;
   }
+  if (lua_tointeger(co, -1) == PARK && s->conn) {
+    s->owner = NULL; /* parked: the next input or message unparks it */
+    f->sock = NULL;
+    lg_fiber_pool_put(f);
+    return;
+  }
   if (!s->reason) s->reason = s->eof ? LG_R_CLOSED : LG_R_LOCAL;
   start_close(f, s->reason == LG_R_ERROR ? s->detail : NULL);
+}
+
+/* [-0, +0, m] Gives a parked connection a fiber (from the pool, or new).
+ * The new fiber is empty; its thread's stack has room for a few values. */
+static lg_fiber *adopt(lua_State *L, lg_socket *s) {
+  lg_fiber *f = lg_fiber_pooled(s->rt);
+  if (!f) f = lg_fiber_new(L, conn_done);
+  f->done = conn_done;
+  f->sock = s;
+  f->phase = 0;
+  s->owner = f;
+  return f;
+}
+
+static int adopt_protected(lua_State *L) {
+  adopt(L, lua_touserdata(L, 1));
+  return 0;
+}
+
+/* [-0, +0, -] Runs a parked connection's loop again, at once when called
+ * from a loop callback. Allocates only when the fiber pool is empty. */
+void lg_conn_unpark(lg_socket *s) {
+  lg_rt *rt = s->rt;
+  lua_State *L = rt->L;
+  if (rt->closing || s->owner || !s->server) return;
+  if (!rt->fpool) {
+    lua_pushcfunction(L, adopt_protected);
+    lua_pushlightuserdata(L, s);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+      GL_STAT_ADD(rt->stats.errors, 1);
+      gl_log(GL_LOG_ERROR, "conn %lld: cannot resume: %s", (long long)s->id,
+             lua_tostring(L, -1));
+      lua_pop(L, 1);
+      lg_socket_close(s, LG_R_ERROR, 0);
+      return;
+    }
+  } else {
+    adopt(L, s);
+  }
+  lg_fiber *f = s->owner;
+  lua_State *co = f->th;
+  lua_rawgetp(co, LUA_REGISTRYINDEX, &CONN_MAIN_KEY);
+  lg_push_socket(co, s);
+  lua_getiuservalue(co, 2, 2); /* state */
+  lua_getiuservalue(co, 2, 3); /* handlers */
+  lua_pushboolean(co, 0);      /* not fresh: with_init has run */
+  lg_fiber_go(f, 4);
 }
 
 /* Ends a served connection for a shutdown: the callback in progress, if
@@ -229,9 +293,22 @@ static void conn_done(lg_fiber *f, int status) {
  * it can say goodbye; the socket is flushed and closed after it. A fiber
  * already in with_close is cut short. A running fiber (the caller itself)
  * finds its socket closed when it next waits on it. */
+static int shutdown_parked(lua_State *L) {
+  lg_socket *s = lua_touserdata(L, 1);
+  start_close(adopt(L, s), NULL);
+  return 0;
+}
+
 static void conn_shutdown(lg_socket *s) {
   lg_fiber *f = s->owner;
   if (!s->reason) s->reason = LG_R_SHUTDOWN;
+  if (!f && s->conn) { /* parked: run with_close now, socket still open */
+    lua_State *L = s->rt->L;
+    lua_pushcfunction(L, shutdown_parked);
+    lua_pushlightuserdata(L, s);
+    if (lua_pcall(L, 1, 0, 0) == LUA_OK) return;
+    lua_pop(L, 1);
+  }
   if (f && f->phase == 0 && lg_fiber_kill(f)) {
     start_close(f, s->reason == LG_R_ERROR ? s->detail : NULL);
     return;
@@ -322,7 +399,8 @@ static int serve_conn(lua_State *L) {
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);
   lua_pushvalue(L, 4);
-  lg_fiber *f = lg_spawn(L, 3, conn_done);
+  lua_pushboolean(L, 1); /* fresh: run with_init */
+  lg_fiber *f = lg_spawn(L, 4, conn_done);
   gl_conn *c = gl_conn_new(&rt->env, a->fd, 0, &lg_socket_cbs, NULL);
   a->fd = -1; /* gl_conn_new owns it now, even when it fails */
   f->sock = s;

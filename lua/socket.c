@@ -30,11 +30,18 @@ const char *lg_reason_name(int reason) { return reason_names[reason]; }
 
 /* --- core callbacks ------------------------------------------------------ */
 
+/* Input, a message or the end arrived: wake the reader, or start the
+ * callbacks of a parked served connection. */
+static void wake_reader(lg_socket *s) {
+  lg_wake_all(&s->rq);
+  if (s->server && !s->owner) lg_conn_unpark(s);
+}
+
 static void on_data(gl_conn *c) {
   lg_socket *s = c->data;
   if (!s) return;
   if (c->flags & GL_CONN_EOF) s->eof = 1;
-  lg_wake_all(&s->rq);
+  wake_reader(s);
 }
 
 static void on_drain(gl_conn *c) {
@@ -67,8 +74,8 @@ static void on_close(gl_conn *c) {
       default: s->reason = LG_R_LOCAL; break;
     }
   }
-  lg_wake_all(&s->rq);
   lg_wake_all(&s->wq);
+  wake_reader(s);
 }
 
 const gl_conn_cbs lg_socket_cbs = {on_data, on_drain, on_close};
@@ -127,8 +134,8 @@ void lg_socket_close(lg_socket *s, int reason, double linger) {
   s->conn = NULL;
   c->data = NULL;
   gl_conn_close(c, GL_CLOSE_LOCAL, linger);
-  lg_wake_all(&s->rq);
   lg_wake_all(&s->wq);
+  wake_reader(s);
 }
 
 /* [-0, +1, -] Pushes s's userdata (s must not be forgotten yet). */
@@ -468,8 +475,9 @@ static void mail_pop(lua_State *L, lg_socket *s) {
   s->nmail--;
 }
 
-/* next_event(sock) -> 1, data | 2, message | nothing when the connection is
- * over. Used only by the connection fiber that owns sock. */
+/* next_event(sock) -> 1, data | 2, message | 3 when there is nothing to do
+ * (the connection loop then returns and its fiber is parked) | nothing
+ * when the connection is over. Used only by the fiber that owns sock. */
 static int next_event_k(lua_State *L, int status, lua_KContext ctx) {
   lg_socket *s = lua_touserdata(L, 1);
   (void)status;
@@ -488,7 +496,8 @@ static int next_event_k(lua_State *L, int status, lua_KContext ctx) {
       return 2;
     }
     if (s->eof) return 0;
-    lg_wait(L, &s->rq, -1, next_event_k);
+    lua_pushinteger(L, 3);
+    return 1;
   }
 }
 
@@ -523,7 +532,7 @@ void lg_mail_push(lua_State *L, lg_socket *s) {
   lua_rawseti(L, -2, (s->mhead - 1 + s->nmail) % s->max_mail + 1);
   lua_pop(L, 2);
   s->nmail++;
-  lg_wake_all(&s->rq);
+  wake_reader(s);
 }
 
 /* --- connect ------------------------------------------------------------ */

@@ -92,7 +92,7 @@ void lg_registry_each(lg_pool *p, void (*fn)(lg_rt *, void *), void *ud) {
 static const char *deliver(lua_State *L, lua_Integer id, const char *p,
                            size_t len) {
   lg_socket *s = lg_find_socket(L, id);
-  if (!s || !s->conn || !s->owner || s->owner->phase != 0)
+  if (!s || !s->conn || !s->server || (s->owner && s->owner->phase != 0))
     return "no such connection";
   if (!s->has_with_message) return "connection has no with_message";
   if (s->nmail >= s->max_mail) return "mailbox full";
@@ -180,7 +180,7 @@ static int glisten_publish(lua_State *L) {
 int lg_sock_subscribe(lua_State *L) {
   lg_socket *s = lg_check_socket(L, 1);
   luaL_checkstring(L, 2);
-  if (!s->owner)
+  if (!s->server)
     return luaL_error(L, "only a served connection can subscribe");
   if (!s->conn) {
     lua_pushnil(L);
