@@ -41,7 +41,8 @@
 #define LG_SLOTS 256          /* Lua states per process; ids carry the slot */
 #define LG_INBOX_MAX 65536    /* messages queued for one worker */
 #define LG_MAX_WORKERS 64
-#define LG_FIBER_POOL 256     /* idle fibers a runtime keeps for reuse */
+#define LG_FIBER_POOL 64      /* idle fibers a runtime keeps for reuse */
+#define LG_HOT_IDLE 64        /* idle connections that keep their coroutine */
 
 /* Why a wait ended. */
 enum { LG_WAKE_NONE = 0, LG_WAKE_EVENT, LG_WAKE_TIMEOUT };
@@ -117,6 +118,7 @@ struct lg_rt {
   atomic_int nsubs;      /* subscriptions here: publish skips states with none */
   lg_fiber *fpool;       /* idle fibers for connection callbacks */
   int nfpool;
+  int nhot;              /* connections suspended in next_event (<= LG_HOT_IDLE) */
 };
 
 struct lg_socket {
@@ -135,6 +137,7 @@ struct lg_socket {
   int nmail, mhead;    /* mailbox: count, index of the oldest */
   int max_mail;        /* mailbox slots */
   int has_with_message; /* a served connection whose script has one */
+  int hot;             /* its fiber waits in next_event, counted in rt->nhot */
   size_t max_line, max_output, high_water;
   size_t in_base;      /* in_max while no receive asks for more */
 };
@@ -215,6 +218,7 @@ int lg_server_open(lua_State *L);
 void lg_server_close(lg_server *sv, double grace);
 void lg_server_resume(lg_server *sv);
 void lg_conn_unpark(lg_socket *s);
+void lg_socket_cool(lg_socket *s);
 int lg_serve(lua_State *L, int idx, lg_pool *pool);
 int lg_opts_read(lua_State *L, int idx, lg_opts *o, int strict);
 void lg_opts_default(lg_opts *o);

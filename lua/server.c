@@ -154,6 +154,7 @@ static void server_unanchor(lg_server *sv) {
 static void conn_finish(lg_fiber *f) {
   lg_socket *s = f->sock;
   lg_server *sv = s->server;
+  lg_socket_cool(s);
   lg_socket_close(s, LG_R_LOCAL, LG_LINGER);
   if (sv) {
     if (s->sprev)
@@ -302,6 +303,7 @@ static int shutdown_parked(lua_State *L) {
 static void conn_shutdown(lg_socket *s) {
   lg_fiber *f = s->owner;
   if (!s->reason) s->reason = LG_R_SHUTDOWN;
+  lg_socket_cool(s); /* a fiber waiting in next_event is cut short below */
   if (!f && s->conn) { /* parked: run with_close now, socket still open */
     lua_State *L = s->rt->L;
     lua_pushcfunction(L, shutdown_parked);

@@ -166,8 +166,20 @@ void lg_socket_peer(lg_socket *s, char *buf, size_t len) {
   snprintf(buf, len, fam == 6 ? "[%s]:%d" : "%s:%d", ip, port);
 }
 
+static char SOCKET_MT_KEY;
+
+/* Like luaL_checkudata, without hashing the type name on every call: the
+ * metatable is compared with the one kept under SOCKET_MT_KEY. */
 lg_socket *lg_check_socket(lua_State *L, int idx) {
-  return luaL_checkudata(L, idx, LG_SOCKET);
+  void *p = lua_touserdata(L, idx);
+  if (p && lua_getmetatable(L, idx)) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &SOCKET_MT_KEY);
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (same) return p;
+  }
+  luaL_typeerror(L, idx, LG_SOCKET);
+  return NULL;
 }
 
 static int sock_gc(lua_State *L) {
@@ -442,15 +454,14 @@ static int push_name(lua_State *L, int peer) {
 static int sock_getpeername(lua_State *L) { return push_name(L, 1); }
 static int sock_getsockname(lua_State *L) { return push_name(L, 0); }
 
+/* __index: the methods first (the common case costs one lookup), then
+ * the id field. */
 static int sock_index(lua_State *L) {
   lg_socket *s = lua_touserdata(L, 1);
-  const char *k = lua_tostring(L, 2);
-  if (k && strcmp(k, "id") == 0) {
-    lua_pushinteger(L, s->id);
-    return 1;
-  }
   lua_pushvalue(L, 2);
-  lua_rawget(L, lua_upvalueindex(1));
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  const char *k = lua_tostring(L, 2);
+  if (k && strcmp(k, "id") == 0) lua_pushinteger(L, s->id);
   return 1;
 }
 
@@ -476,12 +487,22 @@ static void mail_pop(lua_State *L, lg_socket *s) {
 }
 
 /* next_event(sock) -> 1, data | 2, message | 3 when there is nothing to do
- * (the connection loop then returns and its fiber is parked) | nothing
- * when the connection is over. Used only by the fiber that owns sock. */
+ * and LG_HOT_IDLE connections already wait with their coroutine (the
+ * connection loop then returns and its fiber is parked) | nothing when the
+ * connection is over. Otherwise it waits. Used only by the fiber that owns
+ * sock. */
+/* A served connection's fiber stops waiting in next_event. */
+void lg_socket_cool(lg_socket *s) {
+  if (!s->hot) return;
+  s->hot = 0;
+  s->rt->nhot--;
+}
+
 static int next_event_k(lua_State *L, int status, lua_KContext ctx) {
   lg_socket *s = lua_touserdata(L, 1);
   (void)status;
   (void)ctx;
+  lg_socket_cool(s);
   for (;;) {
     gl_conn *c = s->conn;
     if (!c) return 0;
@@ -496,8 +517,15 @@ static int next_event_k(lua_State *L, int status, lua_KContext ctx) {
       return 2;
     }
     if (s->eof) return 0;
-    lua_pushinteger(L, 3);
-    return 1;
+    if (s->rt->nhot >= LG_HOT_IDLE) { /* park: see server.c */
+      lua_pushinteger(L, 3);
+      return 1;
+    }
+    /* one of the few idle connections that keep their coroutine, ready to
+     * run at once: the busy ones, whose input comes back soon */
+    s->hot = 1;
+    s->rt->nhot++;
+    lg_wait(L, &s->rq, -1, next_event_k);
   }
 }
 
@@ -614,7 +642,7 @@ int lg_socket_open(lua_State *L) {
   luaL_newlib(L, sock_methods);
   lua_pushcclosure(L, sock_index, 1);
   lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &SOCKET_MT_KEY);
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
   luaL_setfuncs(L, socket_funcs, 0);
