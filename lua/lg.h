@@ -182,6 +182,8 @@ lg_fiber *lg_current(lua_State *L);
 lg_fiber *lg_spawn(lua_State *L, int narg, lg_done_fn *done);
 lg_fiber *lg_fiber_new(lua_State *L, lg_done_fn *done);
 int lg_wait(lua_State *L, lg_waitq *q, double deadline, lua_KFunction k);
+int lg_wait_in(lua_State *L, lg_fiber *f, lg_waitq *q, double deadline,
+               lua_KFunction k);
 int lg_woken(lua_KContext ctx);
 void lg_wake(lg_fiber *f, int why);
 void lg_wake_all(lg_waitq *q);

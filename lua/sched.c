@@ -415,8 +415,14 @@ int lg_woken(lua_KContext ctx) {
  * the wait ends and returns LG_WAKE_EVENT or LG_WAKE_TIMEOUT. Raises when
  * the caller can neither yield nor run the loop. */
 int lg_wait(lua_State *L, lg_waitq *q, double deadline, lua_KFunction k) {
-  lg_rt *rt = lg_rt_get(L);
-  lg_fiber *f = lg_current(L), tmp;
+  return lg_wait_in(L, lg_current(L), q, deadline, k);
+}
+
+/* lg_wait for a caller that knows its fiber (NULL: not a fiber). */
+int lg_wait_in(lua_State *L, lg_fiber *f, lg_waitq *q, double deadline,
+               lua_KFunction k) {
+  lg_rt *rt = f ? f->rt : lg_rt_get(L);
+  lg_fiber tmp;
   double after = 0;
   if (deadline >= 0) {
     after = deadline - ev_now(rt->loop);

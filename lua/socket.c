@@ -173,9 +173,14 @@ static char SOCKET_MT_KEY;
 lg_socket *lg_check_socket(lua_State *L, int idx) {
   void *p = lua_touserdata(L, idx);
   if (p && lua_getmetatable(L, idx)) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &SOCKET_MT_KEY);
-    int same = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
+    /* the methods carry the metatable as upvalue 1: no lookup at all */
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    if (!same) {
+      lua_rawgetp(L, LUA_REGISTRYINDEX, &SOCKET_MT_KEY);
+      same = lua_rawequal(L, -1, -2);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
     if (same) return p;
   }
   luaL_typeerror(L, idx, LG_SOCKET);
@@ -344,6 +349,22 @@ static int sock_receive(lua_State *L) {
 
 /* --- send ---------------------------------------------------------------- */
 
+/* [-0, +3, -] The results of a write that returned rc != 0. */
+static int send_failed(lua_State *L, lg_socket *s, int rc) {
+  if (rc == -ENOBUFS) {
+    s->detail = "output limit exceeded (max_output)";
+    GL_STAT_ADD(s->rt->stats.errors, 1);
+    lg_socket_close(s, LG_R_ERROR, 0);
+    lua_pushnil(L);
+    lua_pushstring(L, s->detail);
+  } else {
+    /* the peer is gone (the socket stays readable) or the socket failed */
+    push_closed(L, s);
+  }
+  lua_pushinteger(L, 0);
+  return 3;
+}
+
 static int send_k(lua_State *L, int status, lua_KContext ctx) {
   lg_socket *s = lua_touserdata(L, 1);
   size_t len;
@@ -376,19 +397,7 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
       lua_pushinteger(L, (lua_Integer)n);
       return 1;
     }
-    if (rc == -ENOBUFS) {
-      s->detail = "output limit exceeded (max_output)";
-      GL_STAT_ADD(s->rt->stats.errors, 1);
-      lg_socket_close(s, LG_R_ERROR, 0);
-      lua_pushnil(L);
-      lua_pushstring(L, s->detail);
-      lua_pushinteger(L, 0);
-      return 3;
-    }
-    /* The peer is gone (the socket stays readable) or the socket failed. */
-    push_closed(L, s);
-    lua_pushinteger(L, 0);
-    return 3;
+    return send_failed(L, s, rc);
   }
 }
 
@@ -396,7 +405,15 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
 static int sock_send(lua_State *L) {
   lg_socket *s = lg_check_socket(L, 1);
   size_t len;
-  luaL_checklstring(L, 2, &len);
+  const char *data = luaL_checklstring(L, 2, &len);
+  /* the common case: all of data, an open socket with little queued */
+  if (lua_gettop(L) == 2 && s->conn &&
+      gl_conn_queued(s->conn) <= s->high_water) {
+    int rc = gl_conn_write(s->conn, data, len);
+    if (rc) return send_failed(L, s, rc);
+    lua_pushinteger(L, (lua_Integer)len);
+    return 1;
+  }
   lua_Integer i = luaL_optinteger(L, 3, 1), j = luaL_optinteger(L, 4, -1);
   if (i < 0) i = (lua_Integer)len + i + 1;
   if (i < 1) i = 1;
@@ -525,7 +542,7 @@ static int next_event_k(lua_State *L, int status, lua_KContext ctx) {
      * run at once: the busy ones, whose input comes back soon */
     s->hot = 1;
     s->rt->nhot++;
-    lg_wait(L, &s->rq, -1, next_event_k);
+    lg_wait_in(L, s->owner, &s->rq, -1, next_event_k);
   }
 }
 
@@ -639,7 +656,9 @@ int lg_socket_open(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, sock_tostring);
   lua_setfield(L, -2, "__tostring");
-  luaL_newlib(L, sock_methods);
+  luaL_newlibtable(L, sock_methods);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, sock_methods, 1); /* upvalue 1: the metatable */
   lua_pushcclosure(L, sock_index, 1);
   lua_setfield(L, -2, "__index");
   lua_rawsetp(L, LUA_REGISTRYINDEX, &SOCKET_MT_KEY);
@@ -650,4 +669,7 @@ int lg_socket_open(lua_State *L) {
 }
 
 /* [-0, +1, -] Pushes next_event, for the connection loop. */
-void lg_push_next_event(lua_State *L) { lua_pushcfunction(L, next_event); }
+void lg_push_next_event(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &SOCKET_MT_KEY);
+  lua_pushcclosure(L, next_event, 1);
+}
