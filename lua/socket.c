@@ -202,12 +202,12 @@ static int sock_gc(lua_State *L) {
   return 0;
 }
 
+/* [-0, +2, -] nil and why the socket is unusable: its error when it
+ * failed, else "closed". */
 static void push_closed(lua_State *L, lg_socket *s) {
   lua_pushnil(L);
   if (s->reason == LG_R_ERROR && s->detail)
     lua_pushstring(L, s->detail);
-  else if (s->reason == LG_R_TIMEOUT)
-    lua_pushliteral(L, "closed");
   else
     lua_pushliteral(L, "closed");
 }

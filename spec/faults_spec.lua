@@ -8,38 +8,10 @@ local ECHO = [[
 function handler(msg, state) state.socket:send(msg) end
 ]]
 
--- glisten-lua processes started by the current test; after_each kills any
--- that a failed test left running.
-local procs = {}
-
-local function start(args, opts)
-  local p = H.start(args, opts)
-  procs[#procs + 1] = p
-  return p
-end
-
--- SIGTERM, and the exit code.
-local function stop(p)
-  p:signal("TERM")
-  local rc = p:wait(10)
-  p.stopped = true
-  return rc
-end
-
-local function reap()
-  for _, p in ipairs(procs) do
-    if p.pid and not p.stopped then
-      p:signal("KILL")
-      pcall(p.wait, p, 5)
-    end
-  end
-  procs = {}
-end
-
-local function cleanup()
-  reap()
-  H.no_leaks()
-end
+-- H.start remembers every process; H.no_leaks (after each test) ends any
+-- a failed test left running.
+local start, cleanup = H.start, H.no_leaks
+local function stop(p) return p:stop() end
 
 -- Whether the process is still running (not exited, not a zombie).
 local function alive(p)

@@ -71,6 +71,11 @@ function H.start(args, opts)
   function p:stderr() return readfile(base .. ".e") or "" end
   function p:stdout() return readfile(base .. ".o") or "" end
   function p:signal(sig) os.execute(("kill -%s %d 2>/dev/null"):format(sig, self.pid)) end
+  -- SIGTERM, then the exit code.
+  function p:stop(limit)
+    self:signal("TERM")
+    return self:wait(limit or 10)
+  end
   function p:wait(limit)
     local deadline = glisten.now() + (limit or 10)
     while glisten.now() < deadline do

@@ -2,32 +2,10 @@
 -- peers: netcat (nc -N, netcat-openbsd) and glisten client sockets.
 local glisten = H.glisten
 
-local procs = {}
-
-local function start(args)
-  local p = H.start(args)
-  procs[#procs + 1] = p
-  return p
-end
-
--- SIGTERM, and the exit code.
-local function stop(p)
-  p:signal("TERM")
-  local rc = p:wait(10)
-  p.stopped = true
-  return rc
-end
-
-local function cleanup()
-  for _, p in ipairs(procs) do
-    if p.pid and not p.stopped then
-      p:signal("KILL")
-      pcall(p.wait, p, 5)
-    end
-  end
-  procs = {}
-  H.no_leaks()
-end
+-- H.start remembers every process; H.no_leaks (after each test) ends any
+-- a failed test left running.
+local start, cleanup = H.start, H.no_leaks
+local function stop(p) return p:stop() end
 
 local nfile = 0
 -- A new file in the spec's temporary folder holding data; returns its path.
