@@ -16,7 +16,8 @@
  *
  * Prints one line of key=value figures (for bench/run) after a readable
  * summary. Exit status 0 when every byte came back right and no
- * connection failed; 1 otherwise; 2 for bad arguments. Traffic goes to
+ * connection failed; 1 otherwise (at the first failure); 2 for bad
+ * arguments. Traffic goes to
  * HOST only, which must be a loopback address.
  */
 #define _GNU_SOURCE
@@ -184,26 +185,26 @@ static int run_echo(void) {
       if (evs[k].events & (EPOLLERR | EPOLLHUP)) {
         errors++;
         fprintf(stderr, "loadgen: connection %d failed\n", c->id);
-        return 1;
+        exit(1);
       }
       for (;;) { /* read all */
         ssize_t r = recv(c->fd, buf, 65536, 0);
         if (r < 0) {
           if (errno == EAGAIN) break;
           errors++;
-          return 1;
+          exit(1);
         }
         if (r == 0) {
           errors++;
           fprintf(stderr, "loadgen: server closed connection %d\n", c->id);
-          return 1;
+          exit(1);
         }
         for (ssize_t i = 0; i < r; i++)
           if ((unsigned char)buf[i] != pat(c->id, c->rcvd + (uint64_t)i)) {
             errors++;
             fprintf(stderr, "loadgen: wrong byte on connection %d at %llu\n",
                     c->id, (unsigned long long)(c->rcvd + (uint64_t)i));
-            return 1;
+            exit(1);
           }
         c->rcvd += (uint64_t)r;
         bytes += (uint64_t)r;
@@ -218,7 +219,7 @@ static int run_echo(void) {
       }
       if (send_more(c, buf, measuring) < 0) {
         errors++;
-        return 1;
+        exit(1);
       }
     }
   }
@@ -234,6 +235,14 @@ static int run_echo(void) {
          rps, mbps, percentile(0.5), percentile(0.99), percentile(0.999),
          (unsigned long long)roundtrips, (unsigned long long)total_rt,
          (unsigned long long)errors);
+  for (int i = 0; i < opt.conns; i++) {
+    close(cs[i].fd);
+    free(cs[i].t_sent);
+  }
+  free(cs);
+  free(buf);
+  free(hist);
+  close(ep);
   return errors ? 1 : 0;
 }
 
@@ -269,7 +278,7 @@ static int run_connect(void) {
       if (evs[k].events & (EPOLLERR | EPOLLHUP) && s->state == 0) {
         errors++;
         fprintf(stderr, "loadgen: connect failed\n");
-        return 1;
+        exit(1);
       }
       if (s->state == 0 && (evs[k].events & EPOLLOUT)) {
         ssize_t w = send(s->fd, msg + s->sentn, (size_t)(opt.size - s->sentn), MSG_NOSIGNAL);
@@ -285,12 +294,12 @@ static int run_connect(void) {
         if (r <= 0 && !(r < 0 && errno == EAGAIN)) {
           errors++;
           fprintf(stderr, "loadgen: echo failed\n");
-          return 1;
+          exit(1);
         }
         if (r > 0) {
           if (memcmp(buf, msg + s->got, (size_t)r) != 0) {
             errors++;
-            return 1;
+            exit(1);
           }
           s->got += (int)r;
         }
@@ -312,6 +321,9 @@ static int run_connect(void) {
          opt.conns, cps, opt.size, (unsigned long long)errors);
   printf("mode=connect cps=%.1f done=%llu errors=%llu\n", cps,
          (unsigned long long)done, (unsigned long long)errors);
+  for (int i = 0; i < opt.conns; i++) close(ss[i].fd);
+  free(ss);
+  close(ep);
   return errors ? 1 : 0;
 }
 
@@ -342,7 +354,7 @@ static int run_idle(void) {
       if (evs[j].events & (EPOLLERR | EPOLLHUP)) {
         errors++;
         fprintf(stderr, "loadgen: idle connection %u failed\n", evs[j].data.u32);
-        return 1;
+        exit(1);
       }
       epoll_ctl(ep, EPOLL_CTL_DEL, fds[evs[j].data.u32], NULL);
       connected++;
@@ -374,6 +386,8 @@ static int run_idle(void) {
   printf("idle: %d of %d answered\n", ok, n);
   printf("mode=idle open=%d answered=%d errors=%llu\n", connected, ok,
          (unsigned long long)errors);
+  free(fds);
+  close(ep);
   return errors ? 1 : 0;
 }
 
