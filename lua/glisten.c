@@ -56,7 +56,8 @@ static void take(lg_rt *o, void *ud) {
   add_stats(&g->total, &o->stats);
   if (o->pool && g->n < LG_MAX_WORKERS) {
     g->w[g->n].id = o->worker_id;
-    memcpy(&g->w[g->n].st, &o->stats, sizeof o->stats);
+    memset(&g->w[g->n].st, 0, sizeof g->w[g->n].st);
+    add_stats(&g->w[g->n].st, &o->stats); /* atomic loads, field by field */
     g->n++;
   }
 }

@@ -105,8 +105,8 @@ lg_rt *lg_rt_open(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &RT_KEY);
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &FIBERS_KEY);
+  lg_shared_acquire(); /* before anything that can raise: rt_gc releases */
   lg_workers_attach(L, rt);
-  lg_shared_acquire();
   return rt;
 }
 
@@ -241,6 +241,8 @@ lg_fiber *lg_fiber_new(lua_State *L, lg_done_fn *done) {
  * top of L and queues its start with those values. */
 lg_fiber *lg_spawn(lua_State *L, int narg, lg_done_fn *done) {
   lg_fiber *f = lg_fiber_new(L, done);
+  if (!lua_checkstack(f->th, narg + 1))
+    luaL_error(L, "too many arguments (%d)", narg);
   lua_xmove(L, f->th, narg + 1);
   f->nargs = narg;
   ready_push(f);
@@ -262,8 +264,11 @@ void lg_fiber_release(lg_fiber *f) {
   f->th = NULL;
 }
 
-/* [-0, +1, -] Pushes onto co the traceback of its failed run. */
-static const char *traceback(lua_State *co) {
+/* [-1, +1, e] (on L) Replaces the error object on top of co with its
+ * message and traceback, as a string on L. Runs protected (see below):
+ * the object's __tostring may raise. */
+static int traceback_p(lua_State *L) {
+  lua_State *co = lua_touserdata(L, 1);
   const char *msg = lua_tostring(co, -1);
   if (!msg) {
     if (luaL_callmeta(co, -1, "__tostring") && lua_type(co, -1) == LUA_TSTRING)
@@ -272,7 +277,26 @@ static const char *traceback(lua_State *co) {
       msg = lua_pushfstring(co, "(error object is a %s value)",
                             luaL_typename(co, -1));
   }
-  luaL_traceback(co, co, msg, 0);
+  luaL_traceback(L, co, msg, 0);
+  return 1;
+}
+
+/* [-0, +1, -] Pushes onto co the traceback of its failed run. Never
+ * raises: a failing __tostring gives a plain description instead. */
+static const char *traceback(lua_State *co, lg_rt *rt) {
+  lua_State *L = rt->L;
+  int top = lua_gettop(co);
+  lua_pushcfunction(L, traceback_p);
+  lua_pushlightuserdata(L, co);
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK) {
+    lua_settop(co, top);
+    lua_xmove(L, co, 1);
+  } else {
+    lua_pop(L, 1);
+    lua_settop(co, top);
+    lua_pushfstring(co, "(error object is a %s value whose __tostring failed)",
+                    luaL_typename(co, -1));
+  }
   return lua_tostring(co, -1);
 }
 
@@ -281,7 +305,7 @@ static const char *traceback(lua_State *co) {
 void lg_log_error(lg_rt *rt, const char *what, lua_State *co, int status) {
   (void)status;
   GL_STAT_ADD(rt->stats.errors, 1);
-  gl_log(GL_LOG_ERROR, "%s: %s", what, traceback(co));
+  gl_log(GL_LOG_ERROR, "%s: %s", what, traceback(co, rt));
 }
 
 static void resume(lg_fiber *f) {

@@ -447,8 +447,11 @@ static void serve_fd(lg_server *sv, int fd) {
 static int claim(lg_server *sv) {
   long max = sv->o.max_connections;
   if (!max) return 1;
-  if (atomic_fetch_add(sv->count, 1) < max) return 1;
-  atomic_fetch_sub(sv->count, 1);
+  /* compare-and-swap: the count never passes max, not even for a moment,
+   * so a failed claim cannot hide a free slot from another worker */
+  long c = atomic_load(sv->count);
+  while (c < max)
+    if (atomic_compare_exchange_weak(sv->count, &c, c + 1)) return 1;
   return 0;
 }
 
@@ -470,6 +473,9 @@ static void on_accept(gl_listener *l, int fd) {
       GL_STAT_ADD(sv->rt->stats.errors, 1);
     }
     gl_listener_pause(&sv->l, 1);
+    /* a slot freed meanwhile on another worker sent its resume before we
+     * paused: look again */
+    if (!full(sv)) lg_server_resume(sv);
     return;
   }
   serve_fd(sv, fd);
@@ -643,8 +649,11 @@ static void on_lsock_accept(gl_listener *l, int fd) {
     return;
   }
   ls->pending[ls->npending++] = fd;
-  if (ls->aq.head) lg_wake(ls->aq.head, LG_WAKE_EVENT);
   lsock_update(ls);
+  /* through the ready queue: no Lua may run (and free ls) inside on_io */
+  ls->rt->defer++;
+  if (ls->aq.head) lg_wake(ls->aq.head, LG_WAKE_EVENT);
+  ls->rt->defer--;
 }
 
 static int accept_k(lua_State *L, int status, lua_KContext ctx) {

@@ -156,14 +156,29 @@ static int store(lua_State *L, int mode) {
 static int shared_set(lua_State *L) { return store(L, GL_DICT_SET); }
 static int shared_add(lua_State *L) { return store(L, GL_DICT_ADD); }
 
+/* [-0, +0, e] A number argument (a numeric string converts) as a dval. */
+static void to_number(lua_State *L, int idx, gl_dval *v) {
+  int isint;
+  memset(v, 0, sizeof *v);
+  lua_Integer i = lua_tointegerx(L, idx, &isint);
+  if (isint && (lua_isinteger(L, idx) || lua_type(L, idx) == LUA_TSTRING)) {
+    v->type = GL_DV_INT;
+    v->i = i;
+    return;
+  }
+  v->type = GL_DV_NUM;
+  v->n = luaL_checknumber(L, idx);
+}
+
 static int shared_incr(lua_State *L) {
   size_t kl;
   const char *k = key(L, &kl);
   gl_dval step, init, out;
-  luaL_checknumber(L, 3);
-  to_dval(L, 3, &step, 0);
-  if (!lua_isnoneornil(L, 4)) luaL_checknumber(L, 4);
-  to_dval(L, 4, &init, 1);
+  to_number(L, 3, &step);
+  if (lua_isnoneornil(L, 4))
+    init.type = GL_DV_NIL;
+  else
+    to_number(L, 4, &init);
   int rc = gl_dict_incr(dict(L), k, kl, &step, &init, &out);
   if (rc) return fail(L, rc);
   push_dval(L, &out);

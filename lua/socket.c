@@ -33,8 +33,13 @@ const char *lg_reason_name(int reason) { return reason_names[reason]; }
 /* Input, a message or the end arrived: wake the reader, or start the
  * callbacks of a parked served connection. */
 static void wake_reader(lg_socket *s) {
-  lg_wake_all(&s->rq);
-  if (s->server && !s->owner) lg_conn_unpark(s);
+  /* Decide before waking: a fiber resumed at once may drop the socket and
+   * the collector free it, so s must not be read afterwards. A parked
+   * served socket stays anchored (CONNS) while it is unparked. */
+  if (s->server && !s->owner)
+    lg_conn_unpark(s);
+  else
+    lg_wake_all(&s->rq);
 }
 
 static void on_data(gl_conn *c) {
@@ -74,7 +79,10 @@ static void on_close(gl_conn *c) {
       default: s->reason = LG_R_LOCAL; break;
     }
   }
+  /* one fiber at a time may be resumed here: queue all but the last wake */
+  s->rt->defer++;
   lg_wake_all(&s->wq);
+  s->rt->defer--;
   wake_reader(s);
 }
 
@@ -134,7 +142,9 @@ void lg_socket_close(lg_socket *s, int reason, double linger) {
   s->conn = NULL;
   c->data = NULL;
   gl_conn_close(c, GL_CLOSE_LOCAL, linger);
+  s->rt->defer++;
   lg_wake_all(&s->wq);
+  s->rt->defer--;
   wake_reader(s);
 }
 
@@ -339,6 +349,9 @@ static int sock_receive(lua_State *L) {
   double t;
   pattern(L, 2, &n);
   t = lua_isnoneornil(L, 3) ? s->timeout : luaL_checknumber(L, 3);
+  if (s->server && (!s->owner || lg_current(L) != s->owner))
+    return luaL_error(L, "socket %d is a served connection: only its own "
+                         "callbacks can receive on it", (int)s->id);
   if (s->rq.head)
     return luaL_error(L, "socket %d is already being read by another "
                          "coroutine", (int)s->id);

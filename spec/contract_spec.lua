@@ -175,6 +175,21 @@ describe("the script contract", function()
       assert.matches("stack traceback", c.detail)
     end)
 
+    it("survives an error object whose __tostring itself raises", function()
+      local c = run_close_case({
+        handler = function()
+          error(setmetatable({}, { __tostring = function() error("boom in __tostring") end }))
+        end,
+      }, function(srv)
+        local s = H.connect(srv.port)
+        s:send("x")
+        H.assert_closed(s) -- before the fix, the whole process aborted here
+        s:close()
+      end)
+      assert.equal("error", c.reason)
+      assert.matches("__tostring failed", c.detail)
+    end)
+
     it('says "error" when with_init raises, and never calls handler', function()
       local handled = false
       local c = run_close_case({

@@ -191,6 +191,43 @@ describe("coroutines and time", function()
     assert.same({ 1, "two", true }, got)
   end)
 
+  it("spawn passes thousands of arguments", function()
+    local t = {}
+    for i = 1, 5000 do t[i] = i end
+    local n
+    glisten.spawn(function(...) n = select("#", ...) end, table.unpack(t))
+    glisten.sleep(0)
+    assert.equal(5000, n)
+  end)
+
+  it("a coroutine may drop and collect the socket it was woken for", function()
+    local l = glisten.listen(0)
+    local done = false
+    glisten.spawn(function()
+      local c = H.connect(l.port)
+      assert(c:receive("*l") == "hi")
+      c = nil -- the last reference, dropped while on_data is on the C stack
+      collectgarbage(); collectgarbage()
+      done = true
+    end)
+    local s = assert(l:accept(5))
+    s:send("hi\n")
+    assert.is_true(H.wait_for(function() return done end))
+    s:close()
+    -- and the listener it accepted from
+    local closed = false
+    glisten.spawn(function()
+      local s2 = l:accept(5)
+      l:close(); l = nil
+      collectgarbage(); collectgarbage()
+      s2:close()
+      closed = true
+    end)
+    local c2 = H.connect(l.port)
+    assert.is_true(H.wait_for(function() return closed end))
+    c2:close()
+  end)
+
   it("a spawned function that raises is logged and counted, nothing else stops", function()
     local e0 = glisten.stats().errors
     glisten.spawn(function() error("spawned failure") end)

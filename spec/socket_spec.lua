@@ -176,6 +176,24 @@ describe("socket:receive", function()
     end)
   end)
 
+  it("lets only a served connection's own callbacks receive on it, whatever the load", function()
+    local err
+    H.serving({
+      handler = function(msg, state)
+        glisten.spawn(function()
+          err = select(2, pcall(state.socket.receive, state.socket, "*l"))
+        end)
+        state.socket:send("ok")
+      end,
+    }, function(srv)
+      local c = H.connect(srv.port)
+      c:send("x"); assert.equal("ok", c:receive(2))
+      assert.is_true(H.wait_for(function() return err end))
+      assert.matches("only its own callbacks can receive", err)
+      c:close()
+    end)
+  end)
+
   it("raises when two coroutines read one socket at once", function()
     pair(function(s, c)
       glisten.spawn(function() s:receive("*l") end)
