@@ -232,6 +232,7 @@ void lg_value_decode(lua_State *L, const char *p, size_t len);
 /* workers.c */
 int lg_registry_add(lg_rt *rt);
 void lg_registry_remove(lg_rt *rt);
+void lg_registry_set_pool(lg_rt *rt, lg_pool *p);
 void lg_registry_control(lg_pool *p, int cmd, double arg);
 void lg_registry_each(lg_pool *p, void (*fn)(lg_rt *, void *), void *ud);
 void lg_workers_attach(lua_State *L, lg_rt *rt);

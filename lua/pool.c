@@ -114,7 +114,7 @@ static void *worker_main(void *arg) {
   luaL_requiref(L, "glisten", luaopen_glisten, 1);
   lua_pop(L, 1);
   lg_rt *rt = lg_rt_get(L);
-  rt->pool = p;
+  lg_registry_set_pool(rt, p);
   rt->worker_id = w->id;
   rt->worker_count = p->n;
   lua_createtable(L, 1, 0); /* arg, as the command sets it */

@@ -50,6 +50,14 @@ void lg_registry_remove(lg_rt *rt) {
   pthread_mutex_unlock(&reg_mu);
 }
 
+/* Makes rt a worker of pool p. Under the registry's lock, since other
+ * threads read rt->pool there. */
+void lg_registry_set_pool(lg_rt *rt, lg_pool *p) {
+  pthread_mutex_lock(&reg_mu);
+  rt->pool = p;
+  pthread_mutex_unlock(&reg_mu);
+}
+
 /* Queues m for the runtime in slot. 0, -ESRCH (none there) or -ENOBUFS. */
 static int send_to(int slot, gl_msg *m) {
   int rc = -ESRCH;
