@@ -42,13 +42,7 @@ local function rss(pid)
   return tonumber(status:match("VmRSS:%s*(%d+) kB")) * 1024
 end
 
--- n bytes from /dev/urandom.
-local function random_bytes(n)
-  local f = assert(io.open("/dev/urandom", "rb"))
-  local s = f:read(n)
-  f:close()
-  return s
-end
+local random_bytes = H.random_bytes
 
 local function count(t)
   local n = 0

@@ -160,4 +160,12 @@ function H.assert_closed(sock, pattern)
     ("expected nil, \"closed\"; got %s, %s"):format(tostring(data), tostring(err)))
 end
 
+-- n bytes from /dev/urandom.
+function H.random_bytes(n)
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local s = f:read(n)
+  f:close()
+  return s
+end
+
 return H

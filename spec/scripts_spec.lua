@@ -23,13 +23,7 @@ local function nc(port, input)
   return H.readfile(out), ok and 0 or code
 end
 
--- n bytes from /dev/urandom.
-local function random_bytes(n)
-  local f = assert(io.open("/dev/urandom", "rb"))
-  local s = f:read(n)
-  f:close()
-  return s
-end
+local random_bytes = H.random_bytes
 
 describe("scripts/echo.lua", function()
   after_each(cleanup)
