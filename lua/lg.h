@@ -42,7 +42,6 @@
 #define LG_INBOX_MAX 65536    /* messages queued for one worker */
 #define LG_MAX_WORKERS 64
 #define LG_FIBER_POOL 64      /* idle fibers a runtime keeps for reuse */
-#define LG_HOT_IDLE 64        /* idle connections that keep their coroutine */
 
 /* Why a wait ended. */
 enum { LG_WAKE_NONE = 0, LG_WAKE_EVENT, LG_WAKE_TIMEOUT };
@@ -118,7 +117,6 @@ struct lg_rt {
   atomic_int nsubs;      /* subscriptions here: publish skips states with none */
   lg_fiber *fpool;       /* idle fibers for connection callbacks */
   int nfpool;
-  int nhot;              /* connections suspended in next_event (<= LG_HOT_IDLE) */
 };
 
 struct lg_socket {
@@ -128,7 +126,7 @@ struct lg_socket {
   double timeout;      /* default for receive/send/accept; < 0: none */
   lg_waitq rq, wq;     /* waiting to read; waiting for output to drain */
   lg_fiber *owner;     /* the fiber running a served connection's callbacks;
-                          NULL while it is parked (idle, see server.c) */
+                          NULL while none runs (idle, see server.c) */
   lg_server *server;   /* server that accepted it, or NULL */
   lg_socket *sprev, *snext; /* in server->socks */
   int reason;          /* LG_R_*, once known */
@@ -137,7 +135,8 @@ struct lg_socket {
   int nmail, mhead;    /* mailbox: count, index of the oldest */
   int max_mail;        /* mailbox slots */
   int has_with_message; /* a served connection whose script has one */
-  int hot;             /* its fiber waits in next_event, counted in rt->nhot */
+  int started;         /* a served connection's with_init has been called */
+  int sref;            /* a served connection's state table (registry ref) */
   size_t max_line, max_output, high_water;
   size_t in_base;      /* in_max while no receive asks for more */
 };
@@ -157,8 +156,12 @@ typedef struct lg_opts {
 
 #define LG_PARK_MAX 64 /* accepted connections waiting for a free slot */
 
+/* A server's callbacks, as registry refs (LUA_NOREF: not given). */
+enum { LG_CB_HANDLER, LG_CB_INIT, LG_CB_CLOSE, LG_CB_MESSAGE, LG_NCB };
+
 struct lg_server {
   lg_rt *rt;
+  int cb[LG_NCB];
   gl_listener l;
   int open;     /* accepting (listener open) */
   int ref;      /* anchor while open or while connections remain */
@@ -204,7 +207,8 @@ lg_socket *lg_socket_new(lua_State *L, lg_rt *rt, gl_conn *c);
 void lg_socket_attach(lg_socket *s, gl_conn *c);
 void lg_socket_anchor(lua_State *L, lg_socket *s);
 void lg_socket_release(lg_socket *s);
-void lg_push_next_event(lua_State *L);
+void lg_socket_take(lua_State *L, lg_socket *s);
+void lg_mail_pop(lua_State *L, lg_socket *s);
 void lg_push_socket(lua_State *L, lg_socket *s);
 lg_socket *lg_find_socket(lua_State *L, lua_Integer id);
 void lg_mail_push(lua_State *L, lg_socket *s);
@@ -220,7 +224,6 @@ int lg_server_open(lua_State *L);
 void lg_server_close(lg_server *sv, double grace);
 void lg_server_resume(lg_server *sv);
 void lg_conn_unpark(lg_socket *s);
-void lg_socket_cool(lg_socket *s);
 int lg_serve(lua_State *L, int idx, lg_pool *pool);
 int lg_opts_read(lua_State *L, int idx, lg_opts *o, int strict);
 void lg_opts_default(lg_opts *o);

@@ -2,19 +2,24 @@
  * server.c: glisten.serve (the acceptor and the life of each served
  * connection) and the low-level glisten.listen / listener:accept flow.
  *
- * Each accepted connection gets a fiber that runs the connection loop
- * (CONN_MAIN below): with_init, then handler for input and with_message for
- * posts, one at a time and in order. When the loop ends, because the peer
- * closed, the script closed, a timeout, a shutdown or an error, the same
- * thread runs with_close exactly once; then the socket is closed (after
- * flushing) and forgotten.
+ * One mechanism runs every callback of a served connection: when there is
+ * something to do (the connection is new, input or a message arrived, or it
+ * ended), the connection takes a fiber from the runtime's pool and runs
+ * conn_run on it (lg_conn_unpark): with_init once, then handler for each
+ * chunk of input and with_message for each post, one at a time and in order,
+ * until nothing is left; then the fiber's function returns and the fiber
+ * goes back to the pool. A callback that waits (receive, sleep, ...) keeps
+ * the fiber, suspended, until it returns; meanwhile input is buffered (up to
+ * the socket's limits) and messages queue in the mailbox, and the same run
+ * goes on with them afterwards.
  *
- * Parking: when the loop finds nothing to do (no input, no message), it
- * returns instead of waiting, and its fiber goes back to the runtime's pool.
- * An idle connection so holds no coroutine (a suspended one costs about a
- * kilobyte, most of an idle connection's memory). Input, a message or the
- * end of the connection takes a pooled fiber and runs the loop again
- * (lg_conn_unpark), so callbacks still run one at a time, in order.
+ * So an idle connection holds no coroutine (a suspended one costs about a
+ * kilobyte, most of an idle connection's memory), and a callback that does
+ * not wait costs one resume of a pooled thread, with no yield.
+ *
+ * When the connection ends, because the peer closed, the script closed, a
+ * timeout, a shutdown or an error, a fiber runs with_close exactly once;
+ * then the socket is closed (after flushing) and forgotten.
  */
 #include <errno.h>
 #include <math.h>
@@ -27,25 +32,10 @@
 #include "log.h"
 #include "sock.h"
 
-static char CONN_MAIN_KEY;
-
-static const char CONN_MAIN[] =
-    "local next_event = ...\n"
-    "return function(sock, state, h, fresh)\n"
-    "  if fresh then\n"
-    "    local init = h.with_init\n"
-    "    if init then init(state) end\n"
-    "  end\n"
-    "  local handler, with_message = h.handler, h.with_message\n"
-    "  while true do\n"
-    "    local kind, v = next_event(sock)\n"
-    "    if kind == 1 then handler(v, state)\n"
-    "    elseif kind == 2 then with_message(v, state)\n"
-    "    else return kind end\n"
-    "  end\n"
-    "end\n";
-
-#define PARK 3 /* what the loop returns when there is nothing to do */
+/* What conn_run returns: nothing is left to do for now, or the connection
+ * is over (with_close comes next). */
+#define RUN_IDLE 0
+#define RUN_END 1
 
 /* --- options --------------------------------------------------------- */
 
@@ -151,10 +141,52 @@ static void server_unanchor(lg_server *sv) {
   sv->ref = LUA_NOREF;
 }
 
+/* The body of a served connection's fiber, each time it has something to
+ * do (see the top of this file): with_init the first time, then, one at a
+ * time, with_message for each message and handler for each chunk of input,
+ * until nothing is left. Returns RUN_IDLE, or RUN_END once the connection is
+ * over. A callback may wait: the continuation carries on after it. */
+static int conn_k(lua_State *L, int status, lua_KContext ctx) {
+  lg_socket *s = (lg_socket *)ctx;
+  lg_server *sv = s->server;
+  (void)status;
+  lua_settop(L, 0);
+  if (!s->started && sv) {
+    s->started = 1;
+    if (sv->cb[LG_CB_INIT] != LUA_NOREF) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, sv->cb[LG_CB_INIT]);
+      lua_rawgeti(L, LUA_REGISTRYINDEX, s->sref);
+      lua_callk(L, 1, 0, ctx, conn_k);
+    }
+  }
+  for (;;) {
+    gl_conn *c = s->conn;
+    if (!c || !sv) break;
+    if (s->nmail) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, sv->cb[LG_CB_MESSAGE]);
+      lg_mail_pop(L, s);
+    } else if (c->in.len) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, sv->cb[LG_CB_HANDLER]);
+      lg_socket_take(L, s);
+    } else {
+      lua_pushinteger(L, s->eof ? RUN_END : RUN_IDLE);
+      return 1;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->sref);
+    lua_callk(L, 2, 0, ctx, conn_k);
+    lua_settop(L, 0);
+  }
+  lua_pushinteger(L, RUN_END);
+  return 1;
+}
+
+static int conn_run(lua_State *L) {
+  return conn_k(L, LUA_OK, (lua_KContext)lua_touserdata(L, 1));
+}
+
 static void conn_finish(lg_fiber *f) {
   lg_socket *s = f->sock;
   lg_server *sv = s->server;
-  lg_socket_cool(s);
   lg_socket_close(s, LG_R_LOCAL, LG_LINGER);
   if (sv) {
     if (s->sprev)
@@ -231,8 +263,8 @@ static void conn_done(lg_fiber *f, int status) {
     lua_pop(L, 1);
     return;
   }
-  if (lua_tointeger(co, -1) == PARK && s->conn) {
-    s->owner = NULL; /* parked: the next input or message unparks it */
+  if (lua_tointeger(co, -1) == RUN_IDLE && s->conn) {
+    s->owner = NULL; /* idle: the next input or message runs it again */
     f->sock = NULL;
     lg_fiber_pool_put(f);
     return;
@@ -279,13 +311,9 @@ void lg_conn_unpark(lg_socket *s) {
     adopt(L, s);
   }
   lg_fiber *f = s->owner;
-  lua_State *co = f->th;
-  lua_rawgetp(co, LUA_REGISTRYINDEX, &CONN_MAIN_KEY);
-  lg_push_socket(co, s);
-  lua_getiuservalue(co, 2, 2); /* state */
-  lua_getiuservalue(co, 2, 3); /* handlers */
-  lua_pushboolean(co, 0);      /* not fresh: with_init has run */
-  lg_fiber_go(f, 4);
+  lua_pushcfunction(f->th, conn_run);
+  lua_pushlightuserdata(f->th, s);
+  lg_fiber_go(f, 1);
 }
 
 /* Ends a served connection for a shutdown: the callback in progress, if
@@ -303,7 +331,6 @@ static int shutdown_parked(lua_State *L) {
 static void conn_shutdown(lg_socket *s) {
   lg_fiber *f = s->owner;
   if (!s->reason) s->reason = LG_R_SHUTDOWN;
-  lg_socket_cool(s); /* a fiber waiting in next_event is cut short below */
   if (!f && s->conn) { /* parked: run with_close now, socket still open */
     lua_State *L = s->rt->L;
     lua_pushcfunction(L, shutdown_parked);
@@ -397,17 +424,15 @@ static int serve_conn(lua_State *L) {
   lua_setiuservalue(L, 2, 3);
   s->has_with_message = lua_getfield(L, 4, "with_message") == LUA_TFUNCTION;
   lua_pop(L, 1);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &CONN_MAIN_KEY);
-  lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);
-  lua_pushvalue(L, 4);
-  lua_pushboolean(L, 1); /* fresh: run with_init */
-  lg_fiber *f = lg_spawn(L, 4, conn_done);
+  s->sref = luaL_ref(L, LUA_REGISTRYINDEX);
+  s->server = sv;
+  lg_fiber *f = adopt(L, s); /* its first run calls with_init */
+  lua_pushcfunction(f->th, conn_run);
+  lua_pushlightuserdata(f->th, s);
+  lg_fiber_start(f, 1);
   gl_conn *c = gl_conn_new(&rt->env, a->fd, 0, &lg_socket_cbs, NULL);
   a->fd = -1; /* gl_conn_new owns it now, even when it fails */
-  f->sock = s;
-  s->owner = f;
-  s->server = sv;
   s->snext = sv->socks;
   if (s->snext) s->snext->sprev = s;
   sv->socks = s;
@@ -523,6 +548,7 @@ int lg_serve(lua_State *L, int idx, lg_pool *pool) {
   lg_server *sv = lua_newuserdatauv(L, sizeof *sv, 1);
   int svi = lua_gettop(L);
   memset(sv, 0, sizeof *sv);
+  for (int i = 0; i < LG_NCB; i++) sv->cb[i] = LUA_NOREF;
   sv->rt = rt;
   sv->l.fd = -1;
   sv->ref = LUA_NOREF;
@@ -538,6 +564,11 @@ int lg_serve(lua_State *L, int idx, lg_pool *pool) {
   luaL_setmetatable(L, LG_SERVER);
   lua_pushvalue(L, h);
   lua_setiuservalue(L, svi, 1);
+  for (int i = 0; i < LG_NCB; i++) /* the order of LG_CB_* */
+    if (lua_getfield(L, h, cbs[i]) == LUA_TFUNCTION)
+      sv->cb[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    else
+      lua_pop(L, 1);
   if (gl_listener_open(&sv->l, rt->loop, sv->host, o.port, o.backlog,
                        pool ? GL_LISTEN_REUSEPORT : 0, on_accept, sv, err,
                        sizeof err) != 0) {
@@ -611,6 +642,10 @@ static int server_tostring(lua_State *L) {
 static int server_gc(lua_State *L) {
   lg_server *sv = lua_touserdata(L, 1);
   if (!sv->rt->loop) return 0;
+  for (int i = 0; i < LG_NCB; i++) {
+    if (sv->cb[i] != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, sv->cb[i]);
+    sv->cb[i] = LUA_NOREF;
+  }
   ev_timer_stop(sv->rt->loop, &sv->grace);
   if (sv->open) {
     lg_server **p;
@@ -771,8 +806,7 @@ static int glisten_listen(lua_State *L) {
 static const luaL_Reg server_funcs[] = {
     {"serve", glisten_serve}, {"listen", glisten_listen}, {NULL, NULL}};
 
-/* [-0, +0, m] Registers the server and listener types, compiles the
- * connection loop, and adds serve and listen to the module table on top. */
+/* [-0, +0, m] Registers the server and listener types, and adds serve and listen to the module table on top. */
 int lg_server_open(lua_State *L) {
   luaL_newmetatable(L, LG_SERVER);
   lua_pushcfunction(L, server_index);
@@ -788,12 +822,6 @@ int lg_server_open(lua_State *L) {
   lua_pushcfunction(L, lsock_gc);
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
-  if (luaL_loadbuffer(L, CONN_MAIN, sizeof CONN_MAIN - 1,
-                      "=glisten.connection") != LUA_OK)
-    return lua_error(L);
-  lg_push_next_event(L);
-  lua_call(L, 1, 1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &CONN_MAIN_KEY);
   luaL_setfuncs(L, server_funcs, 0);
   return 0;
 }

@@ -98,6 +98,7 @@ lg_socket *lg_socket_new(lua_State *L, lg_rt *rt, gl_conn *c) {
   s->rt = rt;
   s->id = (lua_Integer)(atomic_fetch_add(&next_seq, 1) * LG_SLOTS + rt->slot);
   s->timeout = -1;
+  s->sref = LUA_NOREF;
   s->max_line = LG_MAX_LINE;
   s->max_output = LG_MAX_OUTPUT;
   s->high_water = LG_HIGH_WATER;
@@ -160,6 +161,8 @@ void lg_push_socket(lua_State *L, lg_socket *s) {
 void lg_socket_release(lg_socket *s) {
   lua_State *L = s->rt->L;
   if (s->rt->closing) return;
+  if (s->sref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, s->sref);
+  s->sref = LUA_NOREF;
   lg_push_socket(L, s);
   if (!lua_isnil(L, -1)) lg_unsubscribe_all(L, -1, s);
   lua_pop(L, 1);
@@ -505,64 +508,23 @@ static int sock_tostring(lua_State *L) {
 
 /* --- the connection loop's view: next_event and the mailbox ----------- */
 
-/* [-0, +1, -] Pops the oldest message onto L. */
-static void mail_pop(lua_State *L, lg_socket *s) {
-  lua_getiuservalue(L, 1, 1);
+/* [-0, +1, -] Pops the oldest message of s's mailbox onto L. */
+void lg_mail_pop(lua_State *L, lg_socket *s) {
+  lg_push_socket(L, s);
+  lua_getiuservalue(L, -1, 1);
   lua_rawgeti(L, -1, s->mhead);
   lua_pushnil(L);
   lua_rawseti(L, -3, s->mhead);
-  lua_remove(L, -2);
+  lua_replace(L, -3);
+  lua_pop(L, 1);
   s->mhead = s->mhead % s->max_mail + 1;
   s->nmail--;
 }
 
-/* next_event(sock) -> 1, data | 2, message | 3 when there is nothing to do
- * and LG_HOT_IDLE connections already wait with their coroutine (the
- * connection loop then returns and its fiber is parked) | nothing when the
- * connection is over. Otherwise it waits. Used only by the fiber that owns
- * sock. */
-/* A served connection's fiber stops waiting in next_event. */
-void lg_socket_cool(lg_socket *s) {
-  if (!s->hot) return;
-  s->hot = 0;
-  s->rt->nhot--;
-}
-
-static int next_event_k(lua_State *L, int status, lua_KContext ctx) {
-  lg_socket *s = lua_touserdata(L, 1);
-  (void)status;
-  (void)ctx;
-  lg_socket_cool(s);
-  for (;;) {
-    gl_conn *c = s->conn;
-    if (!c) return 0;
-    if (s->nmail) {
-      lua_pushinteger(L, 2);
-      mail_pop(L, s);
-      return 2;
-    }
-    if (c->in.len) {
-      lua_pushinteger(L, 1);
-      take(L, s, c->in.len, c->in.len);
-      return 2;
-    }
-    if (s->eof) return 0;
-    if (s->rt->nhot >= LG_HOT_IDLE) { /* park: see server.c */
-      lua_pushinteger(L, 3);
-      return 1;
-    }
-    /* one of the few idle connections that keep their coroutine, ready to
-     * run at once: the busy ones, whose input comes back soon */
-    s->hot = 1;
-    s->rt->nhot++;
-    lg_wait_in(L, s->owner, &s->rq, -1, next_event_k);
-  }
-}
-
-static int next_event(lua_State *L) {
-  lg_check_socket(L, 1);
-  lua_settop(L, 1);
-  return next_event_k(L, LUA_OK, 0);
+/* [-0, +1, -] Takes all the buffered input of s, as a string onto L. */
+void lg_socket_take(lua_State *L, lg_socket *s) {
+  size_t n = s->conn->in.len;
+  take(L, s, n, n);
 }
 
 /* [-0, +1, -] The served socket with that id in this state, or NULL. */
@@ -662,7 +624,7 @@ static const luaL_Reg socket_funcs[] = {{"connect", glisten_connect},
                                         {NULL, NULL}};
 
 /* [-0, +0, m] Registers the socket type and adds connect to the module
- * table on top. Leaves next_event in the registry for server.c. */
+ * table on top. */
 int lg_socket_open(lua_State *L) {
   luaL_newmetatable(L, LG_SOCKET);
   lua_pushcfunction(L, sock_gc);
@@ -679,10 +641,4 @@ int lg_socket_open(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
   luaL_setfuncs(L, socket_funcs, 0);
   return 0;
-}
-
-/* [-0, +1, -] Pushes next_event, for the connection loop. */
-void lg_push_next_event(lua_State *L) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &SOCKET_MT_KEY);
-  lua_pushcclosure(L, next_event, 1);
 }
