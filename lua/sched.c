@@ -61,8 +61,10 @@ static int rt_gc(lua_State *L) {
   }
   gl_env_close_all(&rt->env);
   lg_workers_detach(rt);
-  ev_ref(rt->loop);
-  ev_prepare_stop(rt->loop, &rt->prepare);
+  if (ev_is_active(&rt->prepare)) {
+    ev_ref(rt->loop);
+    ev_prepare_stop(rt->loop, &rt->prepare);
+  }
   ev_idle_stop(rt->loop, &rt->idle);
   ev_loop_destroy(rt->loop);
   rt->loop = NULL;
@@ -97,8 +99,6 @@ lg_rt *lg_rt_open(lua_State *L) {
   rt->env.stats = &rt->stats;
   ev_prepare_init(&rt->prepare, on_prepare);
   rt->prepare.data = rt;
-  ev_prepare_start(rt->loop, &rt->prepare);
-  ev_unref(rt->loop); /* the scheduler alone keeps nothing running */
   ev_idle_init(&rt->idle, on_idle);
   rt->idle.data = rt;
   rt->worker_id = rt->worker_count = 1;
@@ -144,6 +144,23 @@ static void q_remove(lg_fiber *f) {
   f->prev = f->next = NULL;
 }
 
+/* The watchers that drain the ready queue run only while it is not empty
+ * (none costs anything per loop turn otherwise): the prepare watcher runs
+ * queued fibers before each poll, even when events keep coming, and the
+ * idle watcher keeps the poll from blocking. Only the idle one keeps the
+ * loop alive. */
+static void ready_watch(lg_rt *rt, int on) {
+  if (on) {
+    ev_idle_start(rt->loop, &rt->idle);
+    ev_prepare_start(rt->loop, &rt->prepare);
+    ev_unref(rt->loop);
+  } else {
+    ev_idle_stop(rt->loop, &rt->idle);
+    ev_ref(rt->loop);
+    ev_prepare_stop(rt->loop, &rt->prepare);
+  }
+}
+
 static void ready_push(lg_fiber *f) {
   lg_rt *rt = f->rt;
   if (f->queued) return;
@@ -154,7 +171,7 @@ static void ready_push(lg_fiber *f) {
   else
     rt->ready = f;
   rt->ready_tail = f;
-  if (!ev_is_active(&rt->idle)) ev_idle_start(rt->loop, &rt->idle);
+  if (!ev_is_active(&rt->idle)) ready_watch(rt, 1);
 }
 
 static void ready_remove(lg_fiber *f) {
@@ -342,7 +359,7 @@ static void drain(lg_rt *rt) {
     resume(f);
   }
   rt->in_loop--;
-  if (!rt->ready && ev_is_active(&rt->idle)) ev_idle_stop(rt->loop, &rt->idle);
+  if (!rt->ready && ev_is_active(&rt->idle)) ready_watch(rt, 0);
 }
 
 /* Ends f's wait (if it waits) with why and resumes it: at once when called

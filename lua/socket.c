@@ -20,7 +20,7 @@
 #include "log.h"
 #include "sock.h"
 
-static char CONNS_KEY;
+static char CONNS_KEY, SOCKET_MT_KEY;
 static atomic_llong next_seq = 1; /* ids: (seq << 8) | the runtime's slot */
 
 static const char *const reason_names[] = {"", "closed", "local", "timeout",
@@ -95,6 +95,7 @@ const gl_conn_cbs lg_socket_cbs = {on_data, on_drain, on_close};
 lg_socket *lg_socket_new(lua_State *L, lg_rt *rt, gl_conn *c) {
   lg_socket *s = lua_newuserdatauv(L, sizeof *s, 4);
   memset(s, 0, sizeof *s);
+  s->tag = &SOCKET_MT_KEY;
   s->rt = rt;
   s->id = (lua_Integer)(atomic_fetch_add(&next_seq, 1) * LG_SLOTS + rt->slot);
   s->timeout = -1;
@@ -179,23 +180,14 @@ void lg_socket_peer(lg_socket *s, char *buf, size_t len) {
   snprintf(buf, len, fam == 6 ? "[%s]:%d" : "%s:%d", ip, port);
 }
 
-static char SOCKET_MT_KEY;
 
-/* Like luaL_checkudata, without hashing the type name on every call: the
- * metatable is compared with the one kept under SOCKET_MT_KEY. */
+/* Like luaL_checkudata, but cheaper: a full userdata of a socket's size
+ * whose tag is the address of SOCKET_MT_KEY. Only lg_socket_new makes
+ * those; Lua code cannot forge a userdata's contents. */
 lg_socket *lg_check_socket(lua_State *L, int idx) {
-  void *p = lua_touserdata(L, idx);
-  if (p && lua_getmetatable(L, idx)) {
-    /* the methods carry the metatable as upvalue 1: no lookup at all */
-    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
-    if (!same) {
-      lua_rawgetp(L, LUA_REGISTRYINDEX, &SOCKET_MT_KEY);
-      same = lua_rawequal(L, -1, -2);
-      lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-    if (same) return p;
-  }
+  lg_socket *s = lua_touserdata(L, idx);
+  if (s && lua_rawlen(L, idx) == sizeof *s && s->tag == &SOCKET_MT_KEY)
+    return s;
   luaL_typeerror(L, idx, LG_SOCKET);
   return NULL;
 }
