@@ -176,6 +176,22 @@ describe("socket:receive", function()
     end)
   end)
 
+  it("methods refuse a self that is not a socket, with a clear error", function()
+    pair(function(s)
+      local l = assert(glisten.listen(0))
+      local others = { 42, "x", {}, l, io.stdout, coroutine.create(print), glisten.shared }
+      for _, v in ipairs(others) do
+        for _, m in ipairs{ "send", "receive", "close", "settimeout", "getpeername" } do
+          local ok, err = pcall(s[m], v, "x")
+          assert.is_false(ok)
+          assert.matches("glisten.socket expected", tostring(err))
+        end
+      end
+      l:close()
+      assert.equal(1, s:send("x")) -- the real socket still works
+    end)
+  end)
+
   it("lets only a served connection's own callbacks receive on it, whatever the load", function()
     local err
     H.serving({
