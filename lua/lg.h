@@ -135,9 +135,9 @@ struct lg_socket {
   int eof;             /* the peer closed its side */
   int nmail, mhead;    /* mailbox: count, index of the oldest */
   int max_mail;        /* mailbox slots */
-  int has_with_message; /* a served connection whose script has one */
   int started;         /* a served connection's with_init has been called */
-  int sref;            /* a served connection's state table (registry ref) */
+  int sref;            /* a served connection's state table (registry ref,
+                          which anchors it until the socket is released) */
   size_t max_line, max_output, high_water;
   size_t in_base;      /* in_max while no receive asks for more */
 };

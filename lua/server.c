@@ -223,18 +223,14 @@ static void start_close(lg_fiber *f, const char *detail) {
   lua_State *co = f->th;
   f->phase = 1;
   lua_settop(co, 0);
-  lg_push_socket(co, s);
-  lua_getiuservalue(co, 1, 3);
-  if (lua_getfield(co, 2, "with_close") != LUA_TFUNCTION) {
-    lua_settop(co, 0);
+  if (s->server->cb[LG_CB_CLOSE] == LUA_NOREF) {
     conn_finish(f);
     return;
   }
-  lua_getiuservalue(co, 1, 2);
+  lua_rawgeti(co, LUA_REGISTRYINDEX, s->server->cb[LG_CB_CLOSE]);
+  lua_rawgeti(co, LUA_REGISTRYINDEX, s->sref);
   lua_pushstring(co, lg_reason_name(s->reason));
   if (detail) lua_pushstring(co, detail);
-  lua_remove(co, 1);
-  lua_remove(co, 1);
   lg_fiber_start(f, detail ? 3 : 2);
 }
 
@@ -415,16 +411,6 @@ static int serve_conn(lua_State *L) {
   lua_createtable(L, 0, 2); /* 3: state */
   lua_pushvalue(L, 2);
   lua_setfield(L, 3, "socket");
-  lua_pushvalue(L, 3);
-  lua_setiuservalue(L, 2, 2);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, sv->ref);
-  lua_getiuservalue(L, -1, 1); /* 5: handlers */
-  lua_remove(L, 4);
-  lua_pushvalue(L, 4);
-  lua_setiuservalue(L, 2, 3);
-  s->has_with_message = lua_getfield(L, 4, "with_message") == LUA_TFUNCTION;
-  lua_pop(L, 1);
-  lua_pushvalue(L, 3);
   s->sref = luaL_ref(L, LUA_REGISTRYINDEX);
   s->server = sv;
   lg_fiber *f = adopt(L, s); /* its first run calls with_init */
@@ -806,7 +792,8 @@ static int glisten_listen(lua_State *L) {
 static const luaL_Reg server_funcs[] = {
     {"serve", glisten_serve}, {"listen", glisten_listen}, {NULL, NULL}};
 
-/* [-0, +0, m] Registers the server and listener types, and adds serve and listen to the module table on top. */
+/* [-0, +0, m] Registers the server and listener types, and adds serve
+ * and listen to the module table on top. */
 int lg_server_open(lua_State *L) {
   luaL_newmetatable(L, LG_SERVER);
   lua_pushcfunction(L, server_index);

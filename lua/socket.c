@@ -8,7 +8,9 @@
  * pointer; __gc closes only what nothing else can reach.
  *
  * User values: 1 the mailbox (a ring of max_mailbox slots, made on first
- * post), 2 the state table and 3 the handler table of a served connection.
+ * post), 2 the topics it subscribes to (workers.c). A served connection's
+ * state table is held by a registry ref (s->sref), its callbacks by its
+ * server's (server.c).
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -93,7 +95,7 @@ const gl_conn_cbs lg_socket_cbs = {on_data, on_drain, on_close};
 /* [-0, +1, m] Wraps c (which may be NULL, to be attached later with
  * lg_socket_attach) in a new socket object. */
 lg_socket *lg_socket_new(lua_State *L, lg_rt *rt, gl_conn *c) {
-  lg_socket *s = lua_newuserdatauv(L, sizeof *s, 4);
+  lg_socket *s = lua_newuserdatauv(L, sizeof *s, 2);
   memset(s, 0, sizeof *s);
   s->tag = &SOCKET_MT_KEY;
   s->rt = rt;
@@ -498,7 +500,7 @@ static int sock_tostring(lua_State *L) {
   return 1;
 }
 
-/* --- the connection loop's view: next_event and the mailbox ----------- */
+/* --- what a served connection's run takes: input and messages --------- */
 
 /* [-0, +1, -] Pops the oldest message of s's mailbox onto L. */
 void lg_mail_pop(lua_State *L, lg_socket *s) {
@@ -623,9 +625,7 @@ int lg_socket_open(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, sock_tostring);
   lua_setfield(L, -2, "__tostring");
-  luaL_newlibtable(L, sock_methods);
-  lua_pushvalue(L, -2);
-  luaL_setfuncs(L, sock_methods, 1); /* upvalue 1: the metatable */
+  luaL_newlib(L, sock_methods);
   lua_pushcclosure(L, sock_index, 1);
   lua_setfield(L, -2, "__index");
   lua_rawsetp(L, LUA_REGISTRYINDEX, &SOCKET_MT_KEY);

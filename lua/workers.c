@@ -102,7 +102,8 @@ static const char *deliver(lua_State *L, lua_Integer id, const char *p,
   lg_socket *s = lg_find_socket(L, id);
   if (!s || !s->conn || !s->server || (s->owner && s->owner->phase != 0))
     return "no such connection";
-  if (!s->has_with_message) return "connection has no with_message";
+  if (s->server->cb[LG_CB_MESSAGE] == LUA_NOREF)
+    return "connection has no with_message";
   if (s->nmail >= s->max_mail) return "mailbox full";
   lg_value_decode(L, p, len);
   lg_mail_push(L, s);
@@ -210,11 +211,11 @@ int lg_sock_subscribe(lua_State *L) {
   lua_pushboolean(L, 1);
   lua_rawseti(L, -2, s->id);
   /* the socket remembers its topics, to leave them when it ends */
-  if (lua_getiuservalue(L, 1, 4) != LUA_TTABLE) {
+  if (lua_getiuservalue(L, 1, 2) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_newtable(L);
     lua_pushvalue(L, -1);
-    lua_setiuservalue(L, 1, 4);
+    lua_setiuservalue(L, 1, 2);
   }
   lua_pushvalue(L, 2);
   lua_pushboolean(L, 1);
@@ -249,7 +250,7 @@ int lg_sock_unsubscribe(lua_State *L) {
   luaL_checkstring(L, 2);
   lua_settop(L, 2);
   leave(L, s->rt, 2, s->id);
-  if (lua_getiuservalue(L, 1, 4) == LUA_TTABLE) {
+  if (lua_getiuservalue(L, 1, 2) == LUA_TTABLE) {
     lua_pushvalue(L, 2);
     lua_pushnil(L);
     lua_rawset(L, -3);
@@ -261,14 +262,14 @@ int lg_sock_unsubscribe(lua_State *L) {
 /* [-0, +0, -] Ends every subscription of s (its socket userdata at idx). */
 void lg_unsubscribe_all(lua_State *L, int idx, lg_socket *s) {
   idx = lua_absindex(L, idx);
-  if (lua_getiuservalue(L, idx, 4) == LUA_TTABLE) {
+  if (lua_getiuservalue(L, idx, 2) == LUA_TTABLE) {
     lua_pushnil(L);
     while (lua_next(L, -2)) {
       lua_pop(L, 1);
       leave(L, s->rt, lua_gettop(L), s->id);
     }
     lua_pushnil(L);
-    lua_setiuservalue(L, idx, 4);
+    lua_setiuservalue(L, idx, 2);
   }
   lua_pop(L, 1);
 }

@@ -36,6 +36,26 @@ describe("the script contract", function()
     end)
   end)
 
+  it("lets go of every state table once its connection is over", function()
+    local states = setmetatable({}, { __mode = "k" })
+    local closed = 0
+    H.serving({
+      with_init = function(state) states[state] = true end,
+      handler = function(msg, state) state.socket:send(msg) end,
+      with_close = function() closed = closed + 1 end,
+    }, function(srv)
+      for _ = 1, 50 do
+        local c = H.connect(srv.port)
+        c:send("x"); assert.equal("x", c:receive(1))
+        c:close()
+      end
+      assert.is_true(H.wait_for(function() return closed == 50 end, 5))
+      glisten.sleep(0.05)
+      collectgarbage(); collectgarbage()
+      assert.is_nil(next(states), "a closed connection's state is still reachable")
+    end)
+  end)
+
   it("passes binary data through unchanged", function()
     H.serving({ handler = function(msg, state) state.socket:send(msg) end }, function(srv)
       local c = H.connect(srv.port)
