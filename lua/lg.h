@@ -120,7 +120,7 @@ struct lg_rt {
 };
 
 struct lg_socket {
-  const void *tag; /* marks a socket userdata (see lg_check_socket) */
+  const void *tag; /* marks a socket handle (see lg_check_socket) */
   lg_rt *rt;
   gl_conn *conn; /* NULL once closed */
   lua_Integer id;

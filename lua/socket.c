@@ -2,15 +2,21 @@
  * socket.c: the "glisten.socket" object, with LuaSocket's conventions:
  * misuse raises; I/O failure returns nil, "closed" | "timeout" | message.
  *
- * The userdata holds a pointer to the core connection and is anchored in
- * the registry table CONNS (by id) while the connection is open, and for a
- * served connection until its with_close has run. Closing clears the
- * pointer; __gc closes only what nothing else can reach.
+ * What Lua sees is a table, { <handle>, id = <integer> }, whose metatable's
+ * __index is the table of methods, as OpenResty's sockets are: a method
+ * call costs two table lookups, and `sock.id` is a plain field. The handle,
+ * at [1], is a full userdata holding the lg_socket; every method checks and
+ * takes it (lg_check_socket), and its __gc closes the connection once
+ * nothing can reach it. Lua code cannot forge a handle.
  *
- * User values: 1 the mailbox (a ring of max_mailbox slots, made on first
- * post), 2 the topics it subscribes to (workers.c). A served connection's
- * state table is held by a registry ref (s->sref), its callbacks by its
- * server's (server.c).
+ * The handle is anchored in the registry table CONNS (by id) while a served
+ * connection is open and until its with_close has run; glisten.post finds
+ * it there. Closing clears the pointer to the core connection.
+ *
+ * The handle's user values: 1 the mailbox (a ring of max_mailbox slots, made
+ * on first post), 2 the topics it subscribes to (workers.c). A served
+ * connection's state table is held by a registry ref (s->sref), its
+ * callbacks by its server's (server.c).
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -22,7 +28,7 @@
 #include "log.h"
 #include "sock.h"
 
-static char CONNS_KEY, SOCKET_MT_KEY;
+static char CONNS_KEY, HANDLE_MT_KEY;
 static atomic_llong next_seq = 1; /* ids: (seq << 8) | the runtime's slot */
 
 static const char *const reason_names[] = {"", "closed", "local", "timeout",
@@ -93,11 +99,13 @@ const gl_conn_cbs lg_socket_cbs = {on_data, on_drain, on_close};
 /* --- life ---------------------------------------------------------------- */
 
 /* [-0, +1, m] Wraps c (which may be NULL, to be attached later with
- * lg_socket_attach) in a new socket object. */
+ * lg_socket_attach) in a new socket object, pushed. */
 lg_socket *lg_socket_new(lua_State *L, lg_rt *rt, gl_conn *c) {
-  lg_socket *s = lua_newuserdatauv(L, sizeof *s, 2);
+  lg_socket *s;
+  lua_createtable(L, 1, 1);
+  s = lua_newuserdatauv(L, sizeof *s, 2);
   memset(s, 0, sizeof *s);
-  s->tag = &SOCKET_MT_KEY;
+  s->tag = &HANDLE_MT_KEY;
   s->rt = rt;
   s->id = (lua_Integer)(atomic_fetch_add(&next_seq, 1) * LG_SLOTS + rt->slot);
   s->timeout = -1;
@@ -106,18 +114,23 @@ lg_socket *lg_socket_new(lua_State *L, lg_rt *rt, gl_conn *c) {
   s->max_output = LG_MAX_OUTPUT;
   s->high_water = LG_HIGH_WATER;
   s->max_mail = LG_MAX_MAILBOX;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &HANDLE_MT_KEY);
+  lua_setmetatable(L, -2);
+  lua_rawseti(L, -2, 1);
+  lua_pushinteger(L, s->id);
+  lua_setfield(L, -2, "id");
   luaL_setmetatable(L, LG_SOCKET);
   if (c) lg_socket_attach(s, c);
   return s;
 }
 
-/* [-0, +0, m] Anchors the socket on top of L in CONNS, where glisten.post
- * finds it, until lg_socket_release. Only served connections are anchored:
- * a socket from connect or accept that the script drops is collected and
- * closed, as in LuaSocket. */
+/* [-0, +0, m] Anchors the handle of the socket object on top of L in
+ * CONNS, where glisten.post finds it, until lg_socket_release. Only served
+ * connections are anchored: a socket from connect or accept that the script
+ * drops is collected and closed, as in LuaSocket. */
 void lg_socket_anchor(lua_State *L, lg_socket *s) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
-  lua_pushvalue(L, -2);
+  lua_rawgeti(L, -2, 1);
   lua_rawseti(L, -2, s->id);
   lua_pop(L, 1);
 }
@@ -152,7 +165,7 @@ void lg_socket_close(lg_socket *s, int reason, double linger) {
   wake_reader(s);
 }
 
-/* [-0, +1, -] Pushes s's userdata (s must not be forgotten yet). */
+/* [-0, +1, -] Pushes s's handle (s must not be forgotten yet). */
 void lg_push_socket(lua_State *L, lg_socket *s) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
   lua_rawgeti(L, -1, s->id);
@@ -183,18 +196,31 @@ void lg_socket_peer(lg_socket *s, char *buf, size_t len) {
 }
 
 
-/* Like luaL_checkudata, but cheaper: a full userdata of a socket's size
- * whose tag is the address of SOCKET_MT_KEY. Only lg_socket_new makes
- * those; Lua code cannot forge a userdata's contents. */
-lg_socket *lg_check_socket(lua_State *L, int idx) {
-  lg_socket *s = lua_touserdata(L, idx);
-  if (s && lua_rawlen(L, idx) == sizeof *s && s->tag == &SOCKET_MT_KEY)
-    return s;
+/* [-0, +1, v] Checks that the value at idx is a socket object and pushes
+ * its handle; raises otherwise. A handle is a full userdata of a socket's
+ * size whose tag is the address of HANDLE_MT_KEY: only lg_socket_new makes
+ * those, and Lua code cannot forge a userdata's contents. Cheaper than
+ * luaL_checkudata, which hashes the type name. */
+static lg_socket *push_handle(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TTABLE &&
+      lua_rawgeti(L, idx, 1) == LUA_TUSERDATA) {
+    lg_socket *s = lua_touserdata(L, -1);
+    if (lua_rawlen(L, -1) == sizeof *s && s->tag == &HANDLE_MT_KEY) return s;
+  }
   luaL_typeerror(L, idx, LG_SOCKET);
   return NULL;
 }
 
-static int sock_gc(lua_State *L) {
+/* [-0, +0, v] Checks that the value at idx is a socket object and replaces
+ * it there with its handle, so continuations find the handle with
+ * lua_touserdata; raises otherwise. */
+lg_socket *lg_check_socket(lua_State *L, int idx) {
+  lg_socket *s = push_handle(L, idx);
+  lua_replace(L, idx);
+  return s;
+}
+
+static int handle_gc(lua_State *L) {
   lg_socket *s = lua_touserdata(L, 1);
   lg_fiber *f;
   if (s->conn) {
@@ -413,16 +439,23 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
 
 /* sock:send(data [, i [, j]]): bytes i..j of data (as string.sub). */
 static int sock_send(lua_State *L) {
-  lg_socket *s = lg_check_socket(L, 1);
+  lg_socket *s;
   size_t len;
-  const char *data = luaL_checklstring(L, 2, &len);
+  const char *data;
   /* the common case: all of data, an open socket with little queued */
-  if (lua_gettop(L) == 2 && s->conn &&
-      gl_conn_queued(s->conn) <= s->high_water) {
-    int rc = gl_conn_write(s->conn, data, len);
-    if (rc) return send_failed(L, s, rc);
-    lua_pushinteger(L, (lua_Integer)len);
-    return 1;
+  if (lua_gettop(L) == 2) {
+    s = push_handle(L, 1); /* 3, left there: the results go on top */
+    data = luaL_checklstring(L, 2, &len);
+    if (s->conn && gl_conn_queued(s->conn) <= s->high_water) {
+      int rc = gl_conn_write(s->conn, data, len);
+      if (rc) return send_failed(L, s, rc);
+      lua_pushinteger(L, (lua_Integer)len);
+      return 1;
+    }
+    lua_replace(L, 1);
+  } else {
+    s = lg_check_socket(L, 1);
+    data = luaL_checklstring(L, 2, &len);
   }
   lua_Integer i = luaL_optinteger(L, 3, 1), j = luaL_optinteger(L, 4, -1);
   if (i < 0) i = (lua_Integer)len + i + 1;
@@ -480,17 +513,6 @@ static int push_name(lua_State *L, int peer) {
 
 static int sock_getpeername(lua_State *L) { return push_name(L, 1); }
 static int sock_getsockname(lua_State *L) { return push_name(L, 0); }
-
-/* __index: the methods first (the common case costs one lookup), then
- * the id field. */
-static int sock_index(lua_State *L) {
-  lg_socket *s = lua_touserdata(L, 1);
-  lua_pushvalue(L, 2);
-  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-  const char *k = lua_tostring(L, 2);
-  if (k && strcmp(k, "id") == 0) lua_pushinteger(L, s->id);
-  return 1;
-}
 
 static int sock_tostring(lua_State *L) {
   lg_socket *s = lg_check_socket(L, 1);
@@ -551,9 +573,10 @@ void lg_mail_push(lua_State *L, lg_socket *s) {
 
 /* --- connect ------------------------------------------------------------ */
 
+/* Stack: host, port, timeout, the socket object, its handle, deadline. */
 static int connect_k(lua_State *L, int status, lua_KContext ctx) {
-  lg_socket *s = lua_touserdata(L, 4);
-  double deadline = lua_tonumber(L, 5);
+  lg_socket *s = lua_touserdata(L, 5);
+  double deadline = lua_tonumber(L, 6);
   int why = lg_woken(ctx);
   (void)status;
   for (;;) {
@@ -587,6 +610,7 @@ static int glisten_connect(lua_State *L) {
   lua_settop(L, 3);
   rt->used_net = 1;
   lg_socket *s = lg_socket_new(L, rt, NULL);
+  lua_rawgeti(L, 4, 1);
   int fd = gl_sock_connect(host, (int)port, err, sizeof err);
   if (fd < 0) {
     lua_pushnil(L);
@@ -621,14 +645,15 @@ static const luaL_Reg socket_funcs[] = {{"connect", glisten_connect},
  * table on top. */
 int lg_socket_open(lua_State *L) {
   luaL_newmetatable(L, LG_SOCKET);
-  lua_pushcfunction(L, sock_gc);
-  lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, sock_tostring);
   lua_setfield(L, -2, "__tostring");
   luaL_newlib(L, sock_methods);
-  lua_pushcclosure(L, sock_index, 1);
   lua_setfield(L, -2, "__index");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &SOCKET_MT_KEY);
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 1); /* the handle's */
+  lua_pushcfunction(L, handle_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &HANDLE_MT_KEY);
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
   luaL_setfuncs(L, socket_funcs, 0);

@@ -179,7 +179,8 @@ describe("socket:receive", function()
   it("methods refuse a self that is not a socket, with a clear error", function()
     pair(function(s)
       local l = assert(glisten.listen(0))
-      local others = { 42, "x", {}, l, io.stdout, coroutine.create(print), glisten.shared }
+      local others = { 42, "x", {}, l, io.stdout, coroutine.create(print), glisten.shared,
+        setmetatable({ io.stdout, id = s.id }, getmetatable(s)), { l }, { 1 } }
       for _, v in ipairs(others) do
         for _, m in ipairs{ "send", "receive", "close", "settimeout", "getpeername" } do
           local ok, err = pcall(s[m], v, "x")
@@ -189,6 +190,8 @@ describe("socket:receive", function()
       end
       l:close()
       assert.equal(1, s:send("x")) -- the real socket still works
+      assert.equal("integer", math.type(s.id)) -- a plain field
+      assert.is_nil(s.nosuchthing)
     end)
   end)
 
