@@ -179,6 +179,10 @@ struct lg_server {
   int nparked;
 };
 
+/* state.c */
+lua_State *lg_newstate(void);
+void lg_closestate(lua_State *L);
+
 /* sched.c */
 lg_rt *lg_rt_get(lua_State *L);
 lg_rt *lg_rt_open(lua_State *L);

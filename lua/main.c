@@ -199,7 +199,7 @@ int main(int argc, char **argv) {
   const char *script = NULL, *port = NULL;
   int check = 0, i, j, only_positional = 0;
   raise_nofile();
-  lua_State *L = luaL_newstate();
+  lua_State *L = lg_newstate();
   if (!L) {
     fprintf(stderr, "%s: cannot create a Lua state\n", progname);
     return 1;
@@ -289,7 +289,7 @@ int main(int argc, char **argv) {
     rt->shutdown_timeout = cli.shutdown_timeout;
     watch_signals(rt);
     lg_run(rt);
-    lua_close(L);
+    lg_closestate(L);
     return 0;
   }
   int from_table = 0;
@@ -316,7 +316,7 @@ int main(int argc, char **argv) {
   }
   if (check) {
     printf("%s: ok\n", script);
-    lua_close(L);
+    lg_closestate(L);
     return 0;
   }
   if (has_handler) {
@@ -342,6 +342,6 @@ int main(int argc, char **argv) {
             sv->host, sv->l.port);
   watch_signals(rt);
   lg_run(rt);
-  lua_close(L);
+  lg_closestate(L);
   return 0;
 }

@@ -105,7 +105,7 @@ static void *worker_main(void *arg) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, NULL); /* signals are the host's */
-  lua_State *L = luaL_newstate();
+  lua_State *L = lg_newstate();
   if (!L) {
     report(p, "cannot create a Lua state", 0);
     goto out;
@@ -142,7 +142,7 @@ static void *worker_main(void *arg) {
       ev_unref(rt->loop);
     }
   }
-  lua_close(L);
+  lg_closestate(L);
 out:
   pthread_mutex_lock(&p->mu);
   p->exited++;
