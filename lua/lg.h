@@ -136,6 +136,7 @@ struct lg_socket {
   int nmail, mhead;    /* mailbox: count, index of the oldest */
   int max_mail;        /* mailbox slots */
   int started;         /* a served connection's with_init has been called */
+  int idle;            /* its last run ended with nothing left to do */
   int sref;            /* a served connection's state table (registry ref,
                           which anchors it until the socket is released) */
   size_t max_line, max_output, high_water;

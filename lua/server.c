@@ -32,11 +32,6 @@
 #include "log.h"
 #include "sock.h"
 
-/* What conn_run returns: nothing is left to do for now, or the connection
- * is over (with_close comes next). */
-#define RUN_IDLE 0
-#define RUN_END 1
-
 /* --- options --------------------------------------------------------- */
 
 void lg_opts_default(lg_opts *o) {
@@ -144,8 +139,9 @@ static void server_unanchor(lg_server *sv) {
 /* The body of a served connection's fiber, each time it has something to
  * do (see the top of this file): with_init the first time, then, one at a
  * time, with_message for each message and handler for each chunk of input,
- * until nothing is left. Returns RUN_IDLE, or RUN_END once the connection is
- * over. A callback may wait: the continuation carries on after it. */
+ * until nothing is left. Sets s->idle when the connection may get more to
+ * do, and clears it once the connection is over (with_close comes next). A
+ * callback may wait: the continuation carries on after it. */
 static int conn_k(lua_State *L, int status, lua_KContext ctx) {
   lg_socket *s = (lg_socket *)ctx;
   lg_server *sv = s->server;
@@ -169,15 +165,15 @@ static int conn_k(lua_State *L, int status, lua_KContext ctx) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, sv->cb[LG_CB_HANDLER]);
       lg_socket_take(L, s);
     } else {
-      lua_pushinteger(L, s->eof ? RUN_END : RUN_IDLE);
-      return 1;
+      s->idle = !s->eof;
+      return 0;
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->sref);
     lua_callk(L, 2, 0, ctx, conn_k);
     lua_settop(L, 0);
   }
-  lua_pushinteger(L, RUN_END);
-  return 1;
+  s->idle = 0;
+  return 0;
 }
 
 static int conn_run(lua_State *L) {
@@ -259,7 +255,7 @@ static void conn_done(lg_fiber *f, int status) {
     lua_pop(L, 1);
     return;
   }
-  if (lua_tointeger(co, -1) == RUN_IDLE && s->conn) {
+  if (s->idle && s->conn) {
     s->owner = NULL; /* idle: the next input or message runs it again */
     f->sock = NULL;
     lg_fiber_pool_put(f);
