@@ -21,6 +21,8 @@
 
 #define LG_SHARED_BYTES (64u << 20)
 
+static char KEYBUF_KEY; /* the metatable of keys()'s buffer */
+
 /* The dictionary lives while any runtime of the process does: made on
  * first use, freed when the last runtime closes (the module itself may be
  * unloaded then). */
@@ -193,22 +195,39 @@ static int shared_delete(lua_State *L) {
   return 1;
 }
 
+static int keybuf_gc(lua_State *L) {
+  gl_buf_free(lua_touserdata(L, 1));
+  return 0;
+}
+
+/* The keys are copied out under the lock into a buffer of this call's own
+ * (a userdata that frees it when collected, should a Lua allocation below
+ * raise): rt->tmp would not do, since any allocation here can run a
+ * finalizer that uses glisten.shared, and so rt->tmp, itself. */
 static int shared_keys(lua_State *L) {
   luaL_checkudata(L, 1, "glisten.shared");
   lua_Integer max = luaL_optinteger(L, 2, 1024);
-  lg_rt *rt = lg_rt_get(L);
   size_t n, kl;
   luaL_argcheck(L, max >= 0, 2, "max must be >= 0");
-  if (gl_dict_keys(dict(L), (size_t)max, &rt->tmp, &n)) return fail(L, GL_DICT_NOMEM);
+  lua_settop(L, 2);
+  gl_buf *kb = lua_newuserdatauv(L, sizeof *kb, 0); /* 3 */
+  gl_buf_init(kb);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &KEYBUF_KEY);
+  lua_setmetatable(L, 3);
+  if (gl_dict_keys(dict(L), (size_t)max, kb, &n)) {
+    gl_buf_free(kb);
+    return fail(L, GL_DICT_NOMEM);
+  }
   lua_createtable(L, n < 1024 ? (int)n : 1024, 0);
-  const char *p = gl_buf_head(&rt->tmp);
+  const char *p = gl_buf_head(kb);
   for (size_t i = 0; i < n; i++) {
     memcpy(&kl, p, sizeof kl);
     p += sizeof kl;
-    lua_pushlstring(L, p, kl); /* p points into rt->tmp, which stays put */
+    lua_pushlstring(L, p, kl);
     p += kl;
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
+  gl_buf_free(kb);
   return 1;
 }
 
@@ -219,6 +238,10 @@ static const luaL_Reg shared_methods[] = {
 
 /* [-0, +0, m] Sets glisten.shared in the module table on top. */
 int lg_shared_open(lua_State *L) {
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, keybuf_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &KEYBUF_KEY);
   lua_newuserdatauv(L, 0, 0);
   if (luaL_newmetatable(L, "glisten.shared")) {
     luaL_newlib(L, shared_methods);
