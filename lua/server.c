@@ -180,9 +180,10 @@ static int conn_run(lua_State *L) {
   return conn_k(L, LUA_OK, (lua_KContext)lua_touserdata(L, 1));
 }
 
-static void conn_finish(lg_fiber *f) {
-  lg_socket *s = f->sock;
-  lg_server *sv = s->server;
+/* Closes a served connection that is over and forgets it: its socket, its
+ * place in the server, its state table and subscriptions, its slot under
+ * max_connections. s has no fiber any more. */
+static void conn_release(lg_socket *s, lg_server *sv) {
   lg_socket_close(s, LG_R_LOCAL, LG_LINGER);
   if (sv) {
     if (s->sprev)
@@ -193,12 +194,10 @@ static void conn_finish(lg_fiber *f) {
     s->sprev = s->snext = NULL;
     sv->nconns--;
   }
-  f->rt->served--;
+  s->rt->served--;
   s->owner = NULL;
   s->server = NULL;
-  f->sock = NULL;
   lg_socket_release(s);
-  lg_fiber_pool_put(f);
   if (!sv) return;
   if (sv->o.max_connections &&
       atomic_fetch_sub(sv->count, 1) >= sv->o.max_connections) {
@@ -210,6 +209,18 @@ static void conn_finish(lg_fiber *f) {
     ev_timer_stop(sv->rt->loop, &sv->grace);
     server_unanchor(sv);
   }
+}
+
+static void conn_finish(lg_fiber *f) {
+  lg_socket *s = f->sock;
+  lg_server *sv = s->server;
+  /* the fiber goes back to the pool first: a connection waiting for a
+   * slot under max_connections may take it at once */
+  f->sock = NULL;
+  s->owner = NULL;
+  s->server = NULL; /* so closing does not look for a fiber to run it */
+  lg_fiber_pool_put(f);
+  conn_release(s, sv);
 }
 
 /* Makes f run with_close(state, reason [, detail]), or finishes at once if
@@ -292,11 +303,16 @@ void lg_conn_unpark(lg_socket *s) {
     lua_pushcfunction(L, adopt_protected);
     lua_pushlightuserdata(L, s);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+      /* out of memory: no fiber can run its callbacks, with_close either */
+      lg_server *sv = s->server;
       GL_STAT_ADD(rt->stats.errors, 1);
-      gl_log(GL_LOG_ERROR, "conn %lld: cannot resume: %s", (long long)s->id,
-             lua_tostring(L, -1));
+      gl_log(GL_LOG_ERROR, "conn %lld: cannot run its callbacks: %s",
+             (long long)s->id, lua_tostring(L, -1));
       lua_pop(L, 1);
+      s->server = NULL; /* so closing does not come back here */
+      s->detail = "out of memory";
       lg_socket_close(s, LG_R_ERROR, 0);
+      conn_release(s, sv);
       return;
     }
   } else {
