@@ -137,6 +137,7 @@ struct lg_socket {
   int max_mail;        /* mailbox slots */
   int started;         /* a served connection's with_init has been called */
   int idle;            /* its last run ended with nothing left to do */
+  int stop;            /* shut down from its own callback: end after it */
   int sref;            /* a served connection's state table (registry ref,
                           which anchors it until the socket is released) */
   size_t max_line, max_output, high_water;

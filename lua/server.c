@@ -157,7 +157,7 @@ static int conn_k(lua_State *L, int status, lua_KContext ctx) {
   }
   for (;;) {
     gl_conn *c = s->conn;
-    if (!c || !sv) break;
+    if (!c || !sv || s->stop) break;
     if (s->nmail) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, sv->cb[LG_CB_MESSAGE]);
       lg_mail_pop(L, s);
@@ -329,7 +329,7 @@ void lg_conn_unpark(lg_socket *s) {
  * then with_close(state, "shutdown") runs while the socket is still open, so
  * it can say goodbye; the socket is flushed and closed after it. A fiber
  * already in with_close is cut short. A running fiber (the caller itself)
- * finds its socket closed when it next waits on it. */
+ * ends its run when the callback in progress returns. */
 static int shutdown_parked(lua_State *L) {
   lg_socket *s = lua_touserdata(L, 1);
   start_close(adopt(L, s), NULL);
@@ -352,6 +352,14 @@ static void conn_shutdown(lg_socket *s) {
   }
   if (f && f->phase == 1 && f->waiting && lg_fiber_kill(f)) {
     conn_finish(f);
+    return;
+  }
+  if (f) {
+    /* Its fiber is running: the shutdown comes from its own callback. The
+     * run ends when that callback returns, and with_close follows with the
+     * socket still open (or, already in with_close, the socket closes after
+     * it), so it can say goodbye as any other. */
+    s->stop = 1;
     return;
   }
   lg_socket_close(s, LG_R_SHUTDOWN, LG_LINGER);

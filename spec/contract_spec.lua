@@ -160,6 +160,29 @@ describe("the script contract", function()
       assert.equal("shutdown", c.reason)
     end)
 
+    it("lets a callback that closes its own server say goodbye from with_close", function()
+      local srv_ref, reasons = nil, {}
+      H.serving({
+        handler = function(msg, state)
+          srv_ref:close()
+          state.socket:send("closing " .. msg .. "\n") -- still open after close()
+        end,
+        with_close = function(state, reason)
+          reasons[#reasons + 1] = reason
+          state.socket:send("bye " .. reason .. "\n")
+        end,
+      }, function(srv)
+        srv_ref = srv
+        local s = H.connect(srv.port)
+        s:send("now")
+        assert.equal("closing now", s:receive("*l"))
+        assert.equal("bye shutdown", s:receive("*l"))
+        H.assert_closed(s, "*l")
+        s:close()
+      end)
+      assert.same({ "shutdown" }, reasons)
+    end)
+
     it("cuts short a callback that sleeps through the shutdown", function()
       local c = run_close_case({
         handler = function(msg, state)
