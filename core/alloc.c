@@ -105,8 +105,14 @@ void *gl_alloc_fn(void *ud, void *ptr, size_t osize, size_t nsize) {
     if (osize <= GL_ALLOC_MAX && class_of(osize) == class_of(nsize))
       return ptr;
     q = small_alloc(a, nsize);
-    if (!q) /* a small block can keep its place; a large one cannot */
-      return osize <= GL_ALLOC_MAX && nsize < osize ? ptr : NULL;
+    if (!q) {
+      /* A small block can keep its place when shrinking (its tail is lost
+       * until gl_alloc_free: it is freed later as the smaller class); a
+       * large one cannot. */
+      if (osize > GL_ALLOC_MAX || nsize > osize) return NULL;
+      a->st.small -= (class_of(osize) - class_of(nsize)) * GL_ALLOC_GRAIN;
+      return ptr;
+    }
   } else {
     if (osize > GL_ALLOC_MAX) { /* large to large: malloc's job */
       q = realloc(ptr, nsize);

@@ -310,6 +310,7 @@ void lg_conn_unpark(lg_socket *s) {
              (long long)s->id, lua_tostring(L, -1));
       lua_pop(L, 1);
       s->server = NULL; /* so closing does not come back here */
+      s->reason = LG_R_ERROR;
       s->detail = "out of memory";
       lg_socket_close(s, LG_R_ERROR, 0);
       conn_release(s, sv);
@@ -358,8 +359,14 @@ static void conn_shutdown(lg_socket *s) {
     /* Its fiber is running: the shutdown comes from its own callback. The
      * run ends when that callback returns, and with_close follows with the
      * socket still open (or, already in with_close, the socket closes after
-     * it), so it can say goodbye as any other. */
+     * it), so it can say goodbye as any other. Should the callback wait
+     * instead, the server's timer comes back for it after LG_LINGER. */
+    lg_server *sv = s->server;
     s->stop = 1;
+    if (sv && !ev_is_active(&sv->grace)) {
+      ev_timer_set(&sv->grace, LG_LINGER, 0.);
+      ev_timer_start(sv->rt->loop, &sv->grace);
+    }
     return;
   }
   lg_socket_close(s, LG_R_SHUTDOWN, LG_LINGER);

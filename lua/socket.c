@@ -215,7 +215,9 @@ static lg_socket *push_handle(lua_State *L, int idx) {
  * it there with its handle, so continuations find the handle with
  * lua_touserdata; raises otherwise. */
 lg_socket *lg_check_socket(lua_State *L, int idx) {
-  lg_socket *s = push_handle(L, idx);
+  lg_socket *s;
+  idx = lua_absindex(L, idx);
+  s = push_handle(L, idx);
   lua_replace(L, idx);
   return s;
 }
@@ -223,6 +225,8 @@ lg_socket *lg_check_socket(lua_State *L, int idx) {
 static int handle_gc(lua_State *L) {
   lg_socket *s = lua_touserdata(L, 1);
   lg_fiber *f;
+  if (!s || lua_rawlen(L, 1) != sizeof *s || s->tag != &HANDLE_MT_KEY)
+    return 0; /* not a handle: someone called __gc by hand */
   if (s->conn) {
     gl_conn *c = s->conn;
     s->conn = NULL;
@@ -650,9 +654,11 @@ int lg_socket_open(lua_State *L) {
   luaL_newlib(L, sock_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
-  lua_createtable(L, 0, 1); /* the handle's */
+  lua_createtable(L, 0, 2); /* the handle's, hidden from getmetatable */
   lua_pushcfunction(L, handle_gc);
   lua_setfield(L, -2, "__gc");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
   lua_rawsetp(L, LUA_REGISTRYINDEX, &HANDLE_MT_KEY);
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);

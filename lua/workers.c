@@ -100,7 +100,8 @@ void lg_registry_each(lg_pool *p, void (*fn)(lg_rt *, void *), void *ud) {
 static const char *deliver(lua_State *L, lua_Integer id, const char *p,
                            size_t len) {
   lg_socket *s = lg_find_socket(L, id);
-  if (!s || !s->conn || !s->server || (s->owner && s->owner->phase != 0))
+  if (!s || !s->conn || !s->server || s->stop ||
+      (s->owner && s->owner->phase != 0))
     return "no such connection";
   if (s->server->cb[LG_CB_MESSAGE] == LUA_NOREF)
     return "connection has no with_message";

@@ -183,6 +183,34 @@ describe("the script contract", function()
       assert.same({ "shutdown" }, reasons)
     end)
 
+    it("cuts short, after 5 s, a callback that closes its own server and then waits", function()
+      local srv_ref, reasons = nil, {}
+      H.serving({
+        handler = function(msg, state)
+          srv_ref:close()
+          local ok, err = glisten.post(state.socket.id, "late")
+          state.socket:send(("post %s %s\n"):format(tostring(ok), tostring(err)))
+          state.socket:receive("*l") -- the peer never sends one
+          state.socket:send("never\n")
+        end,
+        with_message = function() error("a stopping connection got a message") end,
+        with_close = function(state, reason)
+          reasons[#reasons + 1] = reason
+          state.socket:send("bye " .. reason .. "\n")
+        end,
+      }, function(srv)
+        srv_ref = srv
+        local s = H.connect(srv.port)
+        s:settimeout(10)
+        s:send("now")
+        assert.equal("post nil no such connection", s:receive("*l"))
+        assert.equal("bye shutdown", s:receive("*l"))
+        H.assert_closed(s, "*l")
+        s:close()
+      end)
+      assert.same({ "shutdown" }, reasons)
+    end)
+
     it("cuts short a callback that sleeps through the shutdown", function()
       local c = run_close_case({
         handler = function(msg, state)

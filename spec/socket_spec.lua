@@ -191,6 +191,7 @@ describe("socket:receive", function()
       l:close()
       assert.equal(1, s:send("x")) -- the real socket still works
       assert.equal("integer", math.type(s.id)) -- a plain field
+      assert.is_false(getmetatable(s[1])) -- the handle's metatable is hidden
       assert.is_nil(s.nosuchthing)
     end)
   end)
