@@ -55,6 +55,10 @@ end
 
 H.started = {} -- processes H.start made; H.no_leaks ends the ones left
 
+-- This runner's process id (for the watchdog of each server it starts).
+local runner_pid = tonumber((readfile("/proc/self/stat") or ""):match("^(%d+)"))
+assert(runner_pid, "cannot read /proc/self/stat")
+
 -- Starts glisten-lua with args in the background and waits (at most 5 s)
 -- for its "listening on" line. Returns a process handle:
 --   p.pid, p.port, p:stderr(), p:signal(name), p:wait(limit) -> exit code
@@ -63,8 +67,13 @@ function H.start(args, opts)
   nfile = nfile + 1
   local base = ("%s/proc%d"):format(tmpdir, nfile)
   local prefix = opts.prefix or ""
-  local cmd = ("(%s exec %s %s 2>%s.e >%s.o & echo $! >%s.pid; wait $!; echo $? >%s.rc) >/dev/null 2>&1 &")
-    :format(prefix, sh_quote(H.bin), args, base, base, base, base)
+  -- A watchdog ends the server should this test runner die without
+  -- stopping it (a crash, a ctest timeout), so no server outlives its test.
+  local cmd = ("(%s exec %s %s 2>%s.e >%s.o & c=$!; echo $c >%s.pid; "
+    .. "(while kill -0 %d && kill -0 $c; do sleep 1; done 2>/dev/null; "
+    .. "kill -0 %d 2>/dev/null || kill -9 $c 2>/dev/null) & "
+    .. "wait $c; echo $? >%s.rc) >/dev/null 2>&1 &")
+    :format(prefix, sh_quote(H.bin), args, base, base, base, runner_pid, runner_pid, base)
   os.execute("sh -c " .. sh_quote(cmd))
   local p = { base = base }
   H.started[#H.started + 1] = p
