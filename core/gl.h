@@ -12,6 +12,7 @@
 
 #define GL_OK 0
 #define GL_ERR -1
+#define GL_AGAIN 1 /* not done yet: another way is needed (see its caller) */
 
 #define GL_ERRLEN 256 /* size of the error buffers callers pass in */
 

@@ -14,7 +14,7 @@
 
 #include "gl.h"
 
-static int resolve(const char *host, int port, int passive,
+static int resolve(const char *host, int port, int flags,
                    struct addrinfo **res, char *err, size_t errlen) {
   char service[16];
   struct addrinfo hints;
@@ -26,8 +26,9 @@ static int resolve(const char *host, int port, int passive,
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+  hints.ai_flags = AI_NUMERICSERV | flags;
   int rc = getaddrinfo(host, service, &hints, res);
+  if (rc == EAI_NONAME && (flags & AI_NUMERICHOST)) return GL_AGAIN;
   if (rc != 0) {
     snprintf(err, errlen, "cannot resolve %s: %s", host ? host : "(any)",
              gai_strerror(rc));
@@ -40,7 +41,7 @@ int gl_sock_listen(const char *host, int port, int backlog, int flags,
                    int *bound, char *err, size_t errlen) {
   struct addrinfo *res, *ai;
   int fd = -1, saved = 0;
-  if (resolve(host, port, 1, &res, err, errlen) != GL_OK) return -1;
+  if (resolve(host, port, AI_PASSIVE, &res, err, errlen) != GL_OK) return -1;
   for (ai = res; ai; ai = ai->ai_next) {
     fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
                 ai->ai_protocol);
@@ -79,29 +80,35 @@ int gl_sock_listen(const char *host, int port, int backlog, int flags,
   return fd;
 }
 
-int gl_sock_connect(const char *host, int port, char *err, size_t errlen) {
-  struct addrinfo *res, *ai;
-  int fd = -1, saved = 0;
-  if (resolve(host, port, 0, &res, err, errlen) != GL_OK) return -1;
-  for (ai = res; ai; ai = ai->ai_next) {
-    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                ai->ai_protocol);
-    if (fd < 0) {
-      saved = errno;
-      continue;
-    }
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS)
-      break;
-    saved = errno;
-    close(fd);
-    fd = -1;
-  }
-  freeaddrinfo(res);
+int gl_sock_numeric(const char *host, int port, struct addrinfo **res,
+                    char *err, size_t errlen) {
+  return resolve(host, port, AI_NUMERICHOST, res, err, errlen);
+}
+
+int gl_sock_connect_ai(const struct addrinfo *ai, char *err, size_t errlen) {
+  int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                  ai->ai_protocol);
   if (fd < 0) {
-    snprintf(err, errlen, "%s", strerror(saved ? saved : EADDRNOTAVAIL));
+    snprintf(err, errlen, "%s", strerror(errno));
+    return -1;
+  }
+  if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
+    snprintf(err, errlen, "%s", strerror(errno));
+    close(fd);
     return -1;
   }
   gl_sock_tune(fd);
+  return fd;
+}
+
+int gl_sock_connect(const char *host, int port, char *err, size_t errlen) {
+  struct addrinfo *res, *ai;
+  int fd = -1;
+  if (resolve(host, port, 0, &res, err, errlen) != GL_OK) return -1;
+  snprintf(err, errlen, "%s", strerror(EADDRNOTAVAIL));
+  for (ai = res; ai && fd < 0; ai = ai->ai_next)
+    fd = gl_sock_connect_ai(ai, err, errlen);
+  freeaddrinfo(res);
   return fd;
 }
 

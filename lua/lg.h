@@ -114,6 +114,7 @@ struct lg_rt {
   int pools;             /* pools this state started that still run */
   lg_pool *pool_list;    /* those pools */
   gl_buf tmp;            /* scratch for glisten.shared */
+  struct gl_resolver *resolver; /* name lookups for connect, made on first use */
   atomic_int nsubs;      /* subscriptions here: publish skips states with none */
   lg_fiber *fpool;       /* idle fibers for connection callbacks */
   int nfpool;

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "lg.h"
+#include "resolve.h"
 #include "log.h"
 
 static char RT_KEY, FIBERS_KEY;
@@ -66,6 +67,8 @@ static int rt_gc(lua_State *L) {
     ev_prepare_stop(rt->loop, &rt->prepare);
   }
   ev_idle_stop(rt->loop, &rt->idle);
+  gl_resolver_free(rt->resolver); /* waits for lookups still running */
+  rt->resolver = NULL;
   ev_loop_destroy(rt->loop);
   rt->loop = NULL;
   free(rt->env.scratch);

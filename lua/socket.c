@@ -26,6 +26,7 @@
 
 #include "lg.h"
 #include "log.h"
+#include "resolve.h"
 #include "sock.h"
 
 static char CONNS_KEY, HANDLE_MT_KEY;
@@ -577,58 +578,137 @@ void lg_mail_push(lua_State *L, lg_socket *s) {
 
 /* --- connect ------------------------------------------------------------ */
 
-/* Stack: host, port, timeout, the socket object, its handle, deadline. */
+/* What one connect works through: the addresses of its host (from a lookup
+ * off the loop's thread, or at once for a numeric host) and the next one to
+ * try. A userdata on the connecting coroutine's stack, so a connect cut
+ * short (a timeout, a killed coroutine) frees it all: its __gc cancels a
+ * lookup still in flight. */
+typedef struct attempt {
+  lg_rt *rt;
+  gl_lookup *q; /* in flight, or NULL */
+  struct addrinfo *addrs, *next;
+  lg_waitq wq; /* the connecting fiber, while the lookup runs */
+  char err[GL_ERRLEN]; /* why the last address failed */
+} attempt;
+
+static char ATTEMPT_MT_KEY;
+
+static void attempt_end(attempt *a) {
+  if (a->q) gl_lookup_cancel(a->q);
+  a->q = NULL;
+  if (a->addrs) freeaddrinfo(a->addrs);
+  a->addrs = a->next = NULL;
+}
+
+static int attempt_gc(lua_State *L) {
+  attempt *a = lua_touserdata(L, 1);
+  attempt_end(a);
+  for (lg_fiber *f = a->wq.head; f; f = f->next) f->q = NULL; /* lua_close */
+  return 0;
+}
+
+static void on_lookup(gl_lookup *q) {
+  attempt *a = q->data;
+  a->q = NULL;
+  a->addrs = a->next = q->addrs;
+  q->addrs = NULL; /* a owns them now */
+  if (!a->addrs) snprintf(a->err, sizeof a->err, "%s", q->err);
+  lg_wake_all(&a->wq);
+}
+
+/* Stack: host, port, timeout, the socket object, its handle, deadline, the
+ * attempt. One deadline covers the lookup and every address tried. */
 static int connect_k(lua_State *L, int status, lua_KContext ctx) {
   lg_socket *s = lua_touserdata(L, 5);
   double deadline = lua_tonumber(L, 6);
+  attempt *a = lua_touserdata(L, 7);
   int why = lg_woken(ctx);
   (void)status;
   for (;;) {
-    if (!s->conn) {
-      lua_pushnil(L);
-      lua_pushstring(L, s->detail ? s->detail : "closed");
-      return 2;
-    }
-    if (!(s->conn->flags & GL_CONN_CONNECTING)) {
-      lua_pushvalue(L, 4);
-      return 1;
-    }
     if (why == LG_WAKE_TIMEOUT) {
       lg_socket_close(s, LG_R_LOCAL, 0);
+      attempt_end(a);
       lua_pushnil(L);
       lua_pushliteral(L, "timeout");
       return 2;
     }
-    why = lg_wait(L, &s->wq, deadline, connect_k);
+    if (a->q) { /* the lookup is still running */
+      why = lg_wait(L, &a->wq, deadline, connect_k);
+      continue;
+    }
+    if (s->conn) {
+      if (!(s->conn->flags & GL_CONN_CONNECTING)) {
+        attempt_end(a);
+        lua_pushvalue(L, 4);
+        return 1;
+      }
+      why = lg_wait(L, &s->wq, deadline, connect_k);
+      continue;
+    }
+    if (s->reason) { /* the last address refused: keep why, try the next */
+      snprintf(a->err, sizeof a->err, "%s", s->detail ? s->detail : "closed");
+      s->reason = 0;
+      s->detail = NULL;
+      s->eof = 0;
+    }
+    struct addrinfo *ai = a->next;
+    if (!ai) {
+      lua_pushnil(L);
+      lua_pushstring(L, a->err[0] ? a->err : "no address to connect to");
+      attempt_end(a);
+      return 2;
+    }
+    a->next = ai->ai_next;
+    int fd = gl_sock_connect_ai(ai, a->err, sizeof a->err);
+    if (fd < 0) continue;
+    gl_conn *c = gl_conn_new(&s->rt->env, fd, 1, &lg_socket_cbs, NULL);
+    if (!c) {
+      attempt_end(a);
+      lua_pushnil(L);
+      lua_pushliteral(L, "out of memory");
+      return 2;
+    }
+    lg_socket_attach(s, c);
   }
 }
 
-/* glisten.connect(host, port [, timeout]) -> socket | nil, err */
+/* glisten.connect(host, port [, timeout]) -> socket | nil, err. Tries each
+ * address of host in turn (as getaddrinfo orders them) until one accepts.
+ * A name is looked up off the loop's thread (core/resolve.c). */
 static int glisten_connect(lua_State *L) {
   lg_rt *rt = lg_rt_get(L);
   const char *host = luaL_checkstring(L, 1);
   lua_Integer port = luaL_checkinteger(L, 2);
   double t = luaL_optnumber(L, 3, -1);
-  char err[GL_ERRLEN];
   luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
   lua_settop(L, 3);
   rt->used_net = 1;
-  lg_socket *s = lg_socket_new(L, rt, NULL);
-  lua_rawgeti(L, 4, 1);
-  int fd = gl_sock_connect(host, (int)port, err, sizeof err);
-  if (fd < 0) {
+  lg_socket *s = lg_socket_new(L, rt, NULL); /* 4 */
+  lua_rawgeti(L, 4, 1);                      /* 5 */
+  lua_pushnumber(L, lg_deadline(rt, t));     /* 6 */
+  attempt *a = lua_newuserdatauv(L, sizeof *a, 0); /* 7 */
+  memset(a, 0, sizeof *a);
+  a->rt = rt;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &ATTEMPT_MT_KEY);
+  lua_setmetatable(L, 7);
+  int rc = gl_sock_numeric(host, (int)port, &a->addrs, a->err, sizeof a->err);
+  if (rc == GL_ERR) {
     lua_pushnil(L);
-    lua_pushstring(L, err);
+    lua_pushstring(L, a->err);
     return 2;
   }
-  gl_conn *c = gl_conn_new(&rt->env, fd, 1, &lg_socket_cbs, NULL);
-  if (!c) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "out of memory");
-    return 2;
+  if (rc == GL_AGAIN) {
+    if (!rt->resolver) rt->resolver = gl_resolver_new(rt->loop);
+    if (rt->resolver)
+      a->q = gl_lookup_start(rt->resolver, host, (int)port, on_lookup, a);
+    if (!a->q) {
+      lua_pushnil(L);
+      lua_pushfstring(L, "cannot resolve %s: out of memory", host);
+      return 2;
+    }
   }
-  lg_socket_attach(s, c);
-  lua_pushnumber(L, lg_deadline(rt, t));
+  a->next = a->addrs;
+  (void)s;
   return connect_k(L, LUA_OK, 0);
 }
 
@@ -660,6 +740,12 @@ int lg_socket_open(lua_State *L) {
   lua_pushboolean(L, 0);
   lua_setfield(L, -2, "__metatable");
   lua_rawsetp(L, LUA_REGISTRYINDEX, &HANDLE_MT_KEY);
+  lua_createtable(L, 0, 2); /* a connect's attempt */
+  lua_pushcfunction(L, attempt_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &ATTEMPT_MT_KEY);
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
   luaL_setfuncs(L, socket_funcs, 0);

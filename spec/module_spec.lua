@@ -174,9 +174,97 @@ describe("the low-level flow", function()
     local s, err = glisten.connect("127.0.0.1", port, 1)
     assert.is_nil(s)
     assert.matches("refused", err)
-    local s2, err2 = glisten.connect("no-such-host.invalid", 80, 1)
+    -- a 64-byte label is not a valid DNS name: the resolver refuses it
+    -- without sending a query, so the test talks to no one
+    local s2, err2 = glisten.connect(("x"):rep(64) .. ".invalid", 80, 1)
     assert.is_nil(s2)
     assert.matches("cannot resolve", err2)
+  end)
+
+  it("connect looks up many names at once", function()
+    local srv = assert(glisten.serve{ port = 0, handler = function(m, s) s.socket:send(m) end })
+    local done, ok = 0, 0
+    for _ = 1, 40 do -- more than the 16 lookups that run at a time
+      glisten.spawn(function()
+        local c = glisten.connect("localhost", srv.port, 5)
+        if c then
+          c:settimeout(5)
+          c:send("x")
+          if c:receive(1) == "x" then ok = ok + 1 end
+          c:close()
+        end
+        done = done + 1
+      end)
+    end
+    assert.is_true(H.wait_for(function() return done == 40 end, 10))
+    assert.equal(40, ok)
+    -- a plain script's connect by name runs the loop until it is done
+    local c = assert(glisten.connect("localhost", srv.port, 5))
+    c:close()
+    srv:close()
+    glisten.sleep(0.01)
+  end)
+
+  -- Runs a Lua script under lua5.4 in a private mount namespace where each
+  -- files[path] (text) replaces that system file, with sh_before run first
+  -- in the same shell. Returns whether it succeeded and its output; nil when
+  -- this machine cannot make the namespace.
+  local function in_namespace(files, script, sh_before)
+    if not os.execute("unshare -m true 2>/dev/null") then return nil end
+    local mounts = {}
+    for path, text in pairs(files) do
+      local copy = H.writefile(H.tmpdir .. "/ns" .. path:gsub("/", "_"), text)
+      mounts[#mounts + 1] = ("mount --bind %s %s"):format(copy, path)
+    end
+    local out = H.tmpdir .. "/ns.out"
+    local inner = ("%s && { %s LUA_CPATH=%s lua5.4 %s; }"):format(table.concat(mounts, " && "),
+      sh_before or "", H.quote(H.build .. "/?.so;;"), H.script(script))
+    local ok = os.execute(("timeout -s KILL 30 unshare -m sh -c %s > %s 2>&1"):format(H.quote(inner), out))
+    return ok, H.readfile(out) or ""
+  end
+
+  it("connect tries each address of a name in turn until one accepts", function()
+    -- "both" names ::1 first, then 127.0.0.1; the server listens on
+    -- 127.0.0.1 alone, so ::1 refuses and connect must go on to the next
+    local ok, out = in_namespace({ ["/etc/hosts"] = "::1 both\n127.0.0.1 both\n" }, [[
+      local glisten = require "glisten"
+      local srv = assert(glisten.serve{ host = "127.0.0.1", port = 0,
+        handler = function(m, s) s.socket:send(m) end })
+      local c, err = glisten.connect("both", srv.port, 5)
+      if not c then print("connect failed: " .. tostring(err)); os.exit(1) end
+      c:send("hi")
+      print("got " .. tostring(c:receive(2)) .. " from " .. c:getpeername())
+      c:close()
+      srv:close()
+    ]])
+    if ok == nil then return pending("needs unshare -m to give a name two addresses") end
+    assert.is_true(ok, out)
+    assert.matches("got hi from 127.0.0.1", out)
+  end)
+
+  it("connect's lookup of a name does not stop the loop while the resolver waits", function()
+    -- A resolver that never answers (nc listening on 127.0.0.1:53, 1 s
+    -- timeout, in this process's own view of resolv.conf): the lookup takes
+    -- about a second, during which a 10 ms timer must keep firing. Before
+    -- lookups left the loop's thread, it did not fire at all.
+    local ok, out = in_namespace({
+      ["/etc/resolv.conf"] = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    }, [[
+      local glisten = require "glisten"
+      local ticks = 0
+      local t = glisten.every(0.01, function() ticks = ticks + 1 end)
+      local t0 = glisten.now()
+      local c, err = glisten.connect("slow.test", 80, 5)
+      t:cancel()
+      print(("result %s; %s; ticks %d; waited %.2f"):format(tostring(c), tostring(err),
+        ticks, glisten.now() - t0))
+    ]], "nc -u -l 127.0.0.1 53 > /dev/null 2>&1 & n=$!; trap 'kill $n' EXIT; sleep 0.3;")
+    if ok == nil then return pending("needs unshare -m for a private resolv.conf") end
+    assert.is_true(ok, out)
+    assert.matches("result nil; cannot resolve slow.test", out)
+    local ticks, waited = out:match("ticks (%d+); waited ([%d.]+)")
+    assert.is_true(tonumber(waited) >= 0.5, "the resolver did not wait: " .. out)
+    assert.is_true(tonumber(ticks) >= 10, "the loop stood still during the lookup: " .. out)
   end)
 end)
 
