@@ -5,7 +5,8 @@
  * getaddrinfo) or DONE (its thread has finished; it waits on the running
  * list to be joined and reported on the loop). Only the loop's thread
  * starts, cancels, joins and frees lookups; a lookup's thread only fills in
- * its result and marks it DONE, under the resolver's mutex.
+ * its result and marks it DONE, under the resolver's mutex, and the loop
+ * reads state only under it (queued is the loop's own copy of WAITING).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -76,6 +77,7 @@ static void start_waiting(gl_resolver *r) {
     q->next = r->running;
     r->running = q;
     r->nrunning++;
+    q->queued = 0;
     q->state = RUNNING;
     int rc = pthread_create(&q->th, NULL, lookup_main, q);
     if (rc == 0) {
@@ -163,6 +165,7 @@ gl_lookup *gl_lookup_start(gl_resolver *r, const char *host, int port,
   q->cb = cb;
   q->data = data;
   q->state = WAITING;
+  q->queued = 1;
   *r->waiting_tail = q;
   r->waiting_tail = &q->next;
   hold(r);
@@ -173,7 +176,7 @@ gl_lookup *gl_lookup_start(gl_resolver *r, const char *host, int port,
 void gl_lookup_cancel(gl_lookup *q) {
   gl_resolver *r = q->r;
   release(r);
-  if (q->state == WAITING) {
+  if (q->queued) { /* no thread has seen it: free it now */
     for (gl_lookup **p = &r->waiting; *p; p = &(*p)->next)
       if (*p == q) {
         *p = q->next;

@@ -33,6 +33,7 @@ struct gl_lookup {
   gl_lookup_cb *cb;
   gl_lookup *next;
   int state, cancelled, joinable;
+  int queued; /* still WAITING; only the loop's thread reads or writes it */
   int port;
   pthread_t th;
   char host[]; /* NUL-terminated */
@@ -51,7 +52,8 @@ void gl_resolver_free(gl_resolver *r);
 /* Starts looking up host (a name; port goes into the addresses) for
  * SOCK_STREAM addresses of any family. Returns the lookup, whose callback
  * runs later on the loop, never from inside this call; or NULL when out of
- * memory or no thread can be made (errno says which). */
+ * memory. A lookup that cannot get a thread is reported through its
+ * callback, with the reason in err. */
 gl_lookup *gl_lookup_start(gl_resolver *r, const char *host, int port,
                            gl_lookup_cb *cb, void *data);
 

@@ -580,9 +580,9 @@ void lg_mail_push(lua_State *L, lg_socket *s) {
 
 /* What one connect works through: the addresses of its host (from a lookup
  * off the loop's thread, or at once for a numeric host) and the next one to
- * try. A userdata on the connecting coroutine's stack, so a connect cut
- * short (a timeout, a killed coroutine) frees it all: its __gc cancels a
- * lookup still in flight. */
+ * try. A to-be-closed userdata on the connecting coroutine's stack, so a
+ * connect that ends in any way, its coroutine killed included (which closes
+ * pending to-be-closed values), cancels a lookup still in flight at once. */
 typedef struct attempt {
   lg_rt *rt;
   gl_lookup *q; /* in flight, or NULL */
@@ -598,6 +598,11 @@ static void attempt_end(attempt *a) {
   a->q = NULL;
   if (a->addrs) freeaddrinfo(a->addrs);
   a->addrs = a->next = NULL;
+}
+
+static int attempt_close(lua_State *L) {
+  attempt_end(lua_touserdata(L, 1));
+  return 0;
 }
 
 static int attempt_gc(lua_State *L) {
@@ -691,6 +696,7 @@ static int glisten_connect(lua_State *L) {
   a->rt = rt;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &ATTEMPT_MT_KEY);
   lua_setmetatable(L, 7);
+  lua_toclose(L, 7); /* a connect cut short cancels its lookup at once */
   int rc = gl_sock_numeric(host, (int)port, &a->addrs, a->err, sizeof a->err);
   if (rc == GL_ERR) {
     lua_pushnil(L);
@@ -740,9 +746,11 @@ int lg_socket_open(lua_State *L) {
   lua_pushboolean(L, 0);
   lua_setfield(L, -2, "__metatable");
   lua_rawsetp(L, LUA_REGISTRYINDEX, &HANDLE_MT_KEY);
-  lua_createtable(L, 0, 2); /* a connect's attempt */
+  lua_createtable(L, 0, 3); /* a connect's attempt */
   lua_pushcfunction(L, attempt_gc);
   lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, attempt_close);
+  lua_setfield(L, -2, "__close");
   lua_pushboolean(L, 0);
   lua_setfield(L, -2, "__metatable");
   lua_rawsetp(L, LUA_REGISTRYINDEX, &ATTEMPT_MT_KEY);

@@ -205,13 +205,17 @@ describe("the low-level flow", function()
     glisten.sleep(0.01)
   end)
 
-  -- Runs a Lua script under lua5.4 in a private mount namespace where each
-  -- files[path] (text) replaces that system file, with sh_before run first
-  -- in the same shell. Returns whether it succeeded and its output; nil when
-  -- this machine cannot make the namespace.
+  -- Runs a Lua script under lua5.4 in a private mount and network namespace
+  -- (only its own loopback, so nothing it does can leave the machine) where
+  -- each files[path] (text) replaces that system file and name lookups use
+  -- only "files" and "dns" (no nscd, no other service of the host), with
+  -- sh_before run first in the same shell. Returns whether it succeeded and
+  -- its output; nil when this machine cannot make the namespaces.
   local function in_namespace(files, script, sh_before)
-    if not os.execute("unshare -m true 2>/dev/null") then return nil end
-    local mounts = {}
+    if not os.execute("unshare -mn true 2>/dev/null") then return nil end
+    files["/etc/nsswitch.conf"] = "hosts: files dns\n"
+    local mounts = { "ip link set lo up",
+      "{ [ ! -d /run/nscd ] || mount -t tmpfs none /run/nscd; }" }
     for path, text in pairs(files) do
       local copy = H.writefile(H.tmpdir .. "/ns" .. path:gsub("/", "_"), text)
       mounts[#mounts + 1] = ("mount --bind %s %s"):format(copy, path)
@@ -219,7 +223,7 @@ describe("the low-level flow", function()
     local out = H.tmpdir .. "/ns.out"
     local inner = ("%s && { %s LUA_CPATH=%s lua5.4 %s; }"):format(table.concat(mounts, " && "),
       sh_before or "", H.quote(H.build .. "/?.so;;"), H.script(script))
-    local ok = os.execute(("timeout -s KILL 30 unshare -m sh -c %s > %s 2>&1"):format(H.quote(inner), out))
+    local ok = os.execute(("timeout -s KILL 30 unshare -mn sh -c %s > %s 2>&1"):format(H.quote(inner), out))
     return ok, H.readfile(out) or ""
   end
 
@@ -237,7 +241,7 @@ describe("the low-level flow", function()
       c:close()
       srv:close()
     ]])
-    if ok == nil then return pending("needs unshare -m to give a name two addresses") end
+    if ok == nil then return pending("needs unshare -mn to give a name two addresses") end
     assert.is_true(ok, out)
     assert.matches("got hi from 127.0.0.1", out)
   end)
@@ -258,8 +262,9 @@ describe("the low-level flow", function()
       t:cancel()
       print(("result %s; %s; ticks %d; waited %.2f"):format(tostring(c), tostring(err),
         ticks, glisten.now() - t0))
-    ]], "nc -u -l 127.0.0.1 53 > /dev/null 2>&1 & n=$!; trap 'kill $n' EXIT; sleep 0.3;")
-    if ok == nil then return pending("needs unshare -m for a private resolv.conf") end
+    ]], "timeout 20 nc -u -l 127.0.0.1 53 > /dev/null 2>&1 & n=$!; trap 'kill $n' EXIT; sleep 0.3; "
+      .. "kill -0 $n || { echo 'cannot listen on 127.0.0.1:53'; exit 1; };")
+    if ok == nil then return pending("needs unshare -mn for a private resolv.conf") end
     assert.is_true(ok, out)
     assert.matches("result nil; cannot resolve slow.test", out)
     local ticks, waited = out:match("ticks (%d+); waited ([%d.]+)")
