@@ -82,6 +82,15 @@ static inline void small_free(gl_alloc *a, void *p, size_t n) {
   a->st.small -= (c + 1) * GL_ALLOC_GRAIN;
 }
 
+static inline void block_free(gl_alloc *a, void *p, size_t n) {
+  if (n <= GL_ALLOC_MAX) {
+    small_free(a, p, n);
+  } else {
+    free(p);
+    a->st.large -= n;
+  }
+}
+
 /* The common cases come first: a new small block, a small block freed. */
 void *gl_alloc_fn(void *ud, void *ptr, size_t osize, size_t nsize) {
   gl_alloc *a = ud;
@@ -93,12 +102,7 @@ void *gl_alloc_fn(void *ud, void *ptr, size_t osize, size_t nsize) {
     return q;
   }
   if (nsize == 0) {
-    if (osize <= GL_ALLOC_MAX) {
-      small_free(a, ptr, osize);
-    } else {
-      free(ptr);
-      a->st.large -= osize;
-    }
+    block_free(a, ptr, osize);
     return NULL;
   }
   if (nsize <= GL_ALLOC_MAX) {
@@ -124,12 +128,7 @@ void *gl_alloc_fn(void *ud, void *ptr, size_t osize, size_t nsize) {
   }
   /* between the small and the large, or between small classes: move */
   memcpy(q, ptr, osize < nsize ? osize : nsize);
-  if (osize <= GL_ALLOC_MAX) {
-    small_free(a, ptr, osize);
-  } else {
-    free(ptr);
-    a->st.large -= osize;
-  }
+  block_free(a, ptr, osize);
   return q;
 }
 
