@@ -160,54 +160,51 @@ describe("the script contract", function()
       assert.equal("shutdown", c.reason)
     end)
 
-    it("lets a callback that closes its own server say goodbye from with_close", function()
+    -- Serves with a handler that is given the server (to close it from
+    -- inside) and a with_close that says goodbye; client(port) talks to it.
+    -- Returns the reasons with_close saw.
+    local function self_stop_case(handler, client, extra)
       local srv_ref, reasons = nil, {}
-      H.serving({
-        handler = function(msg, state)
-          srv_ref:close()
-          state.socket:send("closing " .. msg .. "\n") -- still open after close()
-        end,
-        with_close = function(state, reason)
-          reasons[#reasons + 1] = reason
-          state.socket:send("bye " .. reason .. "\n")
-        end,
-      }, function(srv)
+      local opts = extra or {}
+      opts.handler = function(msg, state) handler(srv_ref, msg, state) end
+      opts.with_close = function(state, reason)
+        reasons[#reasons + 1] = reason
+        state.socket:send("bye " .. reason .. "\n")
+      end
+      H.serving(opts, function(srv)
         srv_ref = srv
         local s = H.connect(srv.port)
-        s:send("now")
-        assert.equal("closing now", s:receive("*l"))
+        s:settimeout(10)
+        client(s)
         assert.equal("bye shutdown", s:receive("*l"))
         H.assert_closed(s, "*l")
         s:close()
+      end)
+      return reasons
+    end
+
+    it("lets a callback that closes its own server say goodbye from with_close", function()
+      local reasons = self_stop_case(function(srv, msg, state)
+        srv:close()
+        state.socket:send("closing " .. msg .. "\n") -- still open after close()
+      end, function(s)
+        s:send("now")
+        assert.equal("closing now", s:receive("*l"))
       end)
       assert.same({ "shutdown" }, reasons)
     end)
 
     it("cuts short, after 5 s, a callback that closes its own server and then waits", function()
-      local srv_ref, reasons = nil, {}
-      H.serving({
-        handler = function(msg, state)
-          srv_ref:close()
-          local ok, err = glisten.post(state.socket.id, "late")
-          state.socket:send(("post %s %s\n"):format(tostring(ok), tostring(err)))
-          state.socket:receive("*l") -- the peer never sends one
-          state.socket:send("never\n")
-        end,
-        with_message = function() error("a stopping connection got a message") end,
-        with_close = function(state, reason)
-          reasons[#reasons + 1] = reason
-          state.socket:send("bye " .. reason .. "\n")
-        end,
-      }, function(srv)
-        srv_ref = srv
-        local s = H.connect(srv.port)
-        s:settimeout(10)
+      local reasons = self_stop_case(function(srv, _, state)
+        srv:close()
+        local ok, err = glisten.post(state.socket.id, "late")
+        state.socket:send(("post %s %s\n"):format(tostring(ok), tostring(err)))
+        state.socket:receive("*l") -- the peer never sends one
+        state.socket:send("never\n")
+      end, function(s)
         s:send("now")
         assert.equal("post nil no such connection", s:receive("*l"))
-        assert.equal("bye shutdown", s:receive("*l"))
-        H.assert_closed(s, "*l")
-        s:close()
-      end)
+      end, { with_message = function() error("a stopping connection got a message") end })
       assert.same({ "shutdown" }, reasons)
     end)
 
