@@ -10,15 +10,19 @@ pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 
+n=0
 start() { # start SERVER ARGS...: sets pid and port
-  "$@" 2>"$tmp/err" &
+  # A file of its own per server: the redirection happens in the child, so
+  # a shared file could still hold the previous server's line when read.
+  n=$((n + 1)); err="$tmp/err$n"
+  "$@" 2>"$err" &
   pid=$!
   i=0
-  while ! grep -q "listening on" "$tmp/err" 2>/dev/null; do
-    i=$((i + 1)); [ $i -gt 100 ] && { cat "$tmp/err"; exit 1; }
+  while ! grep -q "listening on .*:[0-9][0-9]*$" "$err" 2>/dev/null; do
+    i=$((i + 1)); [ $i -gt 100 ] && { cat "$err"; exit 1; }
     sleep 0.05
   done
-  port=$(sed -n 's/.*listening on [^ ]*:\([0-9]*\).*/\1/p' "$tmp/err" | head -1)
+  port=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\)$/\1/p' "$err" | head -1)
 }
 
 for server in "$build/echo_libev 0" "$build/glisten-lua scripts/echo.lua 0"; do
