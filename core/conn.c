@@ -28,14 +28,16 @@ static void close_now(gl_conn *c, int reason, int err) {
     c->env->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   c->prev = c->next = NULL;
-  c->flags = (c->flags | GL_CONN_CLOSED) & ~GL_CONN_CLOSING;
   if (!c->reason) c->reason = reason;
   if (!c->err) c->err = err;
   if (c->env->stats) {
     GL_STAT_ADD(c->env->stats->connections, -1);
     GL_STAT_ADD(c->env->stats->closed, 1);
-    if (c->reason == GL_CLOSE_ERROR) GL_STAT_ADD(c->env->stats->errors, 1);
+    if (c->reason == GL_CLOSE_ERROR && !(c->flags & GL_CONN_CONNECTING))
+      GL_STAT_ADD(c->env->stats->errors, 1);
   }
+  c->flags = (c->flags | GL_CONN_CLOSED) &
+             ~(GL_CONN_CLOSING | GL_CONN_CONNECTING);
   c->busy++;
   c->cbs->on_close(c);
   c->busy--;
@@ -144,11 +146,11 @@ static void on_write(EV_P_ ev_io *w, int revents) {
     int e = 0;
     socklen_t len = sizeof e;
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0) e = errno;
-    c->flags &= ~GL_CONN_CONNECTING;
-    if (e) {
+    if (e) { /* still CONNECTING: not counted in stats->errors */
       close_now(c, GL_CLOSE_ERROR, e);
       return;
     }
+    c->flags &= ~GL_CONN_CONNECTING;
     c->last_active = ev_now(EV_A);
     if (!c->out.len) ev_io_stop(EV_A_ w);
     gl_conn_update(c);

@@ -13,6 +13,10 @@
  * goes on, so what the peer sent before it left (a last error message, say)
  * can still be read; the read that reports the end closes.
  *
+ * A connect that fails closes with GL_CLOSE_ERROR but is not counted in
+ * stats->errors: its owner may go on to another address, and counts the
+ * connect that fails for good.
+ *
  * Input: each readiness event makes one read of at most GL_READ_CHUNK bytes.
  * While the connection holds no unread input, the read lands in the worker's
  * shared scratch buffer (gl_env.scratch) and only the bytes the owner leaves

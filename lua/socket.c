@@ -657,7 +657,8 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
       s->eof = 0;
     }
     struct addrinfo *ai = a->next;
-    if (!ai) {
+    if (!ai) { /* every address failed: one error for the whole connect */
+      if (a->addrs) GL_STAT_ADD(s->rt->stats.errors, 1);
       lua_pushnil(L);
       lua_pushstring(L, a->err[0] ? a->err : "no address to connect to");
       attempt_end(a);

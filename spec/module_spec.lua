@@ -171,9 +171,11 @@ describe("the low-level flow", function()
     local l = glisten.listen(0)
     local port = l.port
     l:close()
+    local e0 = glisten.stats().errors
     local s, err = glisten.connect("127.0.0.1", port, 1)
     assert.is_nil(s)
     assert.matches("refused", err)
+    assert.equal(e0 + 1, glisten.stats().errors) -- a failed connect is one error
     -- a 64-byte label is not a valid DNS name: the resolver refuses it
     -- without sending a query, so the test talks to no one
     local s2, err2 = glisten.connect(("x"):rep(64) .. ".invalid", 80, 1)
@@ -238,12 +240,15 @@ describe("the low-level flow", function()
       if not c then print("connect failed: " .. tostring(err)); os.exit(1) end
       c:send("hi")
       print("got " .. tostring(c:receive(2)) .. " from " .. c:getpeername())
+      print("errors " .. glisten.stats().errors)
       c:close()
       srv:close()
     ]])
     if ok == nil then return pending("needs unshare -mn to give a name two addresses") end
     assert.is_true(ok, out)
     assert.matches("got hi from 127.0.0.1", out)
+    -- the refusal connect moved past is no error: the connect succeeded
+    assert.matches("errors 0\n", out)
   end)
 
   it("connect's lookup of a name does not stop the loop while the resolver waits", function()
