@@ -35,6 +35,7 @@
 #define LG_MAX_OUTPUT (4u << 20)  /* max_output: bytes of unsent output */
 #define LG_HIGH_WATER (64u << 10) /* send waits while more is queued */
 #define LG_MAX_LINE (64u << 10)   /* max_line */
+#define LG_MAX_RECEIVE (16u << 20) /* max_receive: receive("*a") */
 #define LG_MAX_MAILBOX 1024       /* max_mailbox: queued posts */
 #define LG_LINGER 5.0             /* longest a closing socket flushes */
 #define LG_BACKLOG 1024
@@ -141,7 +142,7 @@ struct lg_socket {
   int stop;            /* shut down from its own callback: end after it */
   int sref;            /* a served connection's state table (registry ref,
                           which anchors it until the socket is released) */
-  size_t max_line, max_output, high_water;
+  size_t max_line, max_receive, max_output, high_water;
   size_t in_base;      /* in_max while no receive asks for more */
 };
 
@@ -151,7 +152,7 @@ typedef struct lg_opts {
   int port, backlog;
   long max_connections; /* 0: none */
   double idle_timeout;  /* 0: none */
-  size_t max_output, max_line;
+  size_t max_output, max_line, max_receive;
   int max_mailbox;
   double shutdown_timeout; /* grace of a graceful stop (the command's signals) */
   const char *script;      /* pools: the script each worker loads */

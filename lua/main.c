@@ -34,6 +34,7 @@ static const char USAGE[] =
     "  --idle-timeout SECONDS   close connections idle this long (default off)\n"
     "  --max-output BYTES       cap on a connection's unsent output (4 MiB)\n"
     "  --max-line BYTES         longest line receive(\"*l\") takes (64 KiB)\n"
+    "  --max-receive BYTES      most receive(\"*a\") buffers (16 MiB)\n"
     "  --max-mailbox N          posts queued per connection (1024)\n"
     "  --shutdown-timeout SECONDS  grace for open connections on SIGTERM (5)\n"
     "  -w, --workers N|auto     worker threads, each with its own loop and Lua\n"
@@ -54,6 +55,7 @@ static const struct {
                {"--idle-timeout", "idle_timeout", OPT_NUM},
                {"--max-output", "max_output", OPT_INT},
                {"--max-line", "max_line", OPT_INT},
+               {"--max-receive", "max_receive", OPT_INT},
                {"--max-mailbox", "max_mailbox", OPT_INT},
                {"--shutdown-timeout", "shutdown_timeout", OPT_NUM},
                {"--workers", "workers", OPT_WORKERS},

@@ -36,7 +36,8 @@ int lg_script_load(lua_State *L, const char *path) {
 
 static const char *const option_keys[] = {
     "host", "port", "backlog", "max_connections", "idle_timeout",
-    "max_output", "max_line", "max_mailbox", "shutdown_timeout", NULL};
+    "max_output", "max_line", "max_receive", "max_mailbox", "shutdown_timeout",
+    NULL};
 static const char *const callback_keys[] = {"handler", "with_init",
                                             "with_close", "with_message", NULL};
 

@@ -40,6 +40,7 @@ void lg_opts_default(lg_opts *o) {
   o->backlog = LG_BACKLOG;
   o->max_output = LG_MAX_OUTPUT;
   o->max_line = LG_MAX_LINE;
+  o->max_receive = LG_MAX_RECEIVE;
   o->max_mailbox = LG_MAX_MAILBOX;
   o->shutdown_timeout = 5.0;
 }
@@ -72,7 +73,8 @@ static double opt_num(lua_State *L, int idx, const char *k, double def) {
 
 static const char *const known_keys[] = {
     "host", "port", "backlog", "max_connections", "idle_timeout",
-    "max_output", "max_line", "max_mailbox", "shutdown_timeout", "handler",
+    "max_output", "max_line", "max_receive", "max_mailbox", "shutdown_timeout",
+    "handler",
     "with_init", "with_close", "with_message", "script", "workers", NULL};
 
 /* [-0, +0, e] Reads the options in the table at idx into o (defaults for
@@ -95,6 +97,8 @@ int lg_opts_read(lua_State *L, int idx, lg_opts *o, int strict) {
   o->max_output =
       (size_t)opt_int(L, idx, "max_output", LG_MAX_OUTPUT, 1, 1LL << 40);
   o->max_line = (size_t)opt_int(L, idx, "max_line", LG_MAX_LINE, 1, 1LL << 30);
+  o->max_receive =
+      (size_t)opt_int(L, idx, "max_receive", LG_MAX_RECEIVE, 1, 1LL << 40);
   o->max_mailbox =
       (int)opt_int(L, idx, "max_mailbox", LG_MAX_MAILBOX, 1, 1 << 24);
   o->shutdown_timeout = opt_num(L, idx, "shutdown_timeout", 5.0);
@@ -433,6 +437,7 @@ static int serve_conn(lua_State *L) {
   lg_socket_anchor(L, s);
   a->s = s;
   s->max_line = sv->o.max_line;
+  s->max_receive = sv->o.max_receive;
   s->max_output = sv->o.max_output;
   s->max_mail = sv->o.max_mailbox;
   lua_createtable(L, 0, 2); /* 3: state */

@@ -112,6 +112,7 @@ lg_socket *lg_socket_new(lua_State *L, lg_rt *rt, gl_conn *c) {
   s->timeout = -1;
   s->sref = LUA_NOREF;
   s->max_line = LG_MAX_LINE;
+  s->max_receive = LG_MAX_RECEIVE;
   s->max_output = LG_MAX_OUTPUT;
   s->high_water = LG_HIGH_WATER;
   s->max_mail = LG_MAX_MAILBOX;
@@ -342,7 +343,12 @@ static int try_receive(lua_State *L, lg_socket *s, int mode, size_t n,
         take(L, s, len, len);
         return 1;
       }
-      want_input(s, SIZE_MAX);
+      if (len > s->max_receive) { /* the bytes stay, as for a long line */
+        lua_pushnil(L);
+        lua_pushliteral(L, "too long");
+        return 2;
+      }
+      want_input(s, s->max_receive + 1);
       break;
   }
   if (s->eof || timed_out) {

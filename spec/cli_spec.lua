@@ -193,6 +193,21 @@ describe("glisten-lua serving", function()
     c:close()
     stop(p)
   end)
+
+  it("applies --max-receive", function()
+    local p = H.start("--max-receive 4 " .. H.script([[
+      function with_init(state)
+        local all, err = state.socket:receive("*a")
+        state.socket:send(tostring(all) .. " " .. tostring(err) .. "\n")
+      end
+      function handler() end
+    ]]))
+    local c = H.connect(p.port)
+    c:send("toolong")
+    assert.equal("nil too long", c:receive("*l"))
+    c:close()
+    stop(p)
+  end)
 end)
 
 describe("glisten-lua on SIGTERM and SIGINT", function()

@@ -121,6 +121,43 @@ describe("socket:receive", function()
     assert.equal("local", reason)
   end)
 
+  it('refuses "*a" past max_receive bytes, and keeps them for the script', function()
+    H.serving({
+      max_receive = 1000,
+      with_init = function(state)
+        local all, err = state.socket:receive("*a")
+        state.socket:send(tostring(all) .. "|" .. tostring(err) .. "\n")
+        local got = state.socket:receive(1500) -- nothing was lost
+        state.socket:send(#got .. " " .. got:sub(1, 3) .. got:sub(-3) .. "\n")
+        state.socket:close()
+      end,
+      handler = function() end,
+    }, function(srv)
+      local c = H.connect(srv.port)
+      c:send("abc" .. ("x"):rep(1494) .. "xyz")
+      assert.equal("nil|too long", c:receive("*l"))
+      assert.equal("1500 abcxyz", c:receive("*l"))
+      c:close()
+    end)
+  end)
+
+  it('lets "*a" hold exactly max_receive bytes', function()
+    H.serving({
+      max_receive = 1000,
+      with_init = function(state)
+        -- 1000 bytes are not too many: it waits for more, until the timeout
+        local all, err, partial = state.socket:receive("*a", 0.2)
+        state.socket:send(tostring(all) .. "|" .. err .. "|" .. #partial .. "\n")
+      end,
+      handler = function() end,
+    }, function(srv)
+      local c = H.connect(srv.port)
+      c:send(("x"):rep(1000))
+      assert.equal("nil|timeout|1000", c:receive("*l"))
+      c:close()
+    end)
+  end)
+
   it("accepts a line of exactly max_line bytes, with or without \\r", function()
     H.serving({
       max_line = 8,
