@@ -214,6 +214,7 @@ int lg_sched_open(lua_State *L);
 /* socket.c */
 lg_socket *lg_socket_new(lua_State *L, lg_rt *rt, gl_conn *c);
 void lg_socket_attach(lg_socket *s, gl_conn *c);
+void lg_socket_limits(lg_socket *s, const lg_opts *o);
 void lg_socket_anchor(lua_State *L, lg_socket *s);
 void lg_socket_release(lg_socket *s);
 void lg_socket_take(lua_State *L, lg_socket *s);
@@ -234,7 +235,8 @@ void lg_server_close(lg_server *sv, double grace);
 void lg_server_resume(lg_server *sv);
 void lg_conn_unpark(lg_socket *s);
 int lg_serve(lua_State *L, int idx, lg_pool *pool);
-int lg_opts_read(lua_State *L, int idx, lg_opts *o, int strict);
+enum { LG_KEYS_ANY, LG_KEYS_SERVE, LG_KEYS_LISTEN, LG_KEYS_CONNECT };
+int lg_opts_read(lua_State *L, int idx, lg_opts *o, int keys);
 void lg_opts_default(lg_opts *o);
 
 /* value.c */

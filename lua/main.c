@@ -93,7 +93,7 @@ static void put_option(lua_State *L, int i, const char *v) {
 
 static int check_opts(lua_State *L) {
   lg_opts o;
-  lg_opts_read(L, 1, &o, 0);
+  lg_opts_read(L, 1, &o, LG_KEYS_ANY);
   return 0;
 }
 
@@ -271,7 +271,7 @@ int main(int argc, char **argv) {
   lua_setglobal(L, "arg");
 
   lg_opts cli;
-  lg_opts_read(L, 1, &cli, 0);
+  lg_opts_read(L, 1, &cli, LG_KEYS_ANY);
   if (cli.workers > 1 && !check) {
     /* a pool: every worker loads the script itself, and reports errors */
     lua_pushcfunction(L, serve);

@@ -71,16 +71,25 @@ static double opt_num(lua_State *L, int idx, const char *k, double def) {
   return v;
 }
 
-static const char *const known_keys[] = {
+/* The keys each caller of lg_opts_read takes (LG_KEYS_*). */
+static const char *const serve_keys[] = {
     "host", "port", "backlog", "max_connections", "idle_timeout",
     "max_output", "max_line", "max_receive", "max_mailbox", "shutdown_timeout",
     "handler",
     "with_init", "with_close", "with_message", "script", "workers", NULL};
+static const char *const listen_keys[] = {
+    "host", "backlog", "max_output", "max_line", "max_receive", NULL};
+static const char *const connect_keys[] = {
+    "timeout", "max_output", "max_line", "max_receive", NULL};
+static const char *const *const key_lists[] = {NULL, serve_keys, listen_keys,
+                                               connect_keys};
 
 /* [-0, +0, e] Reads the options in the table at idx into o (defaults for
- * the rest). Raises on a value of the wrong type or range and, with strict,
- * on an unknown key. o->host points into the table: keep it alive. */
-int lg_opts_read(lua_State *L, int idx, lg_opts *o, int strict) {
+ * the rest). Raises on a value of the wrong type or range and, unless keys
+ * is LG_KEYS_ANY, on a key that list does not name. o->host points into
+ * the table: keep it alive. */
+int lg_opts_read(lua_State *L, int idx, lg_opts *o, int keys) {
+  const char *const *known = key_lists[keys];
   idx = lua_absindex(L, idx);
   lg_opts_default(o);
   if (lua_getfield(L, idx, "host") != LUA_TNIL) {
@@ -117,12 +126,12 @@ int lg_opts_read(lua_State *L, int idx, lg_opts *o, int strict) {
     lua_pop(L, 1);
     o->workers = (int)opt_int(L, idx, "workers", 0, 1, LG_MAX_WORKERS);
   }
-  if (strict) {
+  if (known) {
     lua_pushnil(L);
     while (lua_next(L, idx)) {
       int ok = 0;
       if (lua_type(L, -2) == LUA_TSTRING)
-        for (const char *const *k = known_keys; *k; k++)
+        for (const char *const *k = known; *k; k++)
           if (strcmp(*k, lua_tostring(L, -2)) == 0) ok = 1;
       if (!ok)
         luaL_error(L, "unknown option '%s'", luaL_tolstring(L, -2, NULL));
@@ -436,10 +445,7 @@ static int serve_conn(lua_State *L) {
   lg_socket *s = lg_socket_new(L, rt, NULL); /* 2 */
   lg_socket_anchor(L, s);
   a->s = s;
-  s->max_line = sv->o.max_line;
-  s->max_receive = sv->o.max_receive;
-  s->max_output = sv->o.max_output;
-  s->max_mail = sv->o.max_mailbox;
+  lg_socket_limits(s, &sv->o);
   lua_createtable(L, 0, 2); /* 3: state */
   lua_pushvalue(L, 2);
   lua_setfield(L, 3, "socket");
@@ -552,7 +558,7 @@ int lg_serve(lua_State *L, int idx, lg_pool *pool) {
                                     "with_message", NULL};
   idx = lua_absindex(L, idx);
   rt->used_net = 1;
-  lg_opts_read(L, idx, &o, 1);
+  lg_opts_read(L, idx, &o, LG_KEYS_SERVE);
   lua_createtable(L, 0, 4); /* handlers */
   int h = lua_gettop(L);
   for (const char *const *k = cbs; *k; k++) {
@@ -610,7 +616,7 @@ static int glisten_serve(lua_State *L) {
   lg_opts o;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  lg_opts_read(L, 1, &o, 1);
+  lg_opts_read(L, 1, &o, LG_KEYS_SERVE);
   if (o.script || o.workers > 1) {
     if (!o.script)
       return luaL_error(L, "glisten.serve: more than one worker needs "
@@ -689,6 +695,7 @@ typedef struct lg_lsock {
   int pending[PENDING_MAX];
   int npending;
   char host[64];
+  lg_opts o; /* limits of the sockets it accepts; o.host is host */
 } lg_lsock;
 
 static void lsock_update(lg_lsock *ls) {
@@ -726,7 +733,9 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx) {
         lua_pushliteral(L, "out of memory");
         return 2;
       }
-      lg_socket_new(L, ls->rt, c);
+      lg_socket *s = lg_socket_new(L, ls->rt, NULL);
+      lg_socket_limits(s, &ls->o);
+      lg_socket_attach(s, c);
       return 1;
     }
     if (ls->l.fd < 0) {
@@ -787,28 +796,30 @@ static int lsock_index(lua_State *L) {
   return 1;
 }
 
-/* glisten.listen(port [, host | {host=, backlog=}]) -> listener | nil, err */
+/* glisten.listen(port [, host | {host=, backlog=, max_line=, max_receive=,
+ * max_output=}]) -> listener | nil, err */
 static int glisten_listen(lua_State *L) {
   lg_rt *rt = lg_rt_get(L);
   lua_Integer port = luaL_checkinteger(L, 1);
-  const char *host = "127.0.0.1";
-  int backlog = LG_BACKLOG;
+  lg_opts o;
   char err[GL_ERRLEN];
   luaL_argcheck(L, port >= 0 && port <= 65535, 1, "port out of range");
   rt->used_net = 1;
   if (lua_type(L, 2) == LUA_TTABLE) {
-    lg_opts o;
-    lg_opts_read(L, 2, &o, 0);
-    host = o.host;
-    backlog = o.backlog;
-  } else if (!lua_isnoneornil(L, 2)) {
-    host = luaL_checkstring(L, 2);
+    lg_opts_read(L, 2, &o, LG_KEYS_LISTEN);
+  } else {
+    lg_opts_default(&o);
+    if (!lua_isnoneornil(L, 2)) o.host = luaL_checkstring(L, 2);
   }
+  const char *host = o.host;
+  int backlog = o.backlog;
   lg_lsock *ls = lua_newuserdatauv(L, sizeof *ls, 0);
   memset(ls, 0, sizeof *ls);
   ls->rt = rt;
   ls->l.fd = -1;
   snprintf(ls->host, sizeof ls->host, "%s", host);
+  ls->o = o;
+  ls->o.host = ls->host;
   luaL_setmetatable(L, LG_LISTENER);
   if (gl_listener_open(&ls->l, rt->loop, host, (int)port, backlog, 0,
                        on_lsock_accept, ls, err, sizeof err) != 0) {

@@ -137,6 +137,14 @@ void lg_socket_anchor(lua_State *L, lg_socket *s) {
   lua_pop(L, 1);
 }
 
+/* Sets s's limits from o (before lg_socket_attach). */
+void lg_socket_limits(lg_socket *s, const lg_opts *o) {
+  s->max_line = o->max_line;
+  s->max_receive = o->max_receive;
+  s->max_output = o->max_output;
+  s->max_mail = o->max_mailbox;
+}
+
 /* Connects s to c after its limits are set; starts reading. */
 void lg_socket_attach(lg_socket *s, gl_conn *c) {
   s->conn = c;
@@ -684,18 +692,33 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
   }
 }
 
-/* glisten.connect(host, port [, timeout]) -> socket | nil, err. Tries each
- * address of host in turn (as getaddrinfo orders them) until one accepts.
- * A name is looked up off the loop's thread (core/resolve.c). */
+/* glisten.connect(host, port [, timeout | {timeout=, max_line=,
+ * max_receive=, max_output=}]) -> socket | nil, err. Tries each address of
+ * host in turn (as getaddrinfo orders them) until one accepts. A name is
+ * looked up off the loop's thread (core/resolve.c). */
 static int glisten_connect(lua_State *L) {
   lg_rt *rt = lg_rt_get(L);
   const char *host = luaL_checkstring(L, 1);
   lua_Integer port = luaL_checkinteger(L, 2);
-  double t = luaL_optnumber(L, 3, -1);
+  lg_opts o;
+  double t = -1;
   luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
   lua_settop(L, 3);
+  if (lua_type(L, 3) == LUA_TTABLE) {
+    lg_opts_read(L, 3, &o, LG_KEYS_CONNECT);
+    if (lua_getfield(L, 3, "timeout") != LUA_TNIL) {
+      if (!lua_isnumber(L, -1))
+        luaL_error(L, "option 'timeout' must be a number of seconds");
+      t = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+  } else {
+    lg_opts_default(&o);
+    t = luaL_optnumber(L, 3, -1);
+  }
   rt->used_net = 1;
   lg_socket *s = lg_socket_new(L, rt, NULL); /* 4 */
+  lg_socket_limits(s, &o);
   lua_rawgeti(L, 4, 1);                      /* 5 */
   lua_pushnumber(L, lg_deadline(rt, t));     /* 6 */
   attempt *a = lua_newuserdatauv(L, sizeof *a, 0); /* 7 */

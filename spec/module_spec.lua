@@ -143,6 +143,28 @@ describe("the low-level flow", function()
     assert.same({ nil, "closed" }, { l:accept(0.1) })
   end)
 
+  it("listen and connect take the socket limits, and refuse unknown options", function()
+    local l = assert(glisten.listen(0, { max_line = 4, max_receive = 6 }))
+    local c = assert(glisten.connect("127.0.0.1", l.port, { timeout = 5, max_line = 3 }))
+    local s = assert(l:accept(5))
+    -- the accepted socket has the listener's limits
+    c:send("12345\n1234567")
+    assert.same({ nil, "line too long" }, { s:receive("*l", 5) })
+    assert.equal("12345\n", s:receive(6, 5))
+    assert.same({ nil, "too long" }, { s:receive("*a", 5) })
+    -- the connected one has its own
+    s:send("1234\n")
+    assert.same({ nil, "line too long" }, { c:receive("*l", 5) })
+    s:close(); c:close(); l:close()
+    assert.has_error(function() glisten.listen(0, { max_lines = 4 }) end,
+      "unknown option 'max_lines'")
+    assert.has_error(function() glisten.connect("127.0.0.1", 1, { timout = 1 }) end,
+      "unknown option 'timout'")
+    assert.has_error(function() glisten.connect("127.0.0.1", 1, { timeout = "soon" }) end,
+      "option 'timeout' must be a number of seconds")
+    assert.has_error(function() glisten.connect("127.0.0.1", 1, { max_receive = 0 }) end)
+  end)
+
   it("hands each connection to one of several accepting coroutines", function()
     local l = glisten.listen(0)
     local served = {}
