@@ -57,6 +57,10 @@ enum {
   LG_R_ERROR     /* "error": a callback raised or the socket failed */
 };
 
+/* The kinds of error a flood of work can repeat (lg_log_flood). */
+enum { LG_FLOOD_SERVE, LG_FLOOD_UNPARK, LG_FLOOD_DELIVER, LG_FLOOD_TIMER,
+       LG_FLOOD_KINDS };
+
 typedef struct lg_rt lg_rt;
 typedef struct lg_fiber lg_fiber;
 typedef struct lg_socket lg_socket;
@@ -115,6 +119,10 @@ struct lg_rt {
   int pools;             /* pools this state started that still run */
   lg_pool *pool_list;    /* those pools */
   gl_buf tmp;            /* scratch for glisten.shared */
+  struct {
+    double at;             /* when lg_log_flood last wrote this kind */
+    unsigned long skipped; /* and how many it has left out since */
+  } flood[LG_FLOOD_KINDS];
   struct gl_resolver *resolver; /* name lookups for connect, made on first use */
   atomic_int nsubs;      /* subscriptions here: publish skips states with none */
   lg_fiber *fpool;       /* idle fibers for connection callbacks */
@@ -153,6 +161,7 @@ typedef struct lg_opts {
   long max_connections; /* 0: none */
   double idle_timeout;  /* 0: none */
   size_t max_output, max_line, max_receive;
+  size_t max_memory; /* 0: none */
   int max_mailbox;
   double shutdown_timeout; /* grace of a graceful stop (the command's signals) */
   const char *script;      /* pools: the script each worker loads */
@@ -186,6 +195,7 @@ struct lg_server {
 /* state.c */
 lua_State *lg_newstate(void);
 void lg_closestate(lua_State *L);
+int lg_setlimit(lua_State *L, size_t limit);
 
 /* sched.c */
 lg_rt *lg_rt_get(lua_State *L);
@@ -208,6 +218,8 @@ int lg_fiber_kill(lg_fiber *f);
 void lg_run(lg_rt *rt);
 double lg_deadline(lg_rt *rt, double timeout);
 void lg_log_error(lg_rt *rt, const char *what, lua_State *co, int status);
+void lg_log_flood(lg_rt *rt, int kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void lg_check_loop_allowed(lua_State *L, const char *fn);
 int lg_sched_open(lua_State *L);
 
@@ -237,6 +249,7 @@ void lg_conn_unpark(lg_socket *s);
 int lg_serve(lua_State *L, int idx, lg_pool *pool);
 enum { LG_KEYS_ANY, LG_KEYS_SERVE, LG_KEYS_LISTEN, LG_KEYS_CONNECT };
 int lg_opts_read(lua_State *L, int idx, lg_opts *o, int keys);
+void lg_limit_memory(lua_State *L, size_t limit);
 void lg_opts_default(lg_opts *o);
 
 /* value.c */

@@ -36,6 +36,7 @@ static const char USAGE[] =
     "  --max-line BYTES         longest line receive(\"*l\") takes (64 KiB)\n"
     "  --max-receive BYTES      most receive(\"*a\") buffers (16 MiB)\n"
     "  --max-mailbox N          posts queued per connection (1024)\n"
+    "  --max-memory BYTES       cap on each worker's Lua memory (default none)\n"
     "  --shutdown-timeout SECONDS  grace for open connections on SIGTERM (5)\n"
     "  -w, --workers N|auto     worker threads, each with its own loop and Lua\n"
     "                           state (default 1; auto: one per CPU)\n"
@@ -57,6 +58,7 @@ static const struct {
                {"--max-line", "max_line", OPT_INT},
                {"--max-receive", "max_receive", OPT_INT},
                {"--max-mailbox", "max_mailbox", OPT_INT},
+               {"--max-memory", "max_memory", OPT_INT},
                {"--shutdown-timeout", "shutdown_timeout", OPT_NUM},
                {"--workers", "workers", OPT_WORKERS},
                {"-w", "workers", OPT_WORKERS},
@@ -91,9 +93,12 @@ static void put_option(lua_State *L, int i, const char *v) {
   lua_setfield(L, -2, options[i].key);
 }
 
+/* Validates the command's options; caps this state's memory from the
+ * start when it is the one worker (a pool's workers cap their own). */
 static int check_opts(lua_State *L) {
   lg_opts o;
   lg_opts_read(L, 1, &o, LG_KEYS_ANY);
+  if (o.max_memory && o.workers <= 1) lg_limit_memory(L, o.max_memory);
   return 0;
 }
 

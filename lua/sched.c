@@ -14,6 +14,8 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -301,31 +303,62 @@ static int traceback_p(lua_State *L) {
   return 1;
 }
 
-/* [-0, +1, -] Pushes onto co the traceback of its failed run. Never
- * raises: a failing __tostring gives a plain description instead. */
-static const char *traceback(lua_State *co, lg_rt *rt) {
+/* [-0, +(0|1), -] Returns the message and traceback of co's failed run,
+ * pushed onto co; or, when that fails (a failing __tostring, no memory
+ * left), a description written to buf. Never raises. */
+static const char *traceback(lua_State *co, lg_rt *rt, char *buf,
+                             size_t size) {
   lua_State *L = rt->L;
-  int top = lua_gettop(co);
+  int top = lua_gettop(co), st;
   lua_pushcfunction(L, traceback_p);
   lua_pushlightuserdata(L, co);
-  if (lua_pcall(L, 1, 1, 0) == LUA_OK) {
+  st = lua_pcall(L, 1, 1, 0);
+  if (st == LUA_OK) {
     lua_settop(co, top);
     lua_xmove(L, co, 1);
-  } else {
-    lua_pop(L, 1);
-    lua_settop(co, top);
-    lua_pushfstring(co, "(error object is a %s value whose __tostring failed)",
-                    luaL_typename(co, -1));
+    return lua_tostring(co, -1);
   }
-  return lua_tostring(co, -1);
+  lua_pop(L, 1);
+  lua_settop(co, top);
+  if (st == LUA_ERRMEM && lua_type(co, -1) == LUA_TSTRING)
+    snprintf(buf, size, "%s (no memory left for a traceback)",
+             lua_tostring(co, -1));
+  else
+    snprintf(buf, size, "(error object is a %s value whose __tostring "
+             "failed)", luaL_typename(co, -1));
+  return buf;
 }
 
 /* Logs the error on top of co (with a traceback pushed onto co) and counts
- * it. */
+ * it. Never raises. */
 void lg_log_error(lg_rt *rt, const char *what, lua_State *co, int status) {
+  char buf[256];
   (void)status;
   GL_STAT_ADD(rt->stats.errors, 1);
-  gl_log(GL_LOG_ERROR, "%s: %s", what, traceback(co, rt));
+  gl_log(GL_LOG_ERROR, "%s: %s", what, traceback(co, rt, buf, sizeof buf));
+}
+
+/* Logs an error of a kind (LG_FLOOD_*) that a flood of work can repeat,
+ * such as a refusal for lack of memory: at most one line a second per kind
+ * and state, which says how many were left out before it. Never raises. */
+void lg_log_flood(lg_rt *rt, int kind, const char *fmt, ...) {
+  char msg[256];
+  double now = ev_now(rt->loop);
+  va_list ap;
+  if (rt->flood[kind].at && now - rt->flood[kind].at < 1.0) {
+    rt->flood[kind].skipped++;
+    return;
+  }
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (rt->flood[kind].skipped)
+    gl_log(GL_LOG_ERROR, "%s (and %lu more like it left out)", msg,
+           rt->flood[kind].skipped);
+  else
+    gl_log(GL_LOG_ERROR, "%s", msg);
+  rt->flood[kind].at = now;
+  rt->flood[kind].skipped = 0;
 }
 
 static void resume(lg_fiber *f) {
@@ -560,22 +593,31 @@ static int timer_fire(lua_State *L) {
   lg_timer *t = lua_touserdata(L, 1);
   lua_pushcfunction(L, timer_run);
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
-  if (t->w.repeat == 0) timer_disarm(t);
   lg_spawn(L, 1, NULL);
+  if (t->w.repeat == 0) timer_disarm(t); /* only once its run is queued */
   return 0;
 }
+
+#define TIMER_RETRY 0.1 /* seconds before a timer that could not run retries */
 
 static void on_timer(EV_P_ ev_timer *w, int revents) {
   lg_timer *t = w->data;
   lua_State *L = t->rt->L;
-  (void)loop;
   (void)revents;
   if (t->ref == LUA_NOREF) return;
   lua_pushcfunction(L, timer_fire);
   lua_pushlightuserdata(L, t);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    gl_log(GL_LOG_ERROR, "timer: %s", lua_tostring(L, -1));
+    /* no memory for its coroutine: a one-shot timer tries again shortly,
+     * so the run that would free memory is not lost */
+    GL_STAT_ADD(t->rt->stats.errors, 1);
+    lg_log_flood(t->rt, LG_FLOOD_TIMER, "timer: cannot run yet: %s",
+                 lua_tostring(L, -1));
     lua_pop(L, 1);
+    if (t->w.repeat == 0) {
+      ev_timer_set(&t->w, TIMER_RETRY, 0.);
+      ev_timer_start(loop, &t->w);
+    }
   }
 }
 

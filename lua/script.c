@@ -37,7 +37,7 @@ int lg_script_load(lua_State *L, const char *path) {
 static const char *const option_keys[] = {
     "host", "port", "backlog", "max_connections", "idle_timeout",
     "max_output", "max_line", "max_receive", "max_mailbox", "shutdown_timeout",
-    NULL};
+    "max_memory", NULL};
 static const char *const callback_keys[] = {"handler", "with_init",
                                             "with_close", "with_message", NULL};
 

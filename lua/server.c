@@ -75,7 +75,7 @@ static double opt_num(lua_State *L, int idx, const char *k, double def) {
 static const char *const serve_keys[] = {
     "host", "port", "backlog", "max_connections", "idle_timeout",
     "max_output", "max_line", "max_receive", "max_mailbox", "shutdown_timeout",
-    "handler",
+    "max_memory", "handler",
     "with_init", "with_close", "with_message", "script", "workers", NULL};
 static const char *const listen_keys[] = {
     "host", "backlog", "max_output", "max_line", "max_receive", NULL};
@@ -110,6 +110,7 @@ int lg_opts_read(lua_State *L, int idx, lg_opts *o, int keys) {
       (size_t)opt_int(L, idx, "max_receive", LG_MAX_RECEIVE, 1, 1LL << 40);
   o->max_mailbox =
       (int)opt_int(L, idx, "max_mailbox", LG_MAX_MAILBOX, 1, 1 << 24);
+  o->max_memory = (size_t)opt_int(L, idx, "max_memory", 0, 0, 1LL << 40);
   o->shutdown_timeout = opt_num(L, idx, "shutdown_timeout", 5.0);
   if (lua_getfield(L, idx, "script") != LUA_TNIL) {
     if (lua_type(L, -1) != LUA_TSTRING)
@@ -236,22 +237,60 @@ static void conn_finish(lg_fiber *f) {
   conn_release(s, sv);
 }
 
+static int close_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)L, (void)status, (void)ctx;
+  return 0;
+}
+
+/* The body of a fiber that runs with_close. Stack: the socket (light
+ * userdata), the detail: nil, a string, or static text (light userdata).
+ * Everything that allocates happens here, inside the fiber's protected
+ * run, so running out of memory fails this run and nothing else. */
+static int close_run(lua_State *L) {
+  lg_socket *s = lua_touserdata(L, 1);
+  if (lua_islightuserdata(L, 2))
+    lua_pushstring(L, lua_touserdata(L, 2));
+  else
+    lua_pushvalue(L, 2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->server->cb[LG_CB_CLOSE]);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->sref);
+  lua_pushstring(L, lg_reason_name(s->reason));
+  if (lua_isnil(L, 3)) {
+    lua_callk(L, 2, 0, 0, close_k);
+  } else {
+    lua_pushvalue(L, 3);
+    lua_callk(L, 3, 0, 0, close_k);
+  }
+  return 0;
+}
+
 /* Makes f run with_close(state, reason [, detail]), or finishes at once if
- * there is none. f's thread must be empty and not running. */
-static void start_close(lg_fiber *f, const char *detail) {
+ * there is none. f's thread must not be running; what it holds is dropped,
+ * but for a detail string on its top when detail_on_top. detail (static
+ * text) is used otherwise; NULL: none. Allocates nothing. */
+static void start_close(lg_fiber *f, const char *detail, int detail_on_top) {
   lg_socket *s = f->sock;
   lua_State *co = f->th;
   f->phase = 1;
-  lua_settop(co, 0);
   if (s->server->cb[LG_CB_CLOSE] == LUA_NOREF) {
+    lua_settop(co, 0);
     conn_finish(f);
     return;
   }
-  lua_rawgeti(co, LUA_REGISTRYINDEX, s->server->cb[LG_CB_CLOSE]);
-  lua_rawgeti(co, LUA_REGISTRYINDEX, s->sref);
-  lua_pushstring(co, lg_reason_name(s->reason));
-  if (detail) lua_pushstring(co, detail);
-  lg_fiber_start(f, detail ? 3 : 2);
+  if (detail_on_top) { /* keep it, below the function and the socket */
+    lua_insert(co, 1);
+    lua_settop(co, 1);
+  } else {
+    lua_settop(co, 0);
+    if (detail)
+      lua_pushlightuserdata(co, (void *)detail);
+    else
+      lua_pushnil(co);
+  }
+  lua_pushcfunction(co, close_run);
+  lua_pushlightuserdata(co, s);
+  lua_rotate(co, 1, 2); /* close_run, s, detail */
+  lg_fiber_start(f, 2);
 }
 
 static void conn_done(lg_fiber *f, int status) {
@@ -270,13 +309,21 @@ static void conn_done(lg_fiber *f, int status) {
     return;
   }
   if (status != LUA_OK) {
+    /* the traceback (a string on top of co; else the error object, for
+     * which there was no memory or whose __tostring failed) outlives the
+     * reset: on L's stack, moved, not copied */
     lua_State *L = rt->L;
-    lua_pushstring(L, lua_tostring(co, -1)); /* the traceback outlives co's stack */
+    int keep = lua_type(co, -1) == LUA_TSTRING && lua_checkstack(L, 1);
+    if (keep) lua_xmove(co, L, 1);
     lua_resetthread(co);
+    if (keep) lua_xmove(L, co, 1);
     s->reason = LG_R_ERROR;
     lg_socket_close(s, LG_R_ERROR, LG_LINGER);
-    start_close(f, lua_tostring(L, -1));
-    lua_pop(L, 1);
+    start_close(f, keep ? NULL
+                 : status == LUA_ERRMEM
+                     ? "not enough memory"
+                     : "(error object whose __tostring failed)",
+                keep);
     return;
   }
   if (s->idle && s->conn) {
@@ -286,7 +333,7 @@ static void conn_done(lg_fiber *f, int status) {
     return;
   }
   if (!s->reason) s->reason = s->eof ? LG_R_CLOSED : LG_R_LOCAL;
-  start_close(f, s->reason == LG_R_ERROR ? s->detail : NULL);
+  start_close(f, s->reason == LG_R_ERROR ? s->detail : NULL, 0);
 }
 
 /* [-0, +0, m] Gives a parked connection a fiber (from the pool, or new).
@@ -319,8 +366,9 @@ void lg_conn_unpark(lg_socket *s) {
       /* out of memory: no fiber can run its callbacks, with_close either */
       lg_server *sv = s->server;
       GL_STAT_ADD(rt->stats.errors, 1);
-      gl_log(GL_LOG_ERROR, "conn %lld: cannot run its callbacks: %s",
-             (long long)s->id, lua_tostring(L, -1));
+      lg_log_flood(rt, LG_FLOOD_UNPARK,
+                   "conn %lld: cannot run its callbacks: %s",
+                   (long long)s->id, lua_tostring(L, -1));
       lua_pop(L, 1);
       s->server = NULL; /* so closing does not come back here */
       s->reason = LG_R_ERROR;
@@ -346,7 +394,7 @@ void lg_conn_unpark(lg_socket *s) {
  * ends its run when the callback in progress returns. */
 static int shutdown_parked(lua_State *L) {
   lg_socket *s = lua_touserdata(L, 1);
-  start_close(adopt(L, s), NULL);
+  start_close(adopt(L, s), NULL, 0);
   return 0;
 }
 
@@ -361,7 +409,7 @@ static void conn_shutdown(lg_socket *s) {
     lua_pop(L, 1);
   }
   if (f && f->phase == 0 && lg_fiber_kill(f)) {
-    start_close(f, s->reason == LG_R_ERROR ? s->detail : NULL);
+    start_close(f, s->reason == LG_R_ERROR ? s->detail : NULL, 0);
     return;
   }
   if (f && f->phase == 1 && f->waiting && lg_fiber_kill(f)) {
@@ -477,8 +525,8 @@ static void serve_fd(lg_server *sv, int fd) {
   lua_pushlightuserdata(L, &a);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     GL_STAT_ADD(rt->stats.errors, 1);
-    gl_log(GL_LOG_ERROR, "cannot serve a new connection: %s",
-           lua_tostring(L, -1));
+    lg_log_flood(rt, LG_FLOOD_SERVE, "cannot serve a new connection: %s",
+                 lua_tostring(L, -1));
     lua_pop(L, 1);
     if (a.fd >= 0) close(a.fd);
     if (a.s && a.s->owner) {
@@ -546,6 +594,18 @@ void lg_server_resume(lg_server *sv) {
   if (!sv->nparked && !full(sv)) gl_listener_pause(&sv->l, 0);
 }
 
+/* [-0, +0, e] Caps this state's memory at limit bytes (max_memory), or
+ * raises. */
+void lg_limit_memory(lua_State *L, size_t limit) {
+  int rc = lg_setlimit(L, limit);
+  if (rc == -1)
+    luaL_error(L, "option 'max_memory': only the Lua states glisten-lua "
+                  "creates can be capped (the command's and each worker's)");
+  if (rc == -2)
+    luaL_error(L, "option 'max_memory': the state already holds more than "
+                  "%I bytes", (LUAI_UACINT)limit);
+}
+
 /* [-0, +1|2, e] Serves the options table at idx (validated; handler
  * required); pool, when given, is the pool this worker belongs to: the
  * socket is shared with SO_REUSEPORT and max_connections counts across the
@@ -559,6 +619,7 @@ int lg_serve(lua_State *L, int idx, lg_pool *pool) {
   idx = lua_absindex(L, idx);
   rt->used_net = 1;
   lg_opts_read(L, idx, &o, LG_KEYS_SERVE);
+  if (o.max_memory) lg_limit_memory(L, o.max_memory);
   lua_createtable(L, 0, 4); /* handlers */
   int h = lua_gettop(L);
   for (const char *const *k = cbs; *k; k++) {

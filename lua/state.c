@@ -10,6 +10,12 @@
  *
  * A state made by a host that loads glisten as a module keeps the host's
  * allocator.
+ *
+ * lg_setlimit caps the bytes such a state may hold (max_memory): past it,
+ * an allocation that grows fails, Lua collects in full and tries again, and
+ * then raises "not enough memory" in whatever asked. The count is Lua's
+ * own (every block's size, as lua_Alloc passes it), so it costs one
+ * comparison per allocation, and nothing while no limit is set.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,9 +47,24 @@ static void *system_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 static char HEAP_KEY;
 
 typedef struct heap_state {
-  int warn;   /* warnings on (lua_warning "@on" / "@off") */
-  int cont;   /* in the middle of a warning made of pieces */
+  int warn;     /* warnings on (lua_warning "@on" / "@off") */
+  int cont;     /* in the middle of a warning made of pieces */
+  void *heap;   /* HEAP_FN's ud */
+  size_t limit; /* bytes the state may hold; 0: no limit */
+  size_t used;  /* bytes it holds, while a limit is set */
 } heap_state;
+
+/* HEAP_FN with a cap on what the blocks add up to; ud is the heap_state.
+ * Freeing and shrinking never fail. */
+static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  heap_state *h = ud;
+  size_t old = ptr ? osize : 0;
+  void *p;
+  if (nsize > old && nsize - old > h->limit - h->used) return NULL;
+  p = HEAP_FN(h->heap, ptr, osize, nsize);
+  if (p || nsize == 0) h->used = h->used - old + nsize;
+  return p;
+}
 
 static int panic(lua_State *L) {
   const char *msg = lua_tostring(L, -1);
@@ -82,6 +103,7 @@ lua_State *lg_newstate(void) {
     return NULL;
   }
   memset(h, 0, sizeof *h);
+  h->heap = a;
   L = lua_newstate(HEAP_FN, a);
   if (!L) {
     HEAP_FN(a, h, sizeof *h, 0);
@@ -95,14 +117,44 @@ lua_State *lg_newstate(void) {
   return L;
 }
 
-/* Closes a state made by lg_newstate and frees its heap. */
-void lg_closestate(lua_State *L) {
+/* The heap_state of a state made by lg_newstate, or NULL. */
+static heap_state *heap_of(lua_State *L) {
   void *ud;
+  lua_Alloc f = lua_getallocf(L, &ud);
   heap_state *h;
-  lua_getallocf(L, &ud);
+  if (f != HEAP_FN && f != limited_alloc) return NULL;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &HEAP_KEY);
   h = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return h;
+}
+
+/* Closes a state made by lg_newstate and frees its heap. */
+void lg_closestate(lua_State *L) {
+  heap_state *h = heap_of(L);
+  void *heap = h->heap;
   lua_close(L); /* may still warn, from a finalizer */
-  HEAP_FN(ud, h, sizeof *h, 0);
-  gl_alloc_free(ud);
+  HEAP_FN(heap, h, sizeof *h, 0);
+  gl_alloc_free(heap);
+}
+
+/* Caps what L may hold at limit bytes (0: no cap). Returns 0; -1 when L
+ * was not made by lg_newstate (a host's state keeps its allocator); -2
+ * when it already holds more than limit. */
+int lg_setlimit(lua_State *L, size_t limit) {
+  heap_state *h = heap_of(L);
+  size_t used;
+  if (!h) return -1;
+  if (!limit) {
+    lua_setallocf(L, HEAP_FN, h->heap);
+    h->limit = 0;
+    return 0;
+  }
+  used = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 +
+         (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
+  if (used > limit) return -2;
+  h->used = used;
+  h->limit = limit;
+  lua_setallocf(L, limited_alloc, h);
+  return 0;
 }

@@ -324,8 +324,8 @@ static void on_mail(gl_inbox *in) {
     lua_pushlightuserdata(L, rt);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
       GL_STAT_ADD(rt->stats.errors, 1);
-      gl_log(GL_LOG_ERROR, "cannot deliver a message: %s",
-             lua_tostring(L, -1));
+      lg_log_flood(rt, LG_FLOOD_DELIVER, "cannot deliver a message: %s",
+                   lua_tostring(L, -1));
       lua_pop(L, 1);
       free(rt->mail_cur);
       rt->mail_cur = NULL;

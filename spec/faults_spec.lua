@@ -554,3 +554,106 @@ describe("a script error at run time", function()
     assert.equal(0, stop(p))
   end)
 end)
+
+describe("running out of memory (max_memory)", function()
+  after_each(cleanup)
+
+  -- "fill\n" takes all but a few bytes of what the state may hold (blocks
+  -- of shrinking size, until not even a small one fits), so no new
+  -- coroutine, connection or message fits; a coroutine already waiting
+  -- lets it all go 0.5 s later, and a timer armed before (due at 0.2 s,
+  -- when there is no memory for its coroutine) notes that it ran. "timer\n" answers whether it did, "errors\n" stats().errors;
+  -- anything else is echoed.
+  local FILL = [[
+local glisten = require "glisten"
+local hoard, timer_ran
+function handler(msg, state)
+  if msg == "fill\n" then
+    glisten.spawn(function() glisten.sleep(0.5); hoard = nil; collectgarbage() end)
+    glisten.sleep(0) -- it is waiting now, holding all it needs to wake
+    glisten.after(0.2, function() timer_ran = true end)
+    local full = false
+    for _, size in ipairs{ 4096, 256, 16 } do
+      full = not pcall(function()
+        while true do hoard = { hoard, ("x"):rep(size) .. tostring(hoard) } end
+      end)
+    end
+    state.socket:send(full and "full " or "no limit ")
+    state.socket:send(glisten.worker_id() .. "\n")
+  elseif msg == "timer\n" then
+    state.socket:send(tostring(timer_ran) .. "\n")
+  elseif msg == "errors\n" then
+    state.socket:send(glisten.stats().errors .. "\n")
+  else
+    state.socket:send(msg)
+  end
+end
+]]
+
+  -- Sends line on a new connection; returns what came back, or nil and why.
+  local function ask(port, line)
+    local c, err = glisten.connect("127.0.0.1", port, 5)
+    if not c then return nil, err end
+    c:settimeout(5)
+    c:send(line)
+    local got, why = c:receive("*l")
+    c:close()
+    return got, why
+  end
+
+  it("refuses and closes what it cannot serve, loses no process, and recovers", function()
+    local p = start("--max-memory 3000000 " .. H.script(FILL))
+    assert.equal("full 1", ask(p.port, "fill\n"))
+    -- While full, many clients at once: each is served or closed, none hangs.
+    local outcomes, done = {}, 0
+    for i = 1, 200 do
+      glisten.spawn(function()
+        local got, why = ask(p.port, ("hello %d\n"):format(i))
+        local k = got == ("hello %d"):format(i) and "echoed" or tostring(why)
+        outcomes[k] = (outcomes[k] or 0) + 1
+        done = done + 1
+      end)
+    end
+    local finished = H.wait_for(function() return done == 200 end, 30)
+    assert.is_true(finished, done .. " of 200 finished")
+    for k in pairs(outcomes) do
+      assert.is_true(k == "echoed" or k == "closed", "an outcome: " .. k)
+    end
+    assert.is_true(alive(p))
+    -- Once the memory is let go, every client is served again, and the
+    -- timer that had no memory for its coroutine has run (it retries).
+    assert.is_true(H.wait_for(function() return ask(p.port, "ping\n") == "ping" end, 10))
+    assert.is_true(H.wait_for(function() return ask(p.port, "timer\n") == "true" end, 10))
+    local ok = 0
+    done = 0
+    for i = 1, 100 do
+      glisten.spawn(function()
+        if ask(p.port, ("again %d\n"):format(i)) == ("again %d"):format(i) then ok = ok + 1 end
+        done = done + 1
+      end)
+    end
+    assert.is_true(H.wait_for(function() return done == 100 end, 30))
+    assert.equal(100, ok)
+    assert.is_true(tonumber(ask(p.port, "errors\n")) > 0)
+    assert.equal(0, stop(p))
+    assert.matches("cannot serve a new connection: not enough memory", p:stderr())
+    assert.matches("timer: cannot run yet: not enough memory", p:stderr())
+  end)
+
+  it("caps each worker, and refuses a cap below what the state holds", function()
+    local p = start("-w 2 --max-memory 3000000 " .. H.script(FILL))
+    local full = {}
+    for _ = 1, 40 do -- connections go to either worker: until both were full
+      local got = ask(p.port, "fill\n")
+      local id = got and got:match("^full (%d)$")
+      if id then full[id] = true end
+      if full["1"] and full["2"] then break end
+      assert.is_true(H.wait_for(function() return ask(p.port, "ping\n") == "ping" end, 10))
+    end
+    assert.is_true(full["1"] and full["2"], "both workers reported a full state")
+    assert.equal(0, stop(p))
+    local rc, _, err = H.run("--max-memory 1000 " .. H.script(FILL))
+    assert.equal(2, rc)
+    assert.matches("max_memory.*already holds more than 1000 bytes", err)
+  end)
+end)
