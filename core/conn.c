@@ -257,29 +257,51 @@ void gl_conn_consume(gl_conn *c, size_t n) {
   gl_conn_update(c);
 }
 
-int gl_conn_write(gl_conn *c, const char *p, size_t n) {
+/* The first step of a write: writes directly what the kernel takes when
+ * nothing is queued. Returns the bytes written, or -errno when c cannot
+ * take any (a failed socket is closed, see write_failed). */
+static long write_direct(gl_conn *c, const char *p, size_t n) {
+  ssize_t w;
   if (c->flags & (GL_CONN_CLOSED | GL_CONN_CLOSING | GL_CONN_WDEAD))
     return (c->flags & GL_CONN_WDEAD) ? -c->err : -EPIPE;
-  if (c->out.len == 0 && !(c->flags & GL_CONN_CONNECTING) && n) {
-    ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
-    if (w < 0) {
-      int e = errno;
-      if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR) {
-        write_failed(c, e);
-        return -e;
-      }
-    } else {
-      p += w;
-      n -= (size_t)w;
-      c->last_active = ev_now(c->env->loop);
-      if (c->env->stats) GL_STAT_ADD(c->env->stats->bytes_out, (size_t)w);
-    }
+  if (c->out.len || (c->flags & GL_CONN_CONNECTING) || !n) return 0;
+  w = send(c->fd, p, n, MSG_NOSIGNAL);
+  if (w < 0) {
+    int e = errno;
+    if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR) return 0;
+    write_failed(c, e);
+    return -e;
   }
+  c->last_active = ev_now(c->env->loop);
+  if (c->env->stats) GL_STAT_ADD(c->env->stats->bytes_out, (size_t)w);
+  return (long)w;
+}
+
+int gl_conn_write(gl_conn *c, const char *p, size_t n) {
+  long w = write_direct(c, p, n);
+  if (w < 0) return (int)w;
+  p += w;
+  n -= (size_t)w;
   if (n == 0) return GL_OK;
   if (n > c->out_max || c->out.len > c->out_max - n) return -ENOBUFS;
   if (gl_buf_append(&c->out, p, n) != GL_OK) return -ENOBUFS;
   ev_io_start(c->env->loop, &c->wio);
   return GL_OK;
+}
+
+long gl_conn_write_some(gl_conn *c, const char *p, size_t n) {
+  long w = write_direct(c, p, n);
+  size_t rest, room;
+  if (w < 0) return w;
+  rest = n - (size_t)w;
+  room = c->out_max > c->out.len ? c->out_max - c->out.len : 0;
+  if (rest > room) rest = room;
+  if (rest) {
+    if (gl_buf_append(&c->out, p + w, rest) != GL_OK)
+      return w ? w : -ENOBUFS;
+    ev_io_start(c->env->loop, &c->wio);
+  }
+  return w + (long)rest;
 }
 
 void gl_conn_close(gl_conn *c, int reason, double linger) {

@@ -120,6 +120,13 @@ void gl_conn_update(gl_conn *c);
  * (on_close has run). */
 int gl_conn_write(gl_conn *c, const char *p, size_t n);
 
+/* Takes what it can of n bytes: writes directly when nothing is queued, and
+ * queues as much of the rest as fits under out_max. Returns the number of
+ * bytes taken (0 to n; fewer than n only when the queue is full), or a
+ * negative errno as gl_conn_write does (nothing taken). For a writer that
+ * waits for on_drain and goes on with the rest. */
+long gl_conn_write_some(gl_conn *c, const char *p, size_t n);
+
 /* Closes. With linger > 0 and output queued, reading stops and the close
  * waits until the queue is written or linger seconds pass. reason is
  * reported in c->reason. May run on_close before returning. */

@@ -404,10 +404,11 @@ static int sock_receive(lua_State *L) {
 
 /* --- send ---------------------------------------------------------------- */
 
-/* [-0, +3, -] The results of a write that returned rc != 0. */
-static int send_failed(lua_State *L, lg_socket *s, int rc) {
-  if (rc == -ENOBUFS) {
-    s->detail = "output limit exceeded (max_output)";
+/* [-0, +3, -] The results of a send that failed with rc (a negative errno)
+ * after taking `taken` bytes. */
+static int send_failed(lua_State *L, lg_socket *s, long rc, lua_Integer taken) {
+  if (rc == -ENOBUFS) { /* no memory for the queue */
+    s->detail = "out of memory";
     GL_STAT_ADD(s->rt->stats.errors, 1);
     lg_socket_close(s, LG_R_ERROR, 0);
     lua_pushnil(L);
@@ -416,43 +417,49 @@ static int send_failed(lua_State *L, lg_socket *s, int rc) {
     /* the peer is gone (the socket stays readable) or the socket failed */
     push_closed(L, s);
   }
-  lua_pushinteger(L, 0);
+  lua_pushinteger(L, taken);
   return 3;
 }
 
+/* Stack: the handle, data, first byte, next byte to take, last byte,
+ * deadline. Takes data in pieces as the queue drains, so a send of any size
+ * holds at most max_output bytes of it queued; the rest stays in the Lua
+ * string until the peer has read enough. */
 static int send_k(lua_State *L, int status, lua_KContext ctx) {
   lg_socket *s = lua_touserdata(L, 1);
-  size_t len;
-  const char *data = lua_tolstring(L, 2, &len);
-  lua_Integer i = lua_tointeger(L, 3), j = lua_tointeger(L, 4);
-  double deadline = lua_tonumber(L, 5);
-  int why = lg_woken(ctx), rc;
+  const char *data = lua_tostring(L, 2);
+  lua_Integer i0 = lua_tointeger(L, 3), i = lua_tointeger(L, 4),
+              j = lua_tointeger(L, 5);
+  double deadline = lua_tonumber(L, 6);
+  int why = lg_woken(ctx);
   (void)status;
   for (;;) {
     gl_conn *c = s->conn;
-    if (!c) {
-      push_closed(L, s);
-      lua_pushinteger(L, 0);
-      return 3;
-    }
-    if (gl_conn_queued(c) > s->high_water) {
-      if (why == LG_WAKE_TIMEOUT) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "timeout");
-        lua_pushinteger(L, 0);
-        return 3;
-      }
-      why = lg_wait(L, &s->wq, deadline, send_k);
-      continue;
-    }
-    size_t n = j >= i ? (size_t)(j - i + 1) : 0;
-    rc = gl_conn_write(c, data + i - 1, n);
-    (void)len;
-    if (rc == 0) {
-      lua_pushinteger(L, (lua_Integer)n);
+    if (i > j) {
+      lua_pushinteger(L, j >= i0 ? j - i0 + 1 : 0);
       return 1;
     }
-    return send_failed(L, s, rc);
+    if (!c) {
+      push_closed(L, s);
+      lua_pushinteger(L, i - i0);
+      return 3;
+    }
+    if (gl_conn_queued(c) <= s->high_water) {
+      long r = gl_conn_write_some(c, data + i - 1, (size_t)(j - i + 1));
+      if (r < 0) return send_failed(L, s, r, i - i0);
+      i += r;
+      lua_pushinteger(L, i);
+      lua_replace(L, 4);
+      if (i > j) continue;
+    }
+    /* more than high_water queued: wait until the peer has read enough */
+    if (why == LG_WAKE_TIMEOUT) {
+      lua_pushnil(L);
+      lua_pushliteral(L, "timeout");
+      lua_pushinteger(L, i - i0);
+      return 3;
+    }
+    why = lg_wait(L, &s->wq, deadline, send_k);
   }
 }
 
@@ -461,28 +468,36 @@ static int sock_send(lua_State *L) {
   lg_socket *s;
   size_t len;
   const char *data;
+  lua_Integer first = 1, i = 1, j;
   /* the common case: all of data, an open socket with little queued */
   if (lua_gettop(L) == 2) {
     s = push_handle(L, 1); /* 3, left there: the results go on top */
     data = luaL_checklstring(L, 2, &len);
     if (s->conn && gl_conn_queued(s->conn) <= s->high_water) {
-      int rc = gl_conn_write(s->conn, data, len);
-      if (rc) return send_failed(L, s, rc);
-      lua_pushinteger(L, (lua_Integer)len);
-      return 1;
+      long r = gl_conn_write_some(s->conn, data, len);
+      if (r == (long)len) {
+        lua_pushinteger(L, (lua_Integer)len);
+        return 1;
+      }
+      if (r < 0) return send_failed(L, s, r, 0);
+      i = r + 1; /* the queue is full: the rest waits */
     }
     lua_replace(L, 1);
+    j = (lua_Integer)len;
   } else {
     s = lg_check_socket(L, 1);
     data = luaL_checklstring(L, 2, &len);
+    i = luaL_optinteger(L, 3, 1);
+    j = luaL_optinteger(L, 4, -1);
+    if (i < 0) i = (lua_Integer)len + i + 1;
+    if (i < 1) i = 1;
+    if (j < 0) j = (lua_Integer)len + j + 1;
+    if (j > (lua_Integer)len) j = (lua_Integer)len;
+    first = i;
   }
-  lua_Integer i = luaL_optinteger(L, 3, 1), j = luaL_optinteger(L, 4, -1);
-  if (i < 0) i = (lua_Integer)len + i + 1;
-  if (i < 1) i = 1;
-  if (j < 0) j = (lua_Integer)len + j + 1;
-  if (j > (lua_Integer)len) j = (lua_Integer)len;
   lua_settop(L, 2);
-  lua_pushinteger(L, i);
+  lua_pushinteger(L, first); /* 3: the first byte (for the count) */
+  lua_pushinteger(L, i);     /* 4: the next byte to take */
   lua_pushinteger(L, j);
   lua_pushnumber(L, lg_deadline(s->rt, s->timeout));
   return send_k(L, LUA_OK, 0);

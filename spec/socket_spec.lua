@@ -349,24 +349,55 @@ describe("socket:send", function()
     end)
   end)
 
-  it("closes with reason error when unsent output would pass max_output", function()
-    local reason, detail, ret
+  it("takes a send larger than max_output in pieces as the peer reads", function()
+    local size = 8 * 1024 * 1024
+    local ret
     H.serving({
       max_output = 100000,
       handler = function(msg, state)
-        ret = { state.socket:send(("q"):rep(8 * 1024 * 1024)) }
+        ret = { state.socket:send(("q"):rep(size - 1) .. "!") }
       end,
-      with_close = function(_, r, d) reason, detail = r, d end,
     }, function(srv)
       local sink = H.connect(srv.port)
       sink:send("go")
-      assert.is_true(H.wait_for(function() return reason end, 5))
+      glisten.sleep(0.2)
+      assert.is_nil(ret) -- waiting for the peer, holding at most max_output queued
+      local got = assert(sink:receive(size))
+      assert.equal(size, #got)
+      assert.equal(("q"):rep(size - 1) .. "!", got)
+      assert.is_true(H.wait_for(function() return ret end))
       sink:close()
     end)
-    assert.equal("error", reason)
-    assert.matches("max_output", detail)
-    assert.is_nil(ret[1])
-    assert.matches("output limit", ret[2])
+    assert.same({ size }, ret)
+  end)
+
+  it('gives up on a timeout with nil, "timeout" and the bytes it took, all of which arrive', function()
+    local size = 8 * 1024 * 1024
+    local ret
+    H.serving({
+      max_output = 100000,
+      handler = function(msg, state)
+        state.socket:settimeout(0.2)
+        local data = {}
+        for k = 1, size / 8 do data[k] = ("%7d|"):format(k) end
+        ret = { state.socket:send(table.concat(data)) }
+      end,
+    }, function(srv)
+      local sink = H.connect(srv.port)
+      sink:send("go")
+      assert.is_true(H.wait_for(function() return ret end, 5))
+      assert.is_nil(ret[1])
+      assert.equal("timeout", ret[2])
+      local taken = ret[3]
+      assert.is_true(taken > 100000 and taken < size, "taken: " .. tostring(taken))
+      -- exactly the bytes taken arrive, in order, and nothing after them
+      local got = assert(sink:receive(taken))
+      local want = {}
+      for k = 1, taken // 8 + 1 do want[k] = ("%7d|"):format(k) end
+      assert.equal(table.concat(want):sub(1, taken), got)
+      assert.same({ nil, "timeout", "" }, { sink:receive(1, 0.2) })
+      sink:close()
+    end)
   end)
 
   it("close() flushes queued output before closing", function()

@@ -462,6 +462,43 @@ static void test_write_direct(void **state) {
   assert_all_closed(f);
 }
 
+/* gl_conn_write_some takes what the kernel and the queue have room for,
+ * never more than out_max queued; the writer goes on with the rest as the
+ * peer reads, and every byte arrives once, in order. */
+static void test_write_some_takes_what_fits(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  peer *q = &f->peers[0];
+  char *src = pattern(BIG);
+  size_t sent = 0;
+  shrink_buffers(c, q);
+  c->out_max = 100000;
+
+  long r = gl_conn_write_some(c, src, BIG);
+  assert_true(r > 0 && (size_t)r < BIG);
+  assert_int_equal(gl_conn_queued(c), c->out_max); /* full, not past it */
+  assert_int_equal(f->stats.bytes_out + gl_conn_queued(c), (size_t)r);
+  sent = (size_t)r;
+  /* a full queue takes nothing more, and says so without failing */
+  assert_int_equal(gl_conn_write_some(c, src + sent, BIG - sent), 0);
+
+  ev_io_start(f->loop, &q->io);
+  while (sent < BIG) {
+    size_t want = sent - gl_conn_queued(c) + 1; /* one more byte arrives */
+    wait_peer_got(f, q, want < sent ? want : sent);
+    r = gl_conn_write_some(c, src + sent, BIG - sent);
+    assert_true(r >= 0);
+    assert_true(gl_conn_queued(c) <= c->out_max);
+    sent += (size_t)r;
+  }
+  wait_peer_got(f, q, BIG);
+  assert_int_equal(q->got, BIG);
+  assert_false(q->bad);
+  assert_int_equal(gl_conn_queued(c), 0);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  free(src);
+}
+
 /* A peer that does not read makes writes queue; the queue never passes
  * out_max (-ENOBUFS, nothing queued); once the peer reads, every accepted
  * byte arrives in order and writes go direct again. */
@@ -966,6 +1003,7 @@ int main(void) {
       T(test_eof),
       T(test_write_direct),
       T(test_write_queues_and_refuses),
+      T(test_write_some_takes_what_fits),
       T(test_drain_at_low_water),
       T(test_linger_flushes),
       T(test_linger_deadline),
