@@ -333,3 +333,31 @@ void gl_conn_set_idle(gl_conn *c, double seconds) {
 void gl_env_close_all(gl_env *env) {
   while (env->conns) close_now(env->conns, GL_CLOSE_LOCAL, 0);
 }
+
+void gl_env_flush_close_all(gl_env *env) {
+  struct ev_loop *main = env->loop, *own;
+  gl_conn *c, *next;
+  for (c = env->conns; c; c = next) { /* the others end now */
+    next = c->next;
+    if (!(c->flags & GL_CONN_CLOSING)) close_now(c, GL_CLOSE_LOCAL, 0);
+  }
+  if (!env->conns) return;
+  own = ev_loop_new(EVFLAG_AUTO);
+  if (!own) {
+    gl_env_close_all(env);
+    return;
+  }
+  for (c = env->conns; c; c = c->next) { /* watchers move between loops */
+    ev_tstamp left = ev_timer_remaining(main, &c->timer);
+    ev_io_stop(main, &c->rio);
+    ev_io_stop(main, &c->wio);
+    ev_timer_stop(main, &c->timer);
+    ev_timer_set(&c->timer, left > 0 ? left : 0., 0.);
+    ev_io_start(own, &c->wio);
+    ev_timer_start(own, &c->timer);
+  }
+  env->loop = own;
+  while (env->conns) ev_run(own, EVRUN_ONCE);
+  env->loop = main;
+  ev_loop_destroy(own);
+}

@@ -139,6 +139,13 @@ void gl_conn_set_idle(gl_conn *c, double seconds);
  * teardown: on_close runs for each. */
 void gl_env_close_all(gl_env *env);
 
+/* Teardown that keeps the promise of a lingering close: connections still
+ * flushing (closed with linger) go on flushing, on a private loop so no
+ * other watcher of env's loop runs meanwhile, until each is written out or
+ * its linger passes; every other connection is closed at once. On return
+ * env has no connections. Blocks for at most the longest linger. */
+void gl_env_flush_close_all(gl_env *env);
+
 static inline size_t gl_conn_queued(const gl_conn *c) { return c->out.len; }
 
 #endif

@@ -62,7 +62,7 @@ static int rt_gc(lua_State *L) {
     gl_listener_close(&sv->l);
     ev_timer_stop(rt->loop, &sv->grace);
   }
-  gl_env_close_all(&rt->env);
+  gl_env_flush_close_all(&rt->env); /* what close() queued still goes out */
   lg_workers_detach(rt);
   if (ev_is_active(&rt->prepare)) {
     ev_ref(rt->loop);

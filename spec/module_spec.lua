@@ -461,4 +461,39 @@ describe("require from a stock lua5.4", function()
     p:close()
     assert.matches("^STOCK LUA\t%d+%.%d+%.%d+\n$", out)
   end)
+
+  it("delivers what close() queued when the script ends right after", function()
+    -- the peer reads nothing until the script is over: 32 MiB (more than
+    -- loopback's buffers hold) sit in the queue when the state closes, and
+    -- must still all arrive
+    local size = 32 * 1024 * 1024
+    local l = assert(glisten.listen(0, { max_receive = 2 * size }))
+    local script = H.script(([[
+      package.cpath = os.getenv("GLISTEN_BUILD") .. "/?.so;" .. package.cpath
+      local glisten = require "glisten"
+      local opts = { timeout = 5, max_output = 64 * 1024 * 1024 }
+      local c = assert(glisten.connect("127.0.0.1", %d, opts))
+      c:send(("d"):rep(%d - 1) .. "!")
+      assert(c:close() == 1)
+      local dropped = assert(glisten.connect("127.0.0.1", %d, opts))
+      dropped:send(("e"):rep(%d - 1) .. "!") -- dropped unclosed: flushed too
+      print("ended")
+    ]]):format(l.port, size, l.port, size))
+    local out = H.tmpdir .. "/flush.out"
+    os.execute(("GLISTEN_BUILD=%s timeout 20 lua5.4 %s > %s 2>&1 &"):format(
+      H.quote(H.build), H.quote(script), out))
+    local a = assert(l:accept(5))
+    local b = assert(l:accept(5))
+    l:close()
+    assert.is_true(H.wait_for(function() return (H.readfile(out) or ""):find("ended") end, 10))
+    glisten.sleep(0.3) -- the script has ended: its state is closing
+    for _, pair in ipairs{ { a, "d" }, { b, "e" } } do
+      local sock, ch = pair[1], pair[2]
+      sock:settimeout(10)
+      local got = assert(sock:receive("*a"))
+      assert.equal(size, #got)
+      assert.equal((ch):rep(size - 1) .. "!", got)
+      sock:close()
+    end
+  end)
 end)
