@@ -217,6 +217,8 @@ void lg_fiber_pool_put(lg_fiber *f);
 int lg_fiber_kill(lg_fiber *f);
 void lg_run(lg_rt *rt);
 double lg_deadline(lg_rt *rt, double timeout);
+double lg_opt_seconds(lua_State *L, int idx, double def);
+double lg_check_seconds(lua_State *L, int idx);
 void lg_log_error(lg_rt *rt, const char *what, lua_State *co, int status);
 void lg_log_flood(lg_rt *rt, int kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

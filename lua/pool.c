@@ -356,7 +356,7 @@ int lg_pool_serve(lua_State *L, int idx, const lg_opts *o) {
 /* pool:close([grace]) */
 static int pool_close_m(lua_State *L) {
   lg_pool *p = luaL_checkudata(L, 1, LG_POOL);
-  pool_close(p, luaL_optnumber(L, 2, 0));
+  pool_close(p, lg_opt_seconds(L, 2, 0));
   return 0;
 }
 

@@ -115,6 +115,19 @@ lg_rt *lg_rt_open(lua_State *L) {
   return rt;
 }
 
+/* [-0, +0, v] A number of seconds at idx (def when none or nil); NaN
+ * raises, as it compares false with everything and would wait forever. */
+double lg_opt_seconds(lua_State *L, int idx, double def) {
+  return lua_isnoneornil(L, idx) ? def : lg_check_seconds(L, idx);
+}
+
+/* [-0, +0, v] The same, for an argument that must be there. */
+double lg_check_seconds(lua_State *L, int idx) {
+  double t = luaL_checknumber(L, idx);
+  if (isnan(t)) luaL_argerror(L, idx, "seconds must be a number, not NaN");
+  return t;
+}
+
 double lg_deadline(lg_rt *rt, double timeout) {
   if (timeout < 0 || isnan(timeout)) return -1;
   if (!rt->in_loop) ev_now_update(rt->loop);
@@ -623,7 +636,7 @@ static void on_timer(EV_P_ ev_timer *w, int revents) {
 
 static int new_timer(lua_State *L, int repeat) {
   lg_rt *rt = lg_rt_get(L);
-  double s = luaL_checknumber(L, 1);
+  double s = lg_check_seconds(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   if (s < 0 || isnan(s)) luaL_argerror(L, 1, "seconds must be >= 0");
   if (repeat && s <= 0) luaL_argerror(L, 1, "interval must be > 0");
@@ -681,7 +694,7 @@ static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
 
 static int glisten_sleep(lua_State *L) {
   lg_rt *rt = lg_rt_get(L);
-  double s = luaL_checknumber(L, 1);
+  double s = lg_check_seconds(L, 1);
   lg_wait(L, NULL, lg_deadline(rt, s > 0 ? s : 0), sleep_k);
   return 0;
 }
@@ -707,7 +720,7 @@ static void on_step_timeout(EV_P_ ev_timer *w, int revents) {
 
 static int glisten_step(lua_State *L) {
   lg_rt *rt = lg_rt_get(L);
-  double timeout = luaL_optnumber(L, 1, 0);
+  double timeout = lg_opt_seconds(L, 1, 0);
   ev_timer t;
   int active;
   lg_check_loop_allowed(L, "step");

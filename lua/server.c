@@ -696,7 +696,7 @@ static lg_server *check_server(lua_State *L) {
 /* server:close([grace]) */
 static int server_close(lua_State *L) {
   lg_server *sv = check_server(L);
-  double grace = luaL_optnumber(L, 2, 0);
+  double grace = lg_opt_seconds(L, 2, 0);
   lg_server_close(sv, grace);
   return 0;
 }
@@ -819,7 +819,7 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx) {
 /* listener:accept([timeout]) -> socket | nil, "timeout" | nil, "closed" */
 static int lsock_accept(lua_State *L) {
   lg_lsock *ls = luaL_checkudata(L, 1, LG_LISTENER);
-  double t = luaL_optnumber(L, 2, -1);
+  double t = lg_opt_seconds(L, 2, -1);
   lua_settop(L, 2);
   lua_pushnumber(L, lg_deadline(ls->rt, t));
   return accept_k(L, LUA_OK, 0);

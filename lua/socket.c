@@ -19,6 +19,7 @@
  * callbacks by its server's (server.c).
  */
 #include <errno.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -326,7 +327,8 @@ static int try_receive(lua_State *L, lg_socket *s, int mode, size_t n,
           take(L, s, l && p[l - 1] == '\r' ? l - 1 : l, l + 1);
         return 1;
       }
-      if (len > s->max_line + 1) {
+      /* no end of line yet: a last \r may be the start of one */
+      if (len - (len && p[len - 1] == '\r') > s->max_line) {
         lua_pushnil(L);
         lua_pushliteral(L, "line too long");
         return 2;
@@ -390,7 +392,7 @@ static int sock_receive(lua_State *L) {
   size_t n = 0;
   double t;
   pattern(L, 2, &n);
-  t = lua_isnoneornil(L, 3) ? s->timeout : luaL_checknumber(L, 3);
+  t = lg_opt_seconds(L, 3, s->timeout);
   if (s->server && (!s->owner || lg_current(L) != s->owner))
     return luaL_error(L, "socket %d is a served connection: only its own "
                          "callbacks can receive on it", (int)s->id);
@@ -517,7 +519,7 @@ static int sock_settimeout(lua_State *L) {
   if (lua_isnoneornil(L, 2)) {
     s->timeout = -1;
   } else {
-    double t = luaL_checknumber(L, 2);
+    double t = lg_opt_seconds(L, 2, -1);
     s->timeout = t < 0 ? -1 : t;
   }
   lua_pushinteger(L, 1);
@@ -722,14 +724,16 @@ static int glisten_connect(lua_State *L) {
   if (lua_type(L, 3) == LUA_TTABLE) {
     lg_opts_read(L, 3, &o, LG_KEYS_CONNECT);
     if (lua_getfield(L, 3, "timeout") != LUA_TNIL) {
+      t = lua_tonumber(L, -1);
       if (!lua_isnumber(L, -1))
         luaL_error(L, "option 'timeout' must be a number of seconds");
-      t = lua_tonumber(L, -1);
+      if (isnan(t))
+        luaL_error(L, "option 'timeout' must be a number of seconds, not NaN");
     }
     lua_pop(L, 1);
   } else {
     lg_opts_default(&o);
-    t = luaL_optnumber(L, 3, -1);
+    t = lg_opt_seconds(L, 3, -1);
   }
   rt->used_net = 1;
   lg_socket *s = lg_socket_new(L, rt, NULL); /* 4 */

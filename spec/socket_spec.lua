@@ -121,6 +121,20 @@ describe("socket:receive", function()
     assert.equal("local", reason)
   end)
 
+  it("counts a line with no end of line yet against max_line, but for a last \\r", function()
+    local l = assert(glisten.listen(0, { max_line = 8 }))
+    local c1, c2 = H.connect(l.port), H.connect(l.port)
+    local s1, s2 = assert(l:accept(5)), assert(l:accept(5))
+    l:close()
+    c1:send("123456789") -- 9 bytes and no end of line: too long already
+    assert.same({ nil, "line too long" }, { s1:receive("*l", 5) })
+    c2:send("12345678\r") -- 8 bytes and maybe the start of \r\n: not yet
+    assert.same({ nil, "timeout", "12345678\r" }, { s2:receive("*l", 0.2) })
+    c2:send("12345678\r\n")
+    assert.equal("12345678", s2:receive("*l", 5))
+    for _, x in ipairs{ c1, c2, s1, s2 } do x:close() end
+  end)
+
   it('refuses "*a" past max_receive bytes, and keeps them for the script', function()
     H.serving({
       max_receive = 1000,
@@ -210,6 +224,30 @@ describe("socket:receive", function()
       assert.has_error(function() s:send({}) end)
       assert.has_error(function() s:send() end)
       assert.has_error(function() s:settimeout("soon") end)
+    end)
+  end)
+
+  it("raises on a NaN timeout instead of waiting forever", function()
+    pair(function(s, c)
+      local nan = 0 / 0
+      local l = assert(glisten.listen(0))
+      local calls = {
+        function() s:receive("*l", nan) end,
+        function() s:settimeout(nan) end,
+        function() l:accept(nan) end,
+        function() glisten.sleep(nan) end,
+        function() glisten.connect("127.0.0.1", l.port, nan) end,
+        function() glisten.connect("127.0.0.1", l.port, { timeout = nan }) end,
+        function() glisten.after(nan, print) end,
+      }
+      for i, call in ipairs(calls) do
+        local ok, err = pcall(call)
+        assert.is_false(ok, "call " .. i .. " did not raise")
+        assert.matches("not NaN", tostring(err))
+      end
+      l:close()
+      c:send("still fine\n") -- nothing was left waiting
+      assert.equal("still fine", s:receive("*l", 5))
     end)
   end)
 
