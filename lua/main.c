@@ -102,6 +102,13 @@ static int check_opts(lua_State *L) {
   return 0;
 }
 
+/* Validates the options glisten.serve would get (its table at 1). */
+static int check_serve_opts(lua_State *L) {
+  lg_opts o;
+  lg_opts_read(L, 1, &o, LG_KEYS_SERVE);
+  return 0;
+}
+
 /* --- shutdown on signals ---------------------------------------------- */
 
 static ev_signal sigint_w, sigterm_w;
@@ -322,6 +329,15 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (check) {
+    if (has_handler) { /* the options it would be served with */
+      lg_script_options(L, 2, from_table, 1);
+      lua_pushcfunction(L, check_serve_opts);
+      lua_insert(L, -2);
+      if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        fprintf(stderr, "%s: %s: %s\n", progname, script, lua_tostring(L, -1));
+        return 1;
+      }
+    }
     printf("%s: ok\n", script);
     lg_closestate(L);
     return 0;

@@ -82,6 +82,13 @@ describe("glisten-lua loading a script", function()
     assert.matches("ok", out)
     rc = H.run("--check " .. H.script("function handler(\n"))
     assert.equal(1, rc)
+    -- an option value the real start would refuse is refused by --check too
+    local err
+    rc, out, err = H.run("--check " .. H.script(
+      "return { handler = function() end, idle_timeout = 'x' }"))
+    assert.equal(1, rc)
+    assert.matches("option 'idle_timeout' must be a number", err)
+    assert.not_matches("ok", out)
   end)
 
   it("exits 1 with a clear message when the port cannot be bound", function()
