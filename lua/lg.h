@@ -106,7 +106,8 @@ struct lg_rt {
   int stopped; /* glisten.stop() */
   int defer;   /* > 0: wakes go through the ready queue */
   long served; /* served connections whose fiber has not finished */
-  int used_net; /* a server, listener or connection was ever made */
+  int started_work; /* a server, listener, connection, coroutine or timer
+                       was ever started (the command runs the loop) */
   double shutdown_timeout; /* the command's grace on SIGINT/SIGTERM */
   lg_server *servers; /* open servers */
   int closing;        /* lua_close in progress: call no Lua */

@@ -323,9 +323,10 @@ int main(int argc, char **argv) {
     return 1;
   }
   int has_handler = t == LUA_TFUNCTION;
-  if (!has_handler && !rt->servers && !rt->used_net) {
-    fprintf(stderr, "%s: %s defines no handler(msg, state) and starts no "
-                    "server\n", progname, script);
+  if (!has_handler && !rt->servers && !rt->started_work) {
+    fprintf(stderr, "%s: %s defines no handler(msg, state) and starts "
+                    "nothing (no server, connection, coroutine or timer)\n",
+            progname, script);
     return 1;
   }
   if (check) {

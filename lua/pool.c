@@ -289,7 +289,7 @@ int lg_pool_serve(lua_State *L, int idx, const lg_opts *o) {
   lg_rt *rt = lg_rt_get(L);
   int n = o->workers ? o->workers : 1;
   idx = lua_absindex(L, idx);
-  rt->used_net = 1;
+  rt->started_work = 1;
   if (rt->pool)
     return luaL_error(L, "glisten.serve: a worker cannot start a pool");
   /* the options each worker serves: all but script and workers */

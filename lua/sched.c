@@ -276,6 +276,7 @@ lg_fiber *lg_fiber_new(lua_State *L, lg_done_fn *done) {
  * top of L and queues its start with those values. */
 lg_fiber *lg_spawn(lua_State *L, int narg, lg_done_fn *done) {
   lg_fiber *f = lg_fiber_new(L, done);
+  f->rt->started_work = 1;
   if (!lua_checkstack(f->th, narg + 1))
     luaL_error(L, "too many arguments (%d)", narg);
   lua_xmove(L, f->th, narg + 1);
@@ -637,6 +638,7 @@ static void on_timer(EV_P_ ev_timer *w, int revents) {
 static int new_timer(lua_State *L, int repeat) {
   lg_rt *rt = lg_rt_get(L);
   double s = lg_check_seconds(L, 1);
+  rt->started_work = 1;
   luaL_checktype(L, 2, LUA_TFUNCTION);
   if (s < 0 || isnan(s)) luaL_argerror(L, 1, "seconds must be >= 0");
   if (repeat && s <= 0) luaL_argerror(L, 1, "interval must be > 0");

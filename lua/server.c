@@ -617,7 +617,7 @@ int lg_serve(lua_State *L, int idx, lg_pool *pool) {
   static const char *const cbs[] = {"handler", "with_init", "with_close",
                                     "with_message", NULL};
   idx = lua_absindex(L, idx);
-  rt->used_net = 1;
+  rt->started_work = 1;
   lg_opts_read(L, idx, &o, LG_KEYS_SERVE);
   if (o.max_memory) lg_limit_memory(L, o.max_memory);
   lua_createtable(L, 0, 4); /* handlers */
@@ -865,7 +865,7 @@ static int glisten_listen(lua_State *L) {
   lg_opts o;
   char err[GL_ERRLEN];
   luaL_argcheck(L, port >= 0 && port <= 65535, 1, "port out of range");
-  rt->used_net = 1;
+  rt->started_work = 1;
   if (lua_type(L, 2) == LUA_TTABLE) {
     lg_opts_read(L, 2, &o, LG_KEYS_LISTEN);
   } else {

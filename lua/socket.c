@@ -735,7 +735,7 @@ static int glisten_connect(lua_State *L) {
     lg_opts_default(&o);
     t = lg_opt_seconds(L, 3, -1);
   }
-  rt->used_net = 1;
+  rt->started_work = 1;
   lg_socket *s = lg_socket_new(L, rt, NULL); /* 4 */
   lg_socket_limits(s, &o);
   lua_rawgeti(L, 4, 1);                      /* 5 */

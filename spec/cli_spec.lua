@@ -75,6 +75,21 @@ describe("glisten-lua loading a script", function()
     assert.matches("'handler' must be a function", err)
   end)
 
+  it("runs a script whose only work is a coroutine or a timer, and exits 0 when it is done", function()
+    local rc, out, err = H.run(H.script([[
+      local glisten = require "glisten"
+      glisten.spawn(function() glisten.sleep(0.1); print("spawned done") end)
+    ]]))
+    assert.equal(0, rc, err)
+    assert.equal("spawned done\n", out)
+    rc, out, err = H.run(H.script([[
+      local glisten = require "glisten"
+      glisten.after(0.1, function() print("timer done") end)
+    ]]))
+    assert.equal(0, rc, err)
+    assert.equal("timer done\n", out)
+  end)
+
   it("--check reports a good script with exit 0 and a bad one with exit 1", function()
     local good = H.script(ECHO)
     local rc, out = H.run("--check " .. good)
