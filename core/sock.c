@@ -67,8 +67,10 @@ int gl_sock_listen(const char *host, int port, int backlog, int flags,
   }
   freeaddrinfo(res);
   if (fd < 0) {
-    snprintf(err, errlen, "cannot listen on %s:%d: %s", host ? host : "*",
-             port, strerror(saved ? saved : EADDRNOTAVAIL));
+    snprintf(err, errlen,
+             host && strchr(host, ':') ? "cannot listen on [%s]:%d: %s"
+                                       : "cannot listen on %s:%d: %s",
+             host ? host : "*", port, strerror(saved ? saved : EADDRNOTAVAIL));
     return -1;
   }
   if (bound) {

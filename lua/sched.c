@@ -603,11 +603,16 @@ static int timer_run(lua_State *L) {
   return 0;
 }
 
+static void timer_done(lg_fiber *f, int status) {
+  if (status != LUA_OK) lg_log_error(f->rt, "error in timer", f->th, status);
+  lg_fiber_release(f);
+}
+
 static int timer_fire(lua_State *L) {
   lg_timer *t = lua_touserdata(L, 1);
   lua_pushcfunction(L, timer_run);
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
-  lg_spawn(L, 1, NULL);
+  lg_spawn(L, 1, timer_done);
   if (t->w.repeat == 0) timer_disarm(t); /* only once its run is queued */
   return 0;
 }

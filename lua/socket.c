@@ -213,10 +213,16 @@ void lg_socket_peer(lg_socket *s, char *buf, size_t len) {
  * those, and Lua code cannot forge a userdata's contents. Cheaper than
  * luaL_checkudata, which hashes the type name. */
 static lg_socket *push_handle(lua_State *L, int idx) {
-  if (lua_type(L, idx) == LUA_TTABLE &&
-      lua_rawgeti(L, idx, 1) == LUA_TUSERDATA) {
-    lg_socket *s = lua_touserdata(L, -1);
-    if (lua_rawlen(L, -1) == sizeof *s && s->tag == &HANDLE_MT_KEY) return s;
+  if (lua_type(L, idx) == LUA_TTABLE) {
+    if (lua_rawgeti(L, idx, 1) == LUA_TUSERDATA) {
+      lg_socket *s = lua_touserdata(L, -1);
+      if (lua_rawlen(L, -1) == sizeof *s && s->tag == &HANDLE_MT_KEY)
+        return s;
+    }
+    if (luaL_getmetafield(L, idx, "__name") == LUA_TSTRING &&
+        strcmp(lua_tostring(L, -1), LG_SOCKET) == 0)
+      luaL_argerror(L, idx, LG_SOCKET " expected, got one whose handle "
+                            "([1]) was changed");
   }
   luaL_typeerror(L, idx, LG_SOCKET);
   return NULL;

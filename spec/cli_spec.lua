@@ -88,6 +88,15 @@ describe("glisten-lua loading a script", function()
     ]]))
     assert.equal(0, rc, err)
     assert.equal("timer done\n", out)
+    -- their errors are logged, each with what it came from
+    rc, _, err = H.run(H.script([[
+      local glisten = require "glisten"
+      glisten.after(0, function() error("timer boom") end)
+      glisten.spawn(function() error("spawn boom") end)
+    ]]))
+    assert.equal(0, rc, err)
+    assert.matches("error in timer: [^\n]*timer boom", err)
+    assert.matches("error in spawned function: [^\n]*spawn boom", err)
   end)
 
   it("--check reports a good script with exit 0 and a bad one with exit 1", function()

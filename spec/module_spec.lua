@@ -41,6 +41,10 @@ describe("glisten.serve", function()
     if not srv then return pending("no IPv6 loopback here") end
     local c = H.connect(srv.port, "::1")
     c:send("v6"); assert.equal("v6", c:receive(2))
+    -- a second server on the same port fails with the address as printed
+    local dup, err = glisten.serve{ host = "::1", port = srv.port, handler = print }
+    assert.is_nil(dup)
+    assert.matches("cannot listen on %[::1%]:" .. srv.port .. ": ", err)
     c:close(); srv:close()
   end)
 

@@ -264,6 +264,9 @@ describe("socket:receive", function()
         end
       end
       l:close()
+      local changed = setmetatable({ {}, id = s.id }, getmetatable(s))
+      assert.has_error(function() changed:send("x") end,
+        "calling 'send' on bad self (glisten.socket expected, got one whose handle ([1]) was changed)")
       assert.equal(1, s:send("x")) -- the real socket still works
       assert.equal("integer", math.type(s.id)) -- a plain field
       assert.is_false(getmetatable(s[1])) -- the handle's metatable is hidden
