@@ -298,7 +298,7 @@ long gl_conn_write_some(gl_conn *c, const char *p, size_t n) {
   if (rest > room) rest = room;
   if (rest) {
     if (gl_buf_append(&c->out, p + w, rest) != GL_OK)
-      return w ? w : -ENOBUFS;
+      return w ? w : -ENOMEM;
     ev_io_start(c->env->loop, &c->wio);
   }
   return w + (long)rest;
@@ -347,6 +347,7 @@ void gl_env_flush_close_all(gl_env *env) {
     gl_env_close_all(env);
     return;
   }
+  ev_now_update(main); /* it may not have run for a while */
   for (c = env->conns; c; c = c->next) { /* watchers move between loops */
     ev_tstamp left = ev_timer_remaining(main, &c->timer);
     ev_io_stop(main, &c->rio);

@@ -122,9 +122,11 @@ int gl_conn_write(gl_conn *c, const char *p, size_t n);
 
 /* Takes what it can of n bytes: writes directly when nothing is queued, and
  * queues as much of the rest as fits under out_max. Returns the number of
- * bytes taken (0 to n; fewer than n only when the queue is full), or a
- * negative errno as gl_conn_write does (nothing taken). For a writer that
- * waits for on_drain and goes on with the rest. */
+ * bytes taken (0 to n; fewer than n when the queue is full, or when no
+ * memory could be had for it after a direct write), or a negative errno
+ * with nothing taken: -ENOMEM when no memory could be had for the queue
+ * (c stays open), else as gl_conn_write. For a writer that waits for
+ * on_drain and goes on with the rest. */
 long gl_conn_write_some(gl_conn *c, const char *p, size_t n);
 
 /* Closes. With linger > 0 and output queued, reading stops and the close

@@ -149,6 +149,8 @@ struct lg_socket {
   int started;         /* a served connection's with_init has been called */
   int idle;            /* its last run ended with nothing left to do */
   int stop;            /* shut down from its own callback: end after it */
+  lua_State *writer;   /* the send that has taken part of its data and
+                          waits to take the rest: no other takes any */
   int sref;            /* a served connection's state table (registry ref,
                           which anchors it until the socket is released) */
   size_t max_line, max_receive, max_output, high_water;
@@ -220,7 +222,7 @@ void lg_run(lg_rt *rt);
 double lg_deadline(lg_rt *rt, double timeout);
 double lg_opt_seconds(lua_State *L, int idx, double def);
 double lg_check_seconds(lua_State *L, int idx);
-void lg_log_error(lg_rt *rt, const char *what, lua_State *co, int status);
+int lg_log_error(lg_rt *rt, const char *what, lua_State *co, int status);
 void lg_log_flood(lg_rt *rt, int kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void lg_check_loop_allowed(lua_State *L, const char *fn);

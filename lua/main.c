@@ -93,17 +93,19 @@ static void put_option(lua_State *L, int i, const char *v) {
   lua_setfield(L, -2, options[i].key);
 }
 
-/* Validates the command's options; caps this state's memory from the
- * start when it is the one worker (a pool's workers cap their own). */
+/* [-0, +0, e] Validates the command's options (table at 1) into the
+ * lg_opts at 2; caps this state's memory from here on when it is the one
+ * worker (a pool's workers cap their own). Everything that allocates in
+ * this state after the cap runs in a protected call (start, serve). */
 static int check_opts(lua_State *L) {
-  lg_opts o;
-  lg_opts_read(L, 1, &o, LG_KEYS_ANY);
-  if (o.max_memory && o.workers <= 1) lg_limit_memory(L, o.max_memory);
+  lg_opts *o = lua_touserdata(L, 2);
+  lg_opts_read(L, 1, o, LG_KEYS_ANY);
+  if (o->max_memory && o->workers <= 1) lg_limit_memory(L, o->max_memory);
   return 0;
 }
 
-/* Validates the options glisten.serve would get (its table at 1). */
-static int check_serve_opts(lua_State *L) {
+/* [-1, +0, e] Validates the options glisten.serve would get. */
+static int serve_opts_valid(lua_State *L) {
   lg_opts o;
   lg_opts_read(L, 1, &o, LG_KEYS_SERVE);
   return 0;
@@ -191,12 +193,49 @@ static void watch_signals(lg_rt *rt) {
 
 /* --- main ------------------------------------------------------------- */
 
-/* [-1, +2, e] load_script(path) -> callbacks table, from_table */
-static int load_script(lua_State *L) {
-  const char *path = lua_tostring(L, 1);
-  int from_table = lg_script_load(L, path);
-  lua_pushboolean(L, from_table);
-  return 2;
+/* [-3, +0, e] start(options, script, check): loads the script, checks it,
+ * and (unless check) serves its handler with the options it would be
+ * served with; sets the grace of a shutdown. Raises with the message to
+ * print. */
+static int start(lua_State *L) {
+  lg_rt *rt = lg_rt_get(L);
+  const char *script = lua_tostring(L, 2);
+  int check = lua_toboolean(L, 3);
+  int from_table = lg_script_load(L, script); /* 4: where the callbacks are */
+  rt->shutdown_timeout = 5.0;
+  int t = lua_getfield(L, 4, "handler");
+  lua_pop(L, 1);
+  if (t != LUA_TNIL && t != LUA_TFUNCTION)
+    return luaL_error(L, "%s: 'handler' must be a function, not a %s", script,
+                      lua_typename(L, t));
+  if (t == LUA_TNIL && !rt->servers && !rt->started_work)
+    return luaL_error(L, "%s defines no handler(msg, state) and starts "
+                         "nothing (no server, connection, coroutine or timer)",
+                      script);
+  if (t == LUA_TFUNCTION) {
+    lg_opts o;
+    lg_script_options(L, 4, from_table, 1); /* 5 */
+    if (check) { /* the options it would be served with */
+      lua_pushcfunction(L, serve_opts_valid);
+      lua_pushvalue(L, 5);
+      if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+        return luaL_error(L, "%s: %s", script, lua_tostring(L, -1));
+      return 0;
+    }
+    lg_opts_read(L, 5, &o, LG_KEYS_SERVE);
+    rt->shutdown_timeout = o.shutdown_timeout;
+    if (lg_serve(L, 5, NULL) == 2) return lua_error(L);
+  } else if (from_table) {
+    lg_opts o; /* no handler: only the grace is taken from the table */
+    lua_createtable(L, 0, 1);
+    lua_getfield(L, 4, "shutdown_timeout");
+    lua_setfield(L, -2, "shutdown_timeout");
+    lg_opts_read(L, -1, &o, LG_KEYS_ANY);
+    rt->shutdown_timeout = o.shutdown_timeout;
+  }
+  if (lua_getfield(L, 1, "shutdown_timeout") != LUA_TNIL) /* the flag wins */
+    rt->shutdown_timeout = lua_tonumber(L, -1);
+  return 0;
 }
 
 /* [-1, +2, e] serve(options) -> server | nil, err, as glisten.serve */
@@ -270,10 +309,6 @@ int main(int argc, char **argv) {
     }
     put_option(L, j, port);
   }
-  lua_pushcfunction(L, check_opts);
-  lua_pushvalue(L, 1);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) die_usage("%s", lua_tostring(L, -1));
-
   /* arg, as lua.c sets it */
   lua_createtable(L, 1, 1);
   lua_pushstring(L, argv[0]);
@@ -281,9 +316,14 @@ int main(int argc, char **argv) {
   lua_pushstring(L, script);
   lua_rawseti(L, -2, 0);
   lua_setglobal(L, "arg");
+  lua_pushstring(L, script); /* 2 */
 
   lg_opts cli;
-  lg_opts_read(L, 1, &cli, LG_KEYS_ANY);
+  lua_pushcfunction(L, check_opts);
+  lua_pushvalue(L, 1);
+  lua_pushlightuserdata(L, &cli);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) die_usage("%s", lua_tostring(L, -1));
+
   if (cli.workers > 1 && !check) {
     /* a pool: every worker loads the script itself, and reports errors */
     lua_pushcfunction(L, serve);
@@ -299,67 +339,26 @@ int main(int argc, char **argv) {
     fprintf(stderr, strchr(lua_tostring(L, -1), ':') ? "listening on [%s]:%d\n"
                                                       : "listening on %s:%d\n",
             lua_tostring(L, -1), (int)lua_tointeger(L, -2));
-    lua_settop(L, 1);
+    lua_settop(L, 2);
     rt->shutdown_timeout = cli.shutdown_timeout;
     watch_signals(rt);
     lg_run(rt);
     lg_closestate(L);
     return 0;
   }
-  int from_table = 0;
-  lua_pushcfunction(L, load_script);
-  lua_pushstring(L, script);
-  if (lua_pcall(L, 1, 2, 0) != LUA_OK) {
+  lua_pushcfunction(L, start);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_pushboolean(L, check);
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
     fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
     return 1;
   }
-  from_table = lua_toboolean(L, -1);
-  lua_pop(L, 1); /* 2: where the callbacks are */
-  int t = lua_getfield(L, 2, "handler");
-  lua_pop(L, 1);
-  if (t != LUA_TNIL && t != LUA_TFUNCTION) {
-    fprintf(stderr, "%s: %s: 'handler' must be a function, not a %s\n",
-            progname, script, lua_typename(L, t));
-    return 1;
-  }
-  int has_handler = t == LUA_TFUNCTION;
-  if (!has_handler && !rt->servers && !rt->started_work) {
-    fprintf(stderr, "%s: %s defines no handler(msg, state) and starts "
-                    "nothing (no server, connection, coroutine or timer)\n",
-            progname, script);
-    return 1;
-  }
   if (check) {
-    if (has_handler) { /* the options it would be served with */
-      lg_script_options(L, 2, from_table, 1);
-      lua_pushcfunction(L, check_serve_opts);
-      lua_insert(L, -2);
-      if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-        fprintf(stderr, "%s: %s: %s\n", progname, script, lua_tostring(L, -1));
-        return 1;
-      }
-    }
     printf("%s: ok\n", script);
     lg_closestate(L);
     return 0;
   }
-  if (has_handler) {
-    lg_script_options(L, 2, from_table, 1);
-    lua_pushcfunction(L, serve);
-    lua_insert(L, -2);
-    if (lua_pcall(L, 1, 2, 0) != LUA_OK || lua_isnil(L, -2)) {
-      fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
-      return 1;
-    }
-    lua_settop(L, 2);
-  }
-  rt->shutdown_timeout = 5.0;
-  if (from_table && lua_getfield(L, 2, "shutdown_timeout") == LUA_TNUMBER)
-    rt->shutdown_timeout = lua_tonumber(L, -1);
-  lua_pop(L, 1);
-  if (lua_getfield(L, 1, "shutdown_timeout") == LUA_TNUMBER)
-    rt->shutdown_timeout = lua_tonumber(L, -1);
-  lua_pop(L, 1);
   for (lg_server *sv = rt->servers; sv; sv = sv->next)
     fprintf(stderr, strchr(sv->host, ':') ? "listening on [%s]:%d\n"
                                           : "listening on %s:%d\n",

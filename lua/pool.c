@@ -82,6 +82,9 @@ static int worker_setup(lua_State *L) {
   wctx *w = lua_touserdata(L, 1);
   lg_pool *p = w->p;
   lg_value_decode(L, p->opts, p->opts_len); /* 2: options */
+  if (lua_getfield(L, 2, "max_memory") == LUA_TNUMBER) /* before the script */
+    lg_limit_memory(L, (size_t)lua_tointeger(L, -1));
+  lua_pop(L, 1);
   if (w->id > 1) {
     lua_pushinteger(L, p->port);
     lua_setfield(L, 2, "port");

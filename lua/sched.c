@@ -277,8 +277,10 @@ lg_fiber *lg_fiber_new(lua_State *L, lg_done_fn *done) {
 lg_fiber *lg_spawn(lua_State *L, int narg, lg_done_fn *done) {
   lg_fiber *f = lg_fiber_new(L, done);
   f->rt->started_work = 1;
-  if (!lua_checkstack(f->th, narg + 1))
-    luaL_error(L, "too many arguments (%d)", narg);
+  if (!lua_checkstack(f->th, narg + 1)) {
+    lg_fiber_release(f);
+    luaL_error(L, "too many arguments (%d), or no memory for them", narg);
+  }
   lua_xmove(L, f->th, narg + 1);
   f->nargs = narg;
   ready_push(f);
@@ -318,15 +320,16 @@ static int traceback_p(lua_State *L) {
 }
 
 /* [-0, +(0|1), -] Returns the message and traceback of co's failed run,
- * pushed onto co; or, when that fails (a failing __tostring, no memory
- * left), a description written to buf. Never raises. */
+ * pushed onto co (*st is LUA_OK); or, when that fails (*st is why: a failing
+ * __tostring, no memory left), a description written to buf. Never
+ * raises. */
 static const char *traceback(lua_State *co, lg_rt *rt, char *buf,
-                             size_t size) {
+                             size_t size, int *status) {
   lua_State *L = rt->L;
   int top = lua_gettop(co), st;
   lua_pushcfunction(L, traceback_p);
   lua_pushlightuserdata(L, co);
-  st = lua_pcall(L, 1, 1, 0);
+  *status = st = lua_pcall(L, 1, 1, 0);
   if (st == LUA_OK) {
     lua_settop(co, top);
     lua_xmove(L, co, 1);
@@ -334,22 +337,28 @@ static const char *traceback(lua_State *co, lg_rt *rt, char *buf,
   }
   lua_pop(L, 1);
   lua_settop(co, top);
-  if (st == LUA_ERRMEM && lua_type(co, -1) == LUA_TSTRING)
+  if (st == LUA_ERRMEM)
     snprintf(buf, size, "%s (no memory left for a traceback)",
-             lua_tostring(co, -1));
+             lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1)
+                                             : "not enough memory");
   else
     snprintf(buf, size, "(error object is a %s value whose __tostring "
              "failed)", luaL_typename(co, -1));
   return buf;
 }
 
-/* Logs the error on top of co (with a traceback pushed onto co) and counts
- * it. Never raises. */
-void lg_log_error(lg_rt *rt, const char *what, lua_State *co, int status) {
+/* Logs the error on top of co and counts it. Returns LUA_OK when its
+ * traceback, a string, is now on top of co; else why it could not be made
+ * (LUA_ERRMEM: no memory left; another code: a failing __tostring). Never
+ * raises. */
+int lg_log_error(lg_rt *rt, const char *what, lua_State *co, int status) {
   char buf[256];
+  int st;
+  const char *msg = traceback(co, rt, buf, sizeof buf, &st);
   (void)status;
   GL_STAT_ADD(rt->stats.errors, 1);
-  gl_log(GL_LOG_ERROR, "%s: %s", what, traceback(co, rt, buf, sizeof buf));
+  gl_log(GL_LOG_ERROR, "%s: %s", what, msg);
+  return st;
 }
 
 /* Logs an error of a kind (LG_FLOOD_*) that a flood of work can repeat,

@@ -298,20 +298,20 @@ static void conn_done(lg_fiber *f, int status) {
   lg_rt *rt = f->rt;
   lua_State *co = f->th;
   char what[128], peer[80];
+  int described = LUA_OK; /* whether the traceback is on top of co */
   if (status != LUA_OK) {
     lg_socket_peer(s, peer, sizeof peer);
     snprintf(what, sizeof what, "conn %lld (%s): %s", (long long)s->id, peer,
              f->phase ? "error in with_close" : "script error");
-    lg_log_error(rt, what, co, status);
+    described = lg_log_error(rt, what, co, status);
   }
   if (f->phase) {
     conn_finish(f);
     return;
   }
   if (status != LUA_OK) {
-    /* the traceback (a string on top of co; else the error object, for
-     * which there was no memory or whose __tostring failed) outlives the
-     * reset: on L's stack, moved, not copied */
+    /* the traceback (or, when it could not be made, the error object if
+     * it is a string) outlives the reset: on L's stack, moved, not copied */
     lua_State *L = rt->L;
     int keep = lua_type(co, -1) == LUA_TSTRING && lua_checkstack(L, 1);
     if (keep) lua_xmove(co, L, 1);
@@ -320,7 +320,7 @@ static void conn_done(lg_fiber *f, int status) {
     s->reason = LG_R_ERROR;
     lg_socket_close(s, LG_R_ERROR, LG_LINGER);
     start_close(f, keep ? NULL
-                 : status == LUA_ERRMEM
+                 : status == LUA_ERRMEM || described == LUA_ERRMEM
                      ? "not enough memory"
                      : "(error object whose __tostring failed)",
                 keep);
@@ -784,18 +784,21 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   for (;;) {
     if (ls->npending) {
+      /* the socket object before taking the descriptor: should Lua run out
+       * of memory, the descriptor is still pending, not lost */
+      lg_socket *s = lg_socket_new(L, ls->rt, NULL);
       int fd = ls->pending[0];
+      gl_conn *c;
       memmove(ls->pending, ls->pending + 1,
               (size_t)--ls->npending * sizeof(int));
       lsock_update(ls);
-      gl_conn *c = gl_conn_new(&ls->rt->env, fd, 0, &lg_socket_cbs, NULL);
-      if (!c) {
+      lg_socket_limits(s, &ls->o);
+      c = gl_conn_new(&ls->rt->env, fd, 0, &lg_socket_cbs, NULL);
+      if (!c) { /* gl_conn_new closed fd */
         lua_pushnil(L);
         lua_pushliteral(L, "out of memory");
         return 2;
       }
-      lg_socket *s = lg_socket_new(L, ls->rt, NULL);
-      lg_socket_limits(s, &ls->o);
       lg_socket_attach(s, c);
       return 1;
     }

@@ -415,7 +415,7 @@ static int sock_receive(lua_State *L) {
 /* [-0, +3, -] The results of a send that failed with rc (a negative errno)
  * after taking `taken` bytes. */
 static int send_failed(lua_State *L, lg_socket *s, long rc, lua_Integer taken) {
-  if (rc == -ENOBUFS) { /* no memory for the queue */
+  if (rc == -ENOMEM) { /* no memory for the queue */
     s->detail = "out of memory";
     GL_STAT_ADD(s->rt->stats.errors, 1);
     lg_socket_close(s, LG_R_ERROR, 0);
@@ -429,10 +429,31 @@ static int send_failed(lua_State *L, lg_socket *s, long rc, lua_Integer taken) {
   return 3;
 }
 
+/* The turn of a send that has taken part of its data (s->writer): a
+ * to-be-closed value on its stack, so the turn ends however the send does,
+ * its coroutine cut short included, and the sends waiting behind it go on. */
+typedef struct send_turn {
+  lg_socket *s;
+  lua_State *L;
+} send_turn;
+
+static char SEND_TURN_MT_KEY;
+
+static int send_turn_close(lua_State *L) {
+  send_turn *t = lua_touserdata(L, 1);
+  if (t->s && t->s->writer == t->L) {
+    t->s->writer = NULL;
+    lg_wake_all(&t->s->wq);
+  }
+  t->s = NULL;
+  return 0;
+}
+
 /* Stack: the handle, data, first byte, next byte to take, last byte,
- * deadline. Takes data in pieces as the queue drains, so a send of any size
- * holds at most max_output bytes of it queued; the rest stays in the Lua
- * string until the peer has read enough. */
+ * deadline, [the turn]. Takes data in pieces as the queue drains, so a send
+ * of any size holds at most max_output bytes of it queued; the rest stays in
+ * the Lua string until the peer has read enough. Once it has taken a part,
+ * no other send takes anything until it ends, so sends never interleave. */
 static int send_k(lua_State *L, int status, lua_KContext ctx) {
   lg_socket *s = lua_touserdata(L, 1);
   const char *data = lua_tostring(L, 2);
@@ -443,7 +464,7 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   for (;;) {
     gl_conn *c = s->conn;
-    if (i > j) {
+    if (i > j) { /* a turn, if any, ends as this returns */
       lua_pushinteger(L, j >= i0 ? j - i0 + 1 : 0);
       return 1;
     }
@@ -452,15 +473,25 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
       lua_pushinteger(L, i - i0);
       return 3;
     }
-    if (gl_conn_queued(c) <= s->high_water) {
+    if (i > i0 && !s->writer) { /* a part is taken: our turn until done */
+      send_turn *t = lua_newuserdatauv(L, sizeof *t, 0); /* 7 */
+      t->s = s;
+      t->L = L;
+      lua_rawgetp(L, LUA_REGISTRYINDEX, &SEND_TURN_MT_KEY);
+      lua_setmetatable(L, 7);
+      lua_toclose(L, 7);
+      s->writer = L;
+    }
+    if (gl_conn_queued(c) <= s->high_water &&
+        (!s->writer || s->writer == L)) {
       long r = gl_conn_write_some(c, data + i - 1, (size_t)(j - i + 1));
       if (r < 0) return send_failed(L, s, r, i - i0);
       i += r;
       lua_pushinteger(L, i);
       lua_replace(L, 4);
-      if (i > j) continue;
+      continue;
     }
-    /* more than high_water queued: wait until the peer has read enough */
+    /* more than high_water queued, or another send's turn: wait */
     if (why == LG_WAKE_TIMEOUT) {
       lua_pushnil(L);
       lua_pushliteral(L, "timeout");
@@ -481,7 +512,7 @@ static int sock_send(lua_State *L) {
   if (lua_gettop(L) == 2) {
     s = push_handle(L, 1); /* 3, left there: the results go on top */
     data = luaL_checklstring(L, 2, &len);
-    if (s->conn && gl_conn_queued(s->conn) <= s->high_water) {
+    if (s->conn && gl_conn_queued(s->conn) <= s->high_water && !s->writer) {
       long r = gl_conn_write_some(s->conn, data, len);
       if (r == (long)len) {
         lua_pushinteger(L, (lua_Integer)len);
@@ -809,6 +840,12 @@ int lg_socket_open(lua_State *L) {
   lua_pushboolean(L, 0);
   lua_setfield(L, -2, "__metatable");
   lua_rawsetp(L, LUA_REGISTRYINDEX, &ATTEMPT_MT_KEY);
+  lua_createtable(L, 0, 2); /* a send's turn */
+  lua_pushcfunction(L, send_turn_close);
+  lua_setfield(L, -2, "__close");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &SEND_TURN_MT_KEY);
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
   luaL_setfuncs(L, socket_funcs, 0);

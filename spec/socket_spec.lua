@@ -412,6 +412,28 @@ describe("socket:send", function()
     assert.same({ size }, ret)
   end)
 
+  it("keeps a big send from a plain script whole while coroutines send too", function()
+    -- this runs outside any glisten coroutine: the big send runs the loop
+    -- while it waits, and the spawned sender's timers fire meanwhile
+    local size = 8 * 1024 * 1024
+    local l = assert(glisten.listen(0, { max_receive = 2 * size }))
+    local c = assert(glisten.connect("127.0.0.1", l.port, { timeout = 10, max_output = 100000 }))
+    local s = assert(l:accept(5))
+    l:close()
+    local got, small = nil, 0
+    glisten.spawn(function() got = s:receive(size + 100, 10) end)
+    glisten.spawn(function()
+      for _ = 1, 100 do glisten.sleep(0.001); c:send("b"); small = small + 1 end
+    end)
+    assert.equal(size, c:send(("a"):rep(size)))
+    assert.is_true(H.wait_for(function() return got ~= nil end, 10))
+    local runs = 0
+    for run in got:gmatch("a+") do runs = runs + 1; assert.equal(size, #run) end
+    assert.equal(1, runs)
+    assert.equal(100, select(2, got:gsub("b", "")))
+    c:close(); s:close()
+  end)
+
   it('gives up on a timeout with nil, "timeout" and the bytes it took, all of which arrive', function()
     local size = 8 * 1024 * 1024
     local ret
