@@ -236,7 +236,7 @@ int gl_dict_set(gl_dict *d, const char *k, size_t kl, const gl_dval *v,
 }
 
 int gl_dict_incr(gl_dict *d, const char *k, size_t kl, const gl_dval *step,
-                 const gl_dval *init, gl_dval *out) {
+                 const gl_dval *init, double init_ttl, gl_dval *out) {
   double now = now_mono();
   int rc = GL_DICT_OK;
   pthread_mutex_lock(&d->mu);
@@ -251,6 +251,7 @@ int gl_dict_incr(gl_dict *d, const char *k, size_t kl, const gl_dval *step,
       rc = GL_DICT_NOMEM;
       goto done;
     }
+    e->expires = init_ttl > 0 ? now + init_ttl : 0;
     insert(d, e);
   } else {
     lru_unlink(d, e);

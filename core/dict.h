@@ -59,10 +59,11 @@ int gl_dict_set(gl_dict *d, const char *k, size_t kl, const gl_dval *v,
                 double ttl, int mode, int *evicted);
 
 /* Adds step (GL_DV_INT or GL_DV_NUM) to key's number, creating it from init
- * when missing (init NULL or GL_DV_NIL: GL_DICT_NOTFOUND). Integers stay
+ * when missing (init NULL or GL_DV_NIL: GL_DICT_NOTFOUND), to expire after
+ * init_ttl seconds (0: never; an existing key keeps its own). Integers stay
  * integers when step and value are. The result goes to *out. */
 int gl_dict_incr(gl_dict *d, const char *k, size_t kl, const gl_dval *step,
-                 const gl_dval *init, gl_dval *out);
+                 const gl_dval *init, double init_ttl, gl_dval *out);
 
 /* Removes key; GL_DICT_OK whether or not it was there. */
 int gl_dict_delete(gl_dict *d, const char *k, size_t kl);

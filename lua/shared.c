@@ -5,7 +5,7 @@
  *   get(key) -> value | nil
  *   set(key, value [, ttl]) -> true, nil, forcible | nil, "no memory"
  *   add(key, value [, ttl]) -> true | false, "exists" | nil, "no memory"
- *   incr(key, step [, init]) -> new | nil, "not found" | "not a number" | ...
+ *   incr(key, step [, init [, init_ttl]]) -> new | nil, "not found" | ...
  *   delete(key) -> true
  *   keys([max]) -> { key, ... } (max 1024 by default, 0 for all)
  *
@@ -131,7 +131,7 @@ static int shared_get(lua_State *L) {
 }
 
 static double ttl(lua_State *L, int idx) {
-  double t = luaL_optnumber(L, idx, 0);
+  double t = lg_opt_seconds(L, idx, 0);
   luaL_argcheck(L, t >= 0, idx, "ttl must be >= 0");
   return t;
 }
@@ -181,7 +181,7 @@ static int shared_incr(lua_State *L) {
     init.type = GL_DV_NIL;
   else
     to_number(L, 4, &init);
-  int rc = gl_dict_incr(dict(L), k, kl, &step, &init, &out);
+  int rc = gl_dict_incr(dict(L), k, kl, &step, &init, ttl(L, 5), &out);
   if (rc) return fail(L, rc);
   push_dval(L, &out);
   return 1;

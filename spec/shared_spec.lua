@@ -64,6 +64,21 @@ describe("glisten.shared", function()
     assert.is_true((shared:add("short", "again"))) -- an expired key is free
   end)
 
+  it("incr gives a key it creates init_ttl; an existing key keeps its own", function()
+    assert.equal(1, shared:incr("window", 1, 0, 0.1))
+    assert.equal(2, shared:incr("window", 1, 0, 60)) -- exists: its ttl stays 0.1
+    shared:set("kept", 5, 60)
+    assert.equal(6, shared:incr("kept", 1, 0, 0.1))
+    glisten.sleep(0.2)
+    assert.is_nil(shared:get("window"))
+    assert.equal(6, shared:get("kept"))
+    assert.equal(1, shared:incr("window", 1, 0)) -- created again, no ttl
+    assert.has_error(function() shared:incr("x", 1, 0, 0 / 0) end)
+    assert.has_error(function() shared:incr("x", 1, 0, -1) end)
+    assert.has_error(function() shared:incr("x", 1, 0, "soon") end)
+    shared:delete("window"); shared:delete("kept")
+  end)
+
   it("lists keys, at most max (1024 by default, 0 for all)", function()
     for i = 1, 1100 do shared:set("key" .. i, i) end
     assert.equal(1024, #shared:keys())
