@@ -199,6 +199,7 @@ struct lg_server {
 lua_State *lg_newstate(void);
 void lg_closestate(lua_State *L);
 int lg_setlimit(lua_State *L, size_t limit);
+size_t lg_getlimit(lua_State *L);
 
 /* sched.c */
 lg_rt *lg_rt_get(lua_State *L);

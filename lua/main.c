@@ -222,6 +222,8 @@ static int start(lua_State *L) {
       lua_pushvalue(L, 5);
       if (lua_pcall(L, 1, 0, 0) != LUA_OK)
         return luaL_error(L, "%s: %s", script, lua_tostring(L, -1));
+      lg_opts_read(L, 5, &o, LG_KEYS_SERVE);
+      if (o.max_memory) lg_limit_memory(L, o.max_memory); /* as serve would */
       return 0;
     }
     lg_opts_read(L, 5, &o, LG_KEYS_SERVE);
@@ -334,6 +336,7 @@ int main(int argc, char **argv) {
     lua_setfield(L, -2, "script");
     if (lua_pcall(L, 1, 2, 0) != LUA_OK || lua_isnil(L, -2)) {
       fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
+      lg_closestate(L); /* what closed sockets queued still goes out */
       return 1;
     }
     lua_getfield(L, -2, "port");
@@ -354,6 +357,7 @@ int main(int argc, char **argv) {
   lua_pushboolean(L, check);
   if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
     fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
+    lg_closestate(L); /* what closed sockets queued still goes out */
     return 1;
   }
   if (check) {

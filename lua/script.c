@@ -21,12 +21,18 @@ static int msghandler(lua_State *L) {
 /* [-0, +1, e] Loads and runs the script at path, then pushes the table that
  * holds its callbacks: the table it returned, or the globals. Returns 1 for
  * a returned table. A load or run error raises with the file and line (and
- * a traceback for run errors). */
+ * a traceback for run errors); running out of memory, with the path. */
 int lg_script_load(lua_State *L, const char *path) {
-  int base = lua_gettop(L);
+  int base = lua_gettop(L), st;
   lua_pushcfunction(L, msghandler);
-  if (luaL_loadfile(L, path) != LUA_OK || lua_pcall(L, 0, 1, base + 1) != LUA_OK)
-    lua_error(L);
+  st = luaL_loadfile(L, path);
+  if (st == LUA_OK) st = lua_pcall(L, 0, 1, base + 1);
+  if (st == LUA_ERRMEM) { /* Lua's message names no file */
+    lua_settop(L, base);
+    luaL_error(L, "%s: not enough memory while loading it%s", path,
+               lg_getlimit(L) ? " (max_memory)" : "");
+  }
+  if (st != LUA_OK) lua_error(L);
   lua_remove(L, base + 1);
   if (lua_type(L, -1) == LUA_TTABLE) return 1;
   lua_pop(L, 1);

@@ -138,6 +138,12 @@ void lg_closestate(lua_State *L) {
   gl_alloc_free(heap);
 }
 
+/* The cap set by lg_setlimit, or 0. */
+size_t lg_getlimit(lua_State *L) {
+  heap_state *h = heap_of(L);
+  return h ? h->limit : 0;
+}
+
 /* Caps what L may hold at limit bytes (0: no cap). Returns 0; -1 when L
  * was not made by lg_newstate (a host's state keeps its allocator); -2
  * when it already holds more than limit. */

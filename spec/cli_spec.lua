@@ -75,6 +75,32 @@ describe("glisten-lua loading a script", function()
     assert.matches("'handler' must be a function", err)
   end)
 
+  it("writes out what a failing script sent and closed before it exits 1", function()
+    local size = 32 * 1024 * 1024 -- more than loopback's buffers hold
+    local l = assert(glisten.listen(0, { max_receive = 2 * size }))
+    local script = H.script(([[
+      local glisten = require "glisten"
+      local c = assert(glisten.connect("127.0.0.1", %d, { timeout = 5, max_output = 2 * %d }))
+      c:send(("d"):rep(%d - 1) .. "!")
+      c:close()
+      error("failing after close")
+    ]]):format(l.port, size, size))
+    local base = H.tmpdir .. "/failclose"
+    os.execute(("(timeout 30 %s %s 2>%s.e; echo $? > %s.rc) &"):format(
+      H.quote(H.bin), H.quote(script), base, base))
+    local a = assert(l:accept(5))
+    l:close()
+    -- the command has failed and is writing out before it exits
+    assert.is_true(H.wait_for(function() return (H.readfile(base .. ".e") or ""):find("failing after close") end, 10))
+    a:settimeout(10)
+    local got = assert(a:receive("*a"))
+    assert.equal(size, #got)
+    assert.equal("!", got:sub(-1))
+    assert.is_true(H.wait_for(function() return (H.readfile(base .. ".rc") or ""):match("%d") end, 10))
+    assert.equal(1, tonumber(H.readfile(base .. ".rc")))
+    a:close()
+  end)
+
   it("runs a script whose only work is a coroutine or a timer, and exits 0 when it is done", function()
     local rc, out, err = H.run(H.script([[
       local glisten = require "glisten"

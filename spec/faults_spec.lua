@@ -655,5 +655,18 @@ end
     local rc, _, err = H.run("--max-memory 1000 " .. H.script(FILL))
     assert.equal(2, rc)
     assert.matches("max_memory.*already holds more than 1000 bytes", err)
+    -- --check refuses the same cap from a returned table
+    rc, _, err = H.run("--check " .. H.script("return { handler = print, max_memory = 1000 }"))
+    assert.equal(1, rc)
+    assert.matches("max_memory.*already holds more than 1000 bytes", err)
+  end)
+
+  it("names the script whose main chunk runs out of memory", function()
+    local hog = H.script("local t = {}\nfor i = 1, 1e7 do t[i] = ('x'):rep(100) .. i end\n")
+    for _, workers in ipairs{ "", "-w 2 " } do
+      local rc, _, err = H.run(workers .. "--max-memory 2000000 " .. hog)
+      assert.equal(1, rc)
+      assert.matches(hog:gsub("%p", "%%%0") .. ": not enough memory while loading it %(max_memory%)", err)
+    end
   end)
 end)
