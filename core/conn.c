@@ -335,7 +335,7 @@ void gl_env_close_all(gl_env *env) {
 }
 
 void gl_env_flush_close_all(gl_env *env) {
-  struct ev_loop *main = env->loop, *own;
+  struct ev_loop *home = env->loop, *own;
   gl_conn *c, *next;
   for (c = env->conns; c; c = next) { /* the others end now */
     next = c->next;
@@ -347,18 +347,18 @@ void gl_env_flush_close_all(gl_env *env) {
     gl_env_close_all(env);
     return;
   }
-  ev_now_update(main); /* it may not have run for a while */
+  ev_now_update(home); /* it may not have run for a while */
   for (c = env->conns; c; c = c->next) { /* watchers move between loops */
-    ev_tstamp left = ev_timer_remaining(main, &c->timer);
-    ev_io_stop(main, &c->rio);
-    ev_io_stop(main, &c->wio);
-    ev_timer_stop(main, &c->timer);
+    ev_tstamp left = ev_timer_remaining(home, &c->timer);
+    ev_io_stop(home, &c->rio);
+    ev_io_stop(home, &c->wio);
+    ev_timer_stop(home, &c->timer);
     ev_timer_set(&c->timer, left > 0 ? left : 0., 0.);
     ev_io_start(own, &c->wio);
     ev_timer_start(own, &c->timer);
   }
   env->loop = own;
   while (env->conns) ev_run(own, EVRUN_ONCE);
-  env->loop = main;
+  env->loop = home;
   ev_loop_destroy(own);
 }

@@ -248,6 +248,7 @@ static int close_k(lua_State *L, int status, lua_KContext ctx) {
  * run, so running out of memory fails this run and nothing else. */
 static int close_run(lua_State *L) {
   lg_socket *s = lua_touserdata(L, 1);
+  if (!s->server || s->server->cb[LG_CB_CLOSE] == LUA_NOREF) return 0;
   if (lua_islightuserdata(L, 2))
     lua_pushstring(L, lua_touserdata(L, 2));
   else
