@@ -817,6 +817,24 @@ static const luaL_Reg sock_methods[] = {{"send", sock_send},
 static const luaL_Reg socket_funcs[] = {{"connect", glisten_connect},
                                         {NULL, NULL}};
 
+/* [-0, +0, m] Makes the metatable of a userdata only C sees, with __gc
+ * and __close (each may be NULL), hidden from getmetatable, under key. */
+static void hidden_mt(lua_State *L, const char *key, lua_CFunction gc,
+                      lua_CFunction close) {
+  lua_createtable(L, 0, 3);
+  if (gc) {
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  if (close) {
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
+
 /* [-0, +0, m] Registers the socket type and adds connect to the module
  * table on top. */
 int lg_socket_open(lua_State *L) {
@@ -826,26 +844,9 @@ int lg_socket_open(lua_State *L) {
   luaL_newlib(L, sock_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
-  lua_createtable(L, 0, 2); /* the handle's, hidden from getmetatable */
-  lua_pushcfunction(L, handle_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushboolean(L, 0);
-  lua_setfield(L, -2, "__metatable");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &HANDLE_MT_KEY);
-  lua_createtable(L, 0, 3); /* a connect's attempt */
-  lua_pushcfunction(L, attempt_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, attempt_close);
-  lua_setfield(L, -2, "__close");
-  lua_pushboolean(L, 0);
-  lua_setfield(L, -2, "__metatable");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &ATTEMPT_MT_KEY);
-  lua_createtable(L, 0, 2); /* a send's turn */
-  lua_pushcfunction(L, send_turn_close);
-  lua_setfield(L, -2, "__close");
-  lua_pushboolean(L, 0);
-  lua_setfield(L, -2, "__metatable");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &SEND_TURN_MT_KEY);
+  hidden_mt(L, &HANDLE_MT_KEY, handle_gc, NULL);
+  hidden_mt(L, &ATTEMPT_MT_KEY, attempt_gc, attempt_close); /* a connect's */
+  hidden_mt(L, &SEND_TURN_MT_KEY, NULL, send_turn_close);   /* a send's turn */
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
   luaL_setfuncs(L, socket_funcs, 0);
