@@ -236,34 +236,24 @@ describe("glisten-lua serving", function()
     stop(p)
   end)
 
-  it("applies --max-line", function()
-    local p = H.start("--max-line 4 " .. H.script([[
-      function with_init(state)
-        local l, err = state.socket:receive("*l")
-        state.socket:send(tostring(l) .. " " .. tostring(err) .. "\n")
-      end
-      function handler() end
-    ]]))
-    local c = H.connect(p.port)
-    c:send("toolong\n")
-    assert.equal("nil line too long", c:receive("*l"))
-    c:close()
-    stop(p)
-  end)
-
-  it("applies --max-receive", function()
-    local p = H.start("--max-receive 4 " .. H.script([[
-      function with_init(state)
-        local all, err = state.socket:receive("*a")
-        state.socket:send(tostring(all) .. " " .. tostring(err) .. "\n")
-      end
-      function handler() end
-    ]]))
-    local c = H.connect(p.port)
-    c:send("toolong")
-    assert.equal("nil too long", c:receive("*l"))
-    c:close()
-    stop(p)
+  it("applies --max-line and --max-receive", function()
+    for _, case in ipairs{
+      { flag = "--max-line 4", pattern = "*l", send = "toolong\n", want = "nil line too long" },
+      { flag = "--max-receive 4", pattern = "*a", send = "toolong", want = "nil too long" },
+    } do
+      local p = H.start(case.flag .. " " .. H.script(([[
+        function with_init(state)
+          local got, err = state.socket:receive(%q)
+          state.socket:send(tostring(got) .. " " .. tostring(err) .. "\n")
+        end
+        function handler() end
+      ]]):format(case.pattern)))
+      local c = H.connect(p.port)
+      c:send(case.send)
+      assert.equal(case.want, c:receive("*l"))
+      c:close()
+      stop(p)
+    end
   end)
 end)
 

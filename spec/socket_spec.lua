@@ -423,7 +423,7 @@ describe("socket:send", function()
     local got, small = nil, 0
     glisten.spawn(function() got = s:receive(size + 100, 10) end)
     glisten.spawn(function()
-      for _ = 1, 100 do glisten.sleep(0.001); c:send("b"); small = small + 1 end
+      for _ = 1, 100 do glisten.sleep(0.001); small = small + (c:send("b") or 0) end
     end)
     assert.equal(size, c:send(("a"):rep(size)))
     assert.is_true(H.wait_for(function() return got ~= nil end, 10))
@@ -431,6 +431,7 @@ describe("socket:send", function()
     for run in got:gmatch("a+") do runs = runs + 1; assert.equal(size, #run) end
     assert.equal(1, runs)
     assert.equal(100, select(2, got:gsub("b", "")))
+    assert.equal(100, small) -- every small send was taken whole
     c:close(); s:close()
   end)
 
