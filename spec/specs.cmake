@@ -15,7 +15,8 @@ set(GLISTEN_SPECS
 
 # Under the sanitizers the stock interpreter loads an instrumented module, so
 # the sanitizer runtimes must be loaded first.
-set(GLISTEN_SPEC_ENV "GLISTEN_BUILD=${CMAKE_BINARY_DIR}")
+set(GLISTEN_SPEC_ENV "GLISTEN_BUILD=${CMAKE_BINARY_DIR}" "GLISTEN_LUA=${LUA54}"
+  "GLISTEN_BUSTED=${BUSTED}")
 if(GLISTEN_SANITIZE)
   execute_process(COMMAND ${CMAKE_C_COMPILER} -print-file-name=libasan.so
     OUTPUT_VARIABLE ASAN_LIB OUTPUT_STRIP_TRAILING_WHITESPACE)
@@ -26,12 +27,28 @@ if(GLISTEN_SANITIZE)
     "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1")
 endif()
 
+# spec/run fails a group in which a spec turned pending or none ran. Specs
+# that need something a machine may lack carry a busted tag and run in a
+# group of their own, which ctest shows as "Skipped" (with the reason in its
+# output) where the capability is missing, never as "Passed".
+set(GLISTEN_SPEC_CAPABILITIES netns ipv6)
+string(REPLACE ";" "," GLISTEN_SPEC_EXCLUDE "${GLISTEN_SPEC_CAPABILITIES}")
+
 foreach(spec ${GLISTEN_SPECS})
   add_test(NAME spec_${spec}
-    COMMAND ${LUA54} ${BUSTED} --helper=spec/helper.lua
-            --output=utfTerminal spec/${spec}_spec.lua
+    COMMAND sh spec/run --exclude-tags=${GLISTEN_SPEC_EXCLUDE} spec/${spec}_spec.lua
     WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
   set_tests_properties(spec_${spec} PROPERTIES
     ENVIRONMENT "${GLISTEN_SPEC_ENV}"
+    TIMEOUT 300)
+endforeach()
+
+foreach(cap ${GLISTEN_SPEC_CAPABILITIES})
+  add_test(NAME spec_${cap}
+    COMMAND sh spec/run --needs ${cap} --tags=${cap} spec
+    WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+  set_tests_properties(spec_${cap} PROPERTIES
+    ENVIRONMENT "${GLISTEN_SPEC_ENV}"
+    SKIP_RETURN_CODE 77
     TIMEOUT 300)
 endforeach()
