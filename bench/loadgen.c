@@ -3,22 +3,31 @@
  * dependencies. One thread; every connection non-blocking.
  *
  *   loadgen echo HOST PORT [-c CONNS] [-s SIZE] [-p DEPTH] [-d SECONDS]
- *                          [-w WARMUP] [-n ROUNDTRIPS]
+ *                          [-w WARMUP] [-n ROUNDTRIPS] [-t LIMIT]
  *       CONNS connections each keep DEPTH messages of SIZE bytes in flight
  *       and check every echoed byte. Runs WARMUP seconds unmeasured, then
  *       SECONDS measured (or exactly ROUNDTRIPS round trips with -n).
  *   loadgen connect HOST PORT [-c CONCURRENCY] [-d SECONDS] [-s SIZE]
  *       Connect, one echo of SIZE bytes, close; CONCURRENCY at a time.
- *   loadgen idle HOST PORT [-n COUNT] [-h HOLD]
+ *   loadgen idle HOST PORT [-n COUNT] [-h HOLD] [-t LIMIT]
  *       Opens COUNT connections, spread over source addresses 127.0.0.2
  *       and up (20,000 each) so more than one address's ports fit, holds
- *       them HOLD seconds, then checks that each still answers.
+ *       them HOLD seconds (any of them closed or written to by the server
+ *       meanwhile is a failure), then checks that each still answers.
  *
- * Prints one line of key=value figures (for bench/run) after a readable
- * summary. Exit status 0 when every byte came back right and no
- * connection failed; 1 otherwise (at the first failure); 2 for bad
- * arguments. Traffic goes to
- * HOST only, which must be a loopback address.
+ * LIMIT bounds the whole run in seconds, so a server that stops answering
+ * makes loadgen fail instead of waiting for ever. It must cover the run's
+ * own length (-w plus -d, or -h); the default is that length plus 300.
+ *
+ * Prints a readable summary and then one line of key=value figures (for
+ * bench/run): mode=echo ... bytes=B (every byte received, all checked),
+ * mode=connect ... done=N bytes=B, mode=idle open=N answered=N held=S.
+ * Exit status 0 when every byte came back right, no connection failed and
+ * the run completed something: at least one round trip (echo), one
+ * connection (connect), every connection answering after the hold (idle).
+ * Otherwise 1, with a message on stderr that says what went wrong (at the
+ * first failure); 2 for bad arguments. Traffic goes to HOST only, which
+ * must be a loopback address.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -26,6 +35,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,13 +59,15 @@ typedef struct conn {
 
 static struct {
   const char *mode, *host;
-  int port, conns, size, depth, hold;
-  double duration, warmup;
+  int port, conns, size, depth;
+  double duration, warmup, hold, limit;
   long long count;
-} opt = {NULL, NULL, 0, 50, 64, 1, 3, 5.0, 1.0, 0};
+} opt = {.conns = 50, .size = 64, .depth = 1, .duration = 5.0, .warmup = 1.0,
+         .hold = 3};
 
 static uint32_t *hist;
 static uint64_t hist_n, roundtrips, errors, bytes, total_rt;
+static double deadline; /* the run fails when it has not finished by then */
 
 static double now(void) {
   struct timespec ts;
@@ -68,10 +80,31 @@ static void die(const char *msg) {
   exit(1);
 }
 
+/* Reports why the run failed, prefixed with the mode, and exits 1. */
+__attribute__((format(printf, 1, 2), noreturn))
+static void fail(const char *fmt, ...) {
+  va_list ap;
+  fprintf(stderr, "loadgen: %s: ", opt.mode);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+  exit(1);
+}
+
+/* The pending error of a socket, as text. */
+static const char *sock_error(int fd) {
+  int e = 0;
+  socklen_t len = sizeof e;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0) e = errno;
+  return e ? strerror(e) : "closed by the peer";
+}
+
 static void usage(void) {
   fprintf(stderr,
           "usage: loadgen echo|connect|idle HOST PORT [-c N] [-s SIZE] "
-          "[-p DEPTH] [-d SECONDS] [-w SECONDS] [-n COUNT] [-h SECONDS]\n");
+          "[-p DEPTH] [-d SECONDS] [-w SECONDS] [-n COUNT] [-h SECONDS] "
+          "[-t LIMIT]\n");
   exit(2);
 }
 
@@ -128,22 +161,28 @@ static double percentile(double p) {
 
 /* --- echo ------------------------------------------------------------ */
 
-static int send_more(conn *c, char *buf, int measuring) {
-  /* keep DEPTH messages in flight */
+static uint64_t begun; /* messages whose first byte went out, all connections */
+
+/* Keeps DEPTH messages in flight on c; with -n, begins no message past the
+ * count over all connections, so exactly COUNT round trips are made.
+ * Returns 0, or -1 when the socket failed. */
+static int send_more(conn *c, char *buf) {
   while (c->msgs_sent - c->msgs_done < (uint64_t)opt.depth) {
-    if (opt.count && roundtrips + (c->msgs_sent - c->msgs_done) >= (uint64_t)opt.count)
-      break;
     uint64_t off = c->msgs_sent * (uint64_t)opt.size;
+    int starting = c->sent == off;
+    if (starting && opt.count && begun >= (uint64_t)opt.count) break;
     size_t left = (size_t)opt.size - (size_t)(c->sent - off);
     for (size_t i = 0; i < left; i++) buf[i] = (char)pat(c->id, c->sent + i);
     ssize_t n = send(c->fd, buf, left, MSG_NOSIGNAL);
     if (n < 0) return errno == EAGAIN ? 0 : -1;
-    if (c->sent == off) c->t_sent[c->msgs_sent % (uint64_t)opt.depth] = now();
+    if (starting) {
+      c->t_sent[c->msgs_sent % (uint64_t)opt.depth] = now();
+      begun++;
+    }
     c->sent += (uint64_t)n;
     if ((size_t)n < left) return 0;
     c->msgs_sent++;
   }
-  (void)measuring;
   return 0;
 }
 
@@ -155,6 +194,8 @@ static int run_echo(void) {
   char *buf = malloc((size_t)opt.size > 65536 ? (size_t)opt.size : 65536);
   hist = calloc(HIST_US, sizeof *hist);
   if (ep < 0 || !cs || !buf || !hist) die("setup");
+  double start = now(), mstart = start + opt.warmup, end = mstart + opt.duration;
+  deadline = start + opt.limit;
   for (int i = 0; i < opt.conns; i++) {
     cs[i].id = i;
     cs[i].t_sent = calloc((size_t)opt.depth, sizeof(double));
@@ -164,7 +205,6 @@ static int run_echo(void) {
     epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev);
   }
   struct epoll_event evs[256];
-  double start = now(), mstart = start + opt.warmup, end = mstart + opt.duration;
   int measuring = opt.warmup <= 0 || opt.count;
   if (measuring) mstart = start;
   uint64_t base_bytes = 0;
@@ -172,6 +212,9 @@ static int run_echo(void) {
     double t = now();
     if (!opt.count && t >= end) break;
     if (opt.count && roundtrips >= (uint64_t)opt.count) break;
+    if (t >= deadline)
+      fail("time limit of %g s reached: %llu of %lld round trips completed",
+           opt.limit, (unsigned long long)roundtrips, opt.count);
     if (!measuring && t >= mstart) {
       measuring = 1;
       roundtrips = 0;
@@ -182,30 +225,25 @@ static int run_echo(void) {
     int n = epoll_wait(ep, evs, 256, 100);
     for (int k = 0; k < n; k++) {
       conn *c = evs[k].data.ptr;
-      if (evs[k].events & (EPOLLERR | EPOLLHUP)) {
-        errors++;
-        fprintf(stderr, "loadgen: connection %d failed\n", c->id);
-        exit(1);
-      }
+      if (evs[k].events & (EPOLLERR | EPOLLHUP))
+        fail("connection %d failed: %s", c->id, sock_error(c->fd));
       for (;;) { /* read all */
         ssize_t r = recv(c->fd, buf, 65536, 0);
         if (r < 0) {
           if (errno == EAGAIN) break;
-          errors++;
-          exit(1);
+          fail("connection %d: receive failed: %s", c->id, strerror(errno));
         }
-        if (r == 0) {
-          errors++;
-          fprintf(stderr, "loadgen: server closed connection %d\n", c->id);
-          exit(1);
-        }
+        if (r == 0)
+          fail("server closed connection %d after %llu of %llu bytes echoed",
+               c->id, (unsigned long long)c->rcvd, (unsigned long long)c->sent);
+        if (c->rcvd + (uint64_t)r > c->sent)
+          fail("connection %d: received %llu bytes, more than the %llu sent",
+               c->id, (unsigned long long)(c->rcvd + (uint64_t)r),
+               (unsigned long long)c->sent);
         for (ssize_t i = 0; i < r; i++)
-          if ((unsigned char)buf[i] != pat(c->id, c->rcvd + (uint64_t)i)) {
-            errors++;
-            fprintf(stderr, "loadgen: wrong byte on connection %d at %llu\n",
-                    c->id, (unsigned long long)(c->rcvd + (uint64_t)i));
-            exit(1);
-          }
+          if ((unsigned char)buf[i] != pat(c->id, c->rcvd + (uint64_t)i))
+            fail("wrong byte on connection %d at %llu", c->id,
+                 (unsigned long long)(c->rcvd + (uint64_t)i));
         c->rcvd += (uint64_t)r;
         bytes += (uint64_t)r;
         uint64_t done = c->rcvd / (uint64_t)opt.size;
@@ -217,12 +255,14 @@ static int run_echo(void) {
           total_rt++;
         }
       }
-      if (send_more(c, buf, measuring) < 0) {
-        errors++;
-        exit(1);
-      }
+      if (send_more(c, buf) < 0)
+        fail("connection %d: send failed: %s", c->id, strerror(errno));
     }
   }
+  /* A run that completed nothing measured nothing: the server accepted and
+   * never answered, or stopped answering after the warm-up. */
+  if (roundtrips == 0) errors++;
+  if (opt.count && bytes != (uint64_t)opt.count * (uint64_t)opt.size) errors++;
   double secs = opt.count ? now() - start : opt.duration;
   double rps = (double)roundtrips / secs;
   double mbps = (double)(bytes - base_bytes) / secs / 1e6;
@@ -231,10 +271,18 @@ static int run_echo(void) {
          opt.conns, opt.size, opt.depth, rps, mbps, percentile(0.5),
          percentile(0.99), percentile(0.999), (unsigned long long)errors);
   printf("mode=echo rps=%.1f mbps=%.3f p50=%.0f p99=%.0f p999=%.0f "
-         "roundtrips=%llu total=%llu errors=%llu\n",
+         "roundtrips=%llu total=%llu bytes=%llu errors=%llu\n",
          rps, mbps, percentile(0.5), percentile(0.99), percentile(0.999),
          (unsigned long long)roundtrips, (unsigned long long)total_rt,
-         (unsigned long long)errors);
+         (unsigned long long)bytes, (unsigned long long)errors);
+  fflush(stdout);
+  if (roundtrips == 0)
+    fprintf(stderr, "loadgen: echo: no round trip completed in the %g s measured\n",
+            opt.count ? secs : opt.duration);
+  else if (errors)
+    fprintf(stderr, "loadgen: echo: %llu bytes echoed, not the %llu sent\n",
+            (unsigned long long)bytes,
+            (unsigned long long)opt.count * (unsigned long long)opt.size);
   for (int i = 0; i < opt.conns; i++) {
     close(cs[i].fd);
     free(cs[i].t_sent);
@@ -260,7 +308,7 @@ static int run_connect(void) {
   int ep = epoll_create1(EPOLL_CLOEXEC);
   cslot *ss = calloc((size_t)opt.conns, sizeof *ss);
   char buf[65536], msg[65536];
-  uint64_t done = 0;
+  uint64_t done = 0, checked = 0;
   if (ep < 0 || !ss) die("setup");
   for (int i = 0; i < opt.size && i < (int)sizeof msg; i++) msg[i] = (char)('a' + i % 26);
   double start = now(), end = start + opt.duration;
@@ -275,13 +323,11 @@ static int run_connect(void) {
     int n = epoll_wait(ep, evs, 256, 100);
     for (int k = 0; k < n; k++) {
       cslot *s = &ss[evs[k].data.u32];
-      if (evs[k].events & (EPOLLERR | EPOLLHUP) && s->state == 0) {
-        errors++;
-        fprintf(stderr, "loadgen: connect failed\n");
-        exit(1);
-      }
+      if (evs[k].events & (EPOLLERR | EPOLLHUP) && s->state == 0)
+        fail("connection failed: %s", sock_error(s->fd));
       if (s->state == 0 && (evs[k].events & EPOLLOUT)) {
         ssize_t w = send(s->fd, msg + s->sentn, (size_t)(opt.size - s->sentn), MSG_NOSIGNAL);
+        if (w < 0 && errno != EAGAIN) fail("send failed: %s", strerror(errno));
         if (w > 0) s->sentn += (int)w;
         if (s->sentn == opt.size) {
           s->state = 1;
@@ -289,23 +335,25 @@ static int run_connect(void) {
           epoll_ctl(ep, EPOLL_CTL_MOD, s->fd, &ev);
         }
       }
-      if (s->state == 1 && (evs[k].events & EPOLLIN)) {
+      if (s->state == 1 && (evs[k].events & (EPOLLIN | EPOLLERR | EPOLLHUP))) {
         ssize_t r = recv(s->fd, buf, sizeof buf, 0);
-        if (r <= 0 && !(r < 0 && errno == EAGAIN)) {
-          errors++;
-          fprintf(stderr, "loadgen: echo failed\n");
-          exit(1);
-        }
+        if (r < 0 && errno != EAGAIN) fail("echo failed: %s", strerror(errno));
+        if (r == 0)
+          fail("server closed a connection after echoing %d of %d bytes", s->got,
+               opt.size);
         if (r > 0) {
-          if (memcmp(buf, msg + s->got, (size_t)r) != 0) {
-            errors++;
-            exit(1);
-          }
+          if (s->got + r > opt.size)
+            fail("server sent %d bytes back for a %d-byte message",
+                 s->got + (int)r, opt.size);
+          if (memcmp(buf, msg + s->got, (size_t)r) != 0)
+            fail("wrong bytes echoed (at %d to %d of a %d-byte message)", s->got,
+                 s->got + (int)r, opt.size);
           s->got += (int)r;
         }
         if (s->got == opt.size) {
           close(s->fd);
           done++;
+          checked += (uint64_t)opt.size;
           memset(s, 0, sizeof *s);
           s->fd = open_to(&dst, NULL);
           if (s->fd < 0) die("connect");
@@ -315,12 +363,18 @@ static int run_connect(void) {
       }
     }
   }
+  if (done == 0) errors++; /* accepted, perhaps, but never answered */
   double cps = (double)done / (now() - start);
   printf("connect: %d at a time: %.0f connections/s (connect, %d B echo, "
          "close), %llu errors\n",
          opt.conns, cps, opt.size, (unsigned long long)errors);
-  printf("mode=connect cps=%.1f done=%llu errors=%llu\n", cps,
-         (unsigned long long)done, (unsigned long long)errors);
+  printf("mode=connect cps=%.1f done=%llu bytes=%llu errors=%llu\n", cps,
+         (unsigned long long)done, (unsigned long long)checked,
+         (unsigned long long)errors);
+  fflush(stdout);
+  if (done == 0)
+    fprintf(stderr, "loadgen: connect: no connection completed its echo in %g s\n",
+            opt.duration);
   for (int i = 0; i < opt.conns; i++) close(ss[i].fd);
   free(ss);
   close(ep);
@@ -337,6 +391,7 @@ static int run_idle(void) {
   int ep = epoll_create1(EPOLL_CLOEXEC);
   if (!fds || ep < 0) die("setup");
   double start = now();
+  deadline = start + opt.limit;
   for (int i = 0; i < n; i++) {
     struct sockaddr_in src = {.sin_family = AF_INET};
     src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(i / 20000)); /* 127.0.0.2.. */
@@ -348,44 +403,85 @@ static int run_idle(void) {
   /* wait until all are connected */
   int connected = 0;
   struct epoll_event evs[512];
-  while (connected < n && now() - start < 60) {
+  while (connected < n) {
+    if (now() >= deadline)
+      fail("time limit of %g s reached: %d of %d connections open", opt.limit,
+           connected, n);
     int k = epoll_wait(ep, evs, 512, 100);
     for (int j = 0; j < k; j++) {
-      if (evs[j].events & (EPOLLERR | EPOLLHUP)) {
-        errors++;
-        fprintf(stderr, "loadgen: idle connection %u failed\n", evs[j].data.u32);
-        exit(1);
-      }
-      epoll_ctl(ep, EPOLL_CTL_DEL, fds[evs[j].data.u32], NULL);
+      uint32_t i = evs[j].data.u32;
+      if (evs[j].events & (EPOLLERR | EPOLLHUP))
+        fail("idle connection %u failed to open: %s", i, sock_error(fds[i]));
+      epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], NULL);
       connected++;
     }
   }
-  printf("idle: %d connections open after %.2f s; holding %d s\n", connected,
+  printf("idle: %d connections open after %.2f s; holding %g s\n", connected,
          now() - start, opt.hold);
   fflush(stdout);
-  if (opt.hold > 0) sleep((unsigned)opt.hold);
-  /* each must still answer */
-  int ok = 0;
-  char b = 'x', r;
+  /* Hold them for real: a server that closes a connection, resets it or
+   * writes to it unprompted during the hold fails the run. */
+  char rb[64];
   for (int i = 0; i < n; i++) {
-    if (send(fds[i], &b, 1, MSG_NOSIGNAL) != 1) continue;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)i};
     epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
   }
-  double t0 = now();
-  while (ok < n && now() - t0 < 60) {
+  double hold_start = now(), hold_end = hold_start + opt.hold, t;
+  while ((t = now()) < hold_end) {
+    int ms = (int)((hold_end - t) * 1000) + 1;
+    int k = epoll_wait(ep, evs, 512, ms < 100 ? ms : 100);
+    for (int j = 0; j < k; j++) {
+      uint32_t i = evs[j].data.u32;
+      ssize_t r = recv(fds[i], rb, sizeof rb, MSG_DONTWAIT);
+      if (r == 0)
+        fail("server closed idle connection %u %.2f s into the %g s hold", i,
+             now() - hold_start, opt.hold);
+      if (r > 0)
+        fail("server sent %zd bytes unprompted on idle connection %u", r, i);
+      if (errno != EAGAIN)
+        fail("idle connection %u failed %.2f s into the %g s hold: %s", i,
+             now() - hold_start, opt.hold, strerror(errno));
+    }
+  }
+  double held = now() - hold_start;
+  /* each must still answer */
+  int ok = 0, closed = 0, wrong = 0, waiting = 0;
+  char b = 'x';
+  for (int i = 0; i < n; i++) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+    epoll_ctl(ep, EPOLL_CTL_MOD, fds[i], &ev);
+    if (send(fds[i], &b, 1, MSG_NOSIGNAL) != 1) {
+      closed++;
+      epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], NULL);
+    } else {
+      waiting++;
+    }
+  }
+  while (waiting > 0 && now() < deadline) {
     int k = epoll_wait(ep, evs, 512, 100);
     for (int j = 0; j < k; j++) {
       int i = (int)evs[j].data.u32;
-      if (recv(fds[i], &r, 1, 0) == 1 && r == b) ok++;
+      ssize_t r = recv(fds[i], rb, sizeof rb, MSG_DONTWAIT);
+      if (r < 0 && errno == EAGAIN) continue;
+      if (r == 1 && rb[0] == b) ok++;
+      else if (r <= 0) closed++;
+      else wrong++;
+      waiting--;
       epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], NULL);
     }
   }
   for (int i = 0; i < n; i++) close(fds[i]);
   errors += (uint64_t)(n - ok);
   printf("idle: %d of %d answered\n", ok, n);
-  printf("mode=idle open=%d answered=%d errors=%llu\n", connected, ok,
-         (unsigned long long)errors);
+  printf("mode=idle open=%d answered=%d held=%.2f errors=%llu\n", connected, ok,
+         held, (unsigned long long)errors);
+  fflush(stdout);
+  if (ok < n)
+    fprintf(stderr,
+            "loadgen: idle: %d of %d connections did not answer after the %g s "
+            "hold: %d closed, %d answered wrong bytes, %d silent at the %g s "
+            "time limit\n",
+            n - ok, n, opt.hold, closed, wrong, waiting, opt.limit);
   free(fds);
   close(ep);
   return errors ? 1 : 0;
@@ -406,19 +502,32 @@ int main(int argc, char **argv) {
       case 'd': opt.duration = atof(v); break;
       case 'w': opt.warmup = atof(v); break;
       case 'n': opt.count = atoll(v); break;
-      case 'h': opt.hold = atoi(v); break;
+      case 'h': opt.hold = atof(v); break;
+      case 't': opt.limit = atof(v); break;
       default: usage();
     }
   }
-  if (opt.conns < 1 || opt.size < 1 || opt.depth < 1 || opt.port < 1) usage();
+  if (opt.conns < 1 || opt.size < 1 || opt.depth < 1 || opt.port < 1 ||
+      opt.hold < 0 || opt.limit < 0 || opt.count < 0)
+    usage();
   if (strncmp(opt.host, "127.", 4) != 0) {
     fprintf(stderr, "loadgen: only loopback addresses (127.x.x.x)\n");
+    return 2;
+  }
+  /* The run's own length, which the time limit must cover. */
+  double length;
+  if (strcmp(opt.mode, "echo") == 0) length = opt.count ? 0 : opt.warmup + opt.duration;
+  else if (strcmp(opt.mode, "connect") == 0) length = opt.duration;
+  else if (strcmp(opt.mode, "idle") == 0) length = opt.hold;
+  else usage();
+  if (opt.limit == 0) opt.limit = length + 300;
+  if (opt.limit < length) {
+    fprintf(stderr, "loadgen: a time limit of %g s is shorter than the run (%g s)\n",
+            opt.limit, length);
     return 2;
   }
   raise_nofile();
   if (strcmp(opt.mode, "echo") == 0) return run_echo();
   if (strcmp(opt.mode, "connect") == 0) return run_connect();
-  if (strcmp(opt.mode, "idle") == 0) return run_idle();
-  usage();
-  return 2;
+  return run_idle();
 }
