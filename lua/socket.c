@@ -486,12 +486,17 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
         (!s->writer || s->writer == L)) {
       long r = gl_conn_write_some(c, data + i - 1, (size_t)(j - i + 1));
       if (r < 0) return send_failed(L, s, r, i - i0);
-      i += r;
-      lua_pushinteger(L, i);
-      lua_replace(L, 4);
-      continue;
+      if (r > 0) {
+        i += r;
+        lua_pushinteger(L, i);
+        lua_replace(L, 4);
+        continue;
+      }
+      /* nothing taken: the queue is at max_output, which is at or below
+       * high_water; wait for the kernel to take some, as below */
     }
-    /* more than high_water queued, or another send's turn: wait */
+    /* more than high_water queued, a full queue, or another send's turn:
+     * wait */
     if (why == LG_WAKE_TIMEOUT) {
       lua_pushnil(L);
       lua_pushliteral(L, "timeout");
