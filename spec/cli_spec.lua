@@ -6,6 +6,35 @@ local ECHO = [[
 function handler(msg, state) state.socket:send(msg) end
 ]]
 
+-- A stream of numbered 16-byte records, 64 KiB a piece, so a byte lost,
+-- repeated or out of order shows. FLOOD is the same code for a script:
+-- flood(sock) sends the stream, each send with a 0.2 s timeout, until the
+-- first refusal (a peer that does not read fills the kernel's buffers, then
+-- the queue; no fixed size, as the kernel may hold any amount), and returns
+-- the bytes taken and the refusal.
+local FLOOD = [[
+local function piece(i) return ("%015d\n"):format(i):rep(4096) end
+local function flood(sock)
+  local taken, i = 0, 0
+  sock:settimeout(0.2)
+  while taken < 1024 * 1024 * 1024 do -- a bound against a hang only
+    local n, err, part = sock:send(piece(i))
+    if not n then return taken + part, err end
+    taken, i = taken + n, i + 1
+  end
+  return taken, "never refused"
+end
+]]
+local function piece(i) return ("%015d\n"):format(i):rep(4096) end
+
+-- The first n bytes of the stream.
+local function stream(n)
+  local t = {}
+  for i = 0, n // 65536 - 1 do t[#t + 1] = piece(i) end
+  t[#t + 1] = piece(n // 65536):sub(1, n % 65536)
+  return table.concat(t)
+end
+
 describe("glisten-lua arguments", function()
   after_each(H.no_leaks)
   it("--help prints usage on stdout and exits 0", function()
@@ -75,30 +104,42 @@ describe("glisten-lua loading a script", function()
     assert.matches("'handler' must be a function", err)
   end)
 
+  -- The script floods a peer that reads nothing until it has failed, until
+  -- a send is refused (so output is queued for certain, whatever the kernel
+  -- holds), closes, and fails. What it took must all arrive, within the 5 s
+  -- the closing state gives it, then the command exits 1. Catches a failed
+  -- start that exits without writing out what closed sockets queued.
   it("writes out what a failing script sent and closed before it exits 1", function()
-    local size = 32 * 1024 * 1024 -- more than loopback's buffers hold
-    local l = assert(glisten.listen(0, { max_receive = 2 * size }))
-    local script = H.script(([[
+    local l = assert(glisten.listen(0, { max_receive = 1024 * 1024 * 1024 }))
+    local script = H.script(FLOOD .. ([[
       local glisten = require "glisten"
-      local c = assert(glisten.connect("127.0.0.1", %d, { timeout = 5, max_output = 2 * %d }))
-      c:send(("d"):rep(%d - 1) .. "!")
+      local c = assert(glisten.connect("127.0.0.1", %d, { timeout = 5, max_output = 1024 * 1024 }))
+      local out0 = glisten.stats().bytes_out
+      local taken, err = flood(c)
+      io.stderr:write(("taken %%d %%s %%d queued\n"):format(taken, err,
+        taken - (glisten.stats().bytes_out - out0)))
       c:close()
       error("failing after close")
-    ]]):format(l.port, size, size))
+    ]]):format(l.port))
     local base = H.tmpdir .. "/failclose"
-    os.execute(("(timeout 30 %s %s 2>%s.e; echo $? > %s.rc) &"):format(
+    os.execute(("(timeout -s KILL 60 %s %s 2>%s.e; echo $? > %s.rc) &"):format(
       H.quote(H.bin), H.quote(script), base, base))
-    local a = assert(l:accept(5))
+    local a = assert(l:accept(30))
     l:close()
     -- the command has failed and is writing out before it exits
-    assert.is_true(H.wait_for(function() return (H.readfile(base .. ".e") or ""):find("failing after close") end, 10))
-    a:settimeout(10)
-    local got = assert(a:receive("*a"))
-    assert.equal(size, #got)
-    assert.equal("!", got:sub(-1))
-    assert.is_true(H.wait_for(function() return (H.readfile(base .. ".rc") or ""):match("%d") end, 10))
-    assert.equal(1, tonumber(H.readfile(base .. ".rc")))
+    assert.is_true(H.wait_for(function() return (H.readfile(base .. ".e") or ""):find("failing after close") end, 60),
+      H.readfile(base .. ".e"))
+    local err = H.readfile(base .. ".e")
+    local taken, refusal, queued = err:match("taken (%d+) (%S+) (%-?%d+) queued")
+    assert.equal("timeout", refusal, err)
+    assert.is_true(tonumber(queued) > 0, "nothing was queued when the script failed: " .. err)
+    local got, rerr, partial = a:receive("*a", 60)
     a:close()
+    assert(got, ("%s after %d of %s bytes"):format(tostring(rerr), #(partial or ""), taken))
+    assert.equal(tonumber(taken), #got)
+    assert.is_true(got == stream(tonumber(taken)), "the bytes are not what was sent")
+    assert.is_true(H.wait_for(function() return (H.readfile(base .. ".rc") or ""):match("%d") end, 30))
+    assert.equal(1, tonumber(H.readfile(base .. ".rc")))
   end)
 
   it("runs a script whose only work is a coroutine or a timer, and exits 0 when it is done", function()
@@ -224,9 +265,9 @@ describe("glisten-lua serving", function()
     stop(p)
   end)
 
-  it("binds ::1 with --host", function()
-    local probe = glisten.listen(0, "::1")
-    if not probe then return pending("no IPv6 loopback here") end
+  it("binds ::1 with --host #ipv6", function()
+    local probe, why = glisten.listen(0, "::1")
+    if not probe then error("no IPv6 loopback here: " .. tostring(why)) end
     probe:close()
     local p = H.start("--host ::1 " .. H.script(ECHO))
     assert.matches("listening on %[::1%]:%d+", p:stderr())
@@ -257,6 +298,220 @@ describe("glisten-lua serving", function()
   end)
 end)
 
+-- Each limit flag must reach the server, in both forms (--flag value and
+-- --flag=value), seen by what the server does, not only by a clean start.
+describe("glisten-lua limit flags", function()
+  after_each(H.no_leaks)
+
+  local function stop(p)
+    p:signal("TERM")
+    assert.equal(0, p:wait(30))
+  end
+
+  it("refuses a bad --backlog with exit 2, a clear message and usage, in both forms", function()
+    local script = H.script(ECHO)
+    for _, case in ipairs{
+      { "--backlog 0", "option 'backlog' must be an integer from 1 to 65535" },
+      { "--backlog=0", "option 'backlog' must be an integer from 1 to 65535" },
+      { "--backlog=65536", "option 'backlog' must be an integer from 1 to 65535" },
+      { "--backlog -3", "option 'backlog' must be an integer from 1 to 65535" },
+      { "--backlog=lots", "%-%-backlog needs a whole number" },
+      { "--backlog=", "%-%-backlog needs a whole number" },
+    } do
+      local rc, out, err = H.run(case[1] .. " " .. script)
+      assert.equal(2, rc, "args: " .. case[1])
+      assert.equal("", out, "args: " .. case[1])
+      assert.matches("^glisten%-lua: " .. case[2] .. "\n", err)
+      assert.matches("usage: glisten%-lua", err)
+    end
+  end)
+
+  -- With --max-connections 1 one served client holds the only slot, so the
+  -- next ones wait in the kernel's listen queue, whose length the backlog
+  -- sets (Linux holds backlog + 1): clients connect one after the other
+  -- until the first whose handshake does not complete (the kernel drops it
+  -- while the queue is full; 2.5 s covers its first retry, at 1 s, and ends
+  -- before the second, at 3 s). Catches --backlog (in either form) not
+  -- reaching listen().
+  it("--backlog sets the length of the listen queue", function()
+    local GREET = [[
+      function with_init(state) state.socket:send("in\n") end
+      function handler() end
+    ]]
+    local function queued_before_refusal(flag)
+      local p = H.start(flag .. " --max-connections 1 " .. H.script(GREET))
+      local served = H.connect(p.port)
+      served:settimeout(30)
+      assert.equal("in", served:receive("*l")) -- the slot is taken: accepting has paused
+      local queued, refusal = {}, nil
+      while #queued < 40 do -- a bound for a queue that never fills
+        local c, err = glisten.connect("127.0.0.1", p.port, 2.5)
+        if not c then refusal = err; break end
+        queued[#queued + 1] = c
+      end
+      for _, c in ipairs(queued) do c:close() end
+      served:close()
+      stop(p)
+      return #queued, refusal
+    end
+    local n1, why1 = queued_before_refusal("--backlog 1")
+    assert(why1, "with --backlog 1, " .. n1 .. " clients queued and none was refused")
+    assert.is_true(n1 <= 2, "with --backlog 1, " .. n1 .. " clients queued")
+    local n8, why8 = queued_before_refusal("--backlog=8")
+    assert(why8, "with --backlog=8, " .. n8 .. " clients queued and none was refused")
+    assert.is_true(n8 >= 8, "with --backlog=8, only " .. n8 .. " clients queued")
+  end)
+
+  -- The handler floods its peer, which does not read, with 16 MiB pieces
+  -- (more than the kernel holds) until a send is refused, and reports how
+  -- much of what it took is still queued: never more than --max-output.
+  -- Catches --max-output (in either form) not reaching the connections:
+  -- the default, 4 MiB, would queue 4 MiB of the piece.
+  it("--max-output caps what a connection queues", function()
+    local script = H.script([[
+      local glisten = require "glisten"
+      function handler(msg, state)
+        local s, piece = state.socket, ("x"):rep(16 * 1024 * 1024)
+        local out0 = glisten.stats().bytes_out
+        local taken, err = 0, "never refused"
+        s:settimeout(0.2)
+        while taken < 1024 * 1024 * 1024 do -- a bound against a hang only
+          local n, e, part = s:send(piece)
+          if not n then taken, err = taken + part, e; break end
+          taken = taken + n
+        end
+        io.stderr:write(("refused: %s; %d queued\n"):format(err,
+          taken - (glisten.stats().bytes_out - out0)))
+      end
+    ]])
+    for _, flag in ipairs{ "--max-output 100000", "--max-output=100000" } do
+      local p = H.start(flag .. " " .. script)
+      local c = H.connect(p.port)
+      c:send("go")
+      assert.is_true(H.wait_for(function() return p:stderr():find("refused") end, 60), p:stderr())
+      local err, queued = p:stderr():match("refused: (%S+); (%-?%d+) queued")
+      c:close()
+      stop(p)
+      assert.equal("timeout", err, flag)
+      queued = tonumber(queued)
+      assert.is_true(queued > 0 and queued <= 100000, flag .. ": " .. queued .. " bytes queued")
+    end
+  end)
+
+  -- One client posts to another until the first refusal; the receiver
+  -- cannot take its messages meanwhile (the poster does not yield), so
+  -- exactly --max-mailbox of them fit. Catches --max-mailbox (in either
+  -- form) not reaching the connections (the default would take 1024).
+  it("--max-mailbox caps the posts queued for a connection", function()
+    local script = H.script([[
+      local glisten = require "glisten"
+      function with_init(state) state.socket:send(("id %d\n"):format(state.socket.id)) end
+      function with_message(v, state) end
+      function handler(msg, state)
+        local target = tonumber(msg:match("^fill (%d+)"))
+        local n, err = 0, "never refused"
+        while n < 100000 do
+          local ok, e = glisten.post(target, n)
+          if not ok then err = e; break end
+          n = n + 1
+        end
+        state.socket:send(("posted %d, then %s\n"):format(n, err))
+      end
+    ]])
+    for _, flag in ipairs{ "--max-mailbox 3", "--max-mailbox=3" } do
+      local p = H.start(flag .. " " .. script)
+      local target = H.connect(p.port)
+      local id = target:receive("*l"):match("^id (%d+)$")
+      local poster = H.connect(p.port)
+      assert.matches("^id %d+$", poster:receive("*l"))
+      poster:send("fill " .. id)
+      assert.equal("posted 3, then mailbox full", poster:receive("*l"), flag)
+      target:close(); poster:close()
+      stop(p)
+    end
+  end)
+end)
+
+-- With several workers, each binds the port with a socket of its own. This
+-- script gives worker 2 the address 127.0.0.2, on which the test holds the
+-- port, and worker 1 127.0.0.1. Catches a pool that starts without a worker
+-- that could not bind, serving with the others.
+describe("glisten-lua with workers", function()
+  after_each(H.no_leaks)
+
+  it("stops the start with exit 1 when a worker cannot bind, leaving nothing listening", function()
+    local blocker, port
+    for _ = 1, 20 do -- a port held on 127.0.0.2 and free on 127.0.0.1
+      blocker = assert(glisten.listen(0, "127.0.0.2"))
+      local probe = glisten.listen(blocker.port, "127.0.0.1")
+      if probe then probe:close(); port = blocker.port; break end
+      blocker:close()
+    end
+    assert(port, "no port free on 127.0.0.1 and 127.0.0.2 at once")
+    local script = H.script([[
+      local glisten = require "glisten"
+      return {
+        host = glisten.worker_id() == 1 and "127.0.0.1" or "127.0.0.2",
+        handler = function(m, s) s.socket:send(m) end,
+      }
+    ]])
+    local rc, out, err = H.run(("-w 2 --port=%d %s"):format(port, script), 30)
+    blocker:close()
+    assert.equal(1, rc, err)
+    assert.equal("", out)
+    assert.matches("^glisten%-lua: worker 2: cannot listen on 127%.0%.0%.2:" .. port
+      .. ": Address already in use\n", err)
+    assert.not_matches("listening on", err)
+    local c, cerr = glisten.connect("127.0.0.1", port, 5)
+    if c then c:close() end
+    assert.is_nil(c, "something still listens on 127.0.0.1:" .. port)
+    assert.matches("refused", cerr)
+  end)
+
+  -- --max-connections 1 over two workers: one client is served and the
+  -- rest wait, whichever worker's socket the kernel hands them to (the
+  -- worker that served the first has paused; the other accepts the next and
+  -- must park it, not serve it); each freed slot lets exactly one more in.
+  -- Catches a limit checked one off (the idle worker serves a second
+  -- client) and a freed slot that wakes no one.
+  it("holds --max-connections across workers: one in, the rest wait, one more per freed slot", function()
+    local p = H.start("-w 2 --max-connections 1 " .. H.script([[
+      function with_init(state) state.socket:send("in\n") end
+      function handler() end
+    ]]))
+    local first = H.connect(p.port)
+    first:settimeout(30)
+    assert.equal("in", first:receive("*l"))
+    local waiting, got = {}, {}
+    for i = 1, 16 do -- so that some go to each worker
+      waiting[i] = H.connect(p.port)
+      glisten.spawn(function()
+        got[i] = waiting[i]:receive("*l", 60) or false
+      end)
+    end
+    -- with correct code this silence is certain; a second client served
+    -- against the limit is answered well within it
+    glisten.sleep(1)
+    local function served()
+      local n = 0
+      for i = 1, 16 do if got[i] == "in" then n = n + 1 end end
+      return n
+    end
+    assert.equal(0, served())
+    first:close()
+    assert.is_true(H.wait_for(function() return served() >= 1 end, 30), "no one got the freed slot")
+    glisten.sleep(1)
+    assert.equal(1, served())
+    for i = 1, 16 do waiting[i]:close() end
+    assert.is_true(H.wait_for(function()
+      for i = 1, 16 do if got[i] == nil then return false end end
+      return true
+    end, 30))
+    p:signal("TERM")
+    assert.equal(0, p:wait(30))
+  end)
+end)
+
 describe("glisten-lua on SIGTERM and SIGINT", function()
   after_each(H.no_leaks)
 
@@ -271,13 +526,13 @@ describe("glisten-lua on SIGTERM and SIGINT", function()
     end
   ]]
 
+  -- "At once": a grace period of 60 s is not waited for when nothing is
+  -- open; the 20 s bound fails a command that waits for it.
   it("exits 0 at once when nothing is open", function()
     for _, sig in ipairs{ "TERM", "INT" } do
-      local p = H.start(H.script(LOGGING))
-      local t0 = glisten.now()
+      local p = H.start("--shutdown-timeout 60 " .. H.script(LOGGING))
       p:signal(sig)
-      assert.equal(0, p:wait(5))
-      assert.is_true(glisten.now() - t0 < 2)
+      assert.equal(0, p:wait(20))
     end
   end)
 
@@ -286,13 +541,13 @@ describe("glisten-lua on SIGTERM and SIGINT", function()
     local c = H.connect(p.port)
     c:send("a"); assert.equal("a", c:receive(1))
     p:signal("TERM")
-    assert.is_true(H.wait_for(function() return p:stderr():find("stopping") end))
+    assert.is_true(H.wait_for(function() return p:stderr():find("stopping") end, 30))
     -- no new connections
-    assert.is_nil(glisten.connect("127.0.0.1", p.port, 1))
+    assert.is_nil(glisten.connect("127.0.0.1", p.port, 5))
     -- the open one still works, even for slow requests
     c:send("slow"); assert.equal("slow", c:receive(4))
     c:close()
-    assert.equal(0, p:wait(5))
+    assert.equal(0, p:wait(30))
     assert.matches("with_close closed", p:stderr())
   end)
 
@@ -300,40 +555,57 @@ describe("glisten-lua on SIGTERM and SIGINT", function()
     local p = H.start("--shutdown-timeout 0.3 " .. H.script(LOGGING))
     local c = H.connect(p.port)
     c:send("a"); assert.equal("a", c:receive(1))
-    local t0 = glisten.now()
     p:signal("TERM")
+    c:settimeout(30)
     assert.equal("bye shutdown", c:receive("*l"))
     H.assert_closed(c)
     c:close()
-    assert.equal(0, p:wait(5))
-    assert.is_true(glisten.now() - t0 >= 0.25)
+    assert.equal(0, p:wait(30))
     assert.matches("with_close shutdown", p:stderr())
   end)
 
-  it("cuts short a callback in progress when the grace period ends", function()
+  -- The handler waits in sleep with two to-be-closed guards when the grace
+  -- period ends: it is cut short, its guards close, innermost first, and
+  -- only then with_close runs. Catches a cut-short callback whose coroutine
+  -- is set aside without closing them.
+  it("cuts short a callback in progress when the grace period ends, closing its <close> variables", function()
     local p = H.start("--shutdown-timeout 0.2 " .. H.script([[
-      function handler(msg, state) state.socket:send("zz\n"); glisten.sleep(60) end
+      local function guard(name)
+        return setmetatable({}, { __close = function() io.stderr:write(name, "\n") end })
+      end
+      function handler(msg, state)
+        local outer <close> = guard("outer closed")
+        local inner <close> = guard("inner closed")
+        state.socket:send("zz\n")
+        glisten.sleep(60)
+        io.stderr:write("handler went on\n")
+      end
       function with_close(state, reason) io.stderr:write("with_close ", reason, "\n") end
     ]]))
     local c = H.connect(p.port)
     c:send("go"); assert.equal("zz", c:receive("*l"))
     p:signal("TERM")
+    c:settimeout(30)
     H.assert_closed(c)
     c:close()
-    assert.equal(0, p:wait(5))
-    assert.matches("with_close shutdown", p:stderr())
+    assert.equal(0, p:wait(30))
+    local lines = {}
+    for l in p:stderr():gmatch("[^\n]+") do
+      if not l:find("^listening on") and not l:find("stopping") then lines[#lines + 1] = l end
+    end
+    assert.same({ "inner closed", "outer closed", "with_close shutdown" }, lines)
   end)
 
+  -- A grace period of 60 s, a connection that stays open: only the second
+  -- signal can end the command within the 20 s bound, and with status 1.
   it("exits at once on a second signal", function()
-    local p = H.start("--shutdown-timeout 30 " .. H.script(LOGGING))
+    local p = H.start("--shutdown-timeout 60 " .. H.script(LOGGING))
     local c = H.connect(p.port)
     c:send("a"); assert.equal("a", c:receive(1))
     p:signal("TERM")
-    assert.is_true(H.wait_for(function() return p:stderr():find("stopping") end))
-    local t0 = glisten.now()
+    assert.is_true(H.wait_for(function() return p:stderr():find("stopping") end, 30))
     p:signal("TERM")
-    assert.equal(1, p:wait(5))
-    assert.is_true(glisten.now() - t0 < 2)
+    assert.equal(1, p:wait(20))
     assert.matches("second signal", p:stderr())
     c:close()
   end)
