@@ -15,15 +15,26 @@ local function tmpfile(data)
 end
 
 -- Runs `nc -N 127.0.0.1 port` with input from a file holding `input`, at
--- most 5 s. Returns what nc printed and its exit status.
+-- most 60 s (a bound on a hang, not a speed). Returns what nc printed and
+-- its exit status.
 local function nc(port, input)
   local inp, out = tmpfile(input), tmpfile()
-  local ok, _, code = os.execute(("timeout 5 nc -N 127.0.0.1 %d <%s >%s 2>&1"):format(
+  local ok, _, code = os.execute(("timeout 60 nc -N 127.0.0.1 %d <%s >%s 2>&1"):format(
     port, H.quote(inp), H.quote(out)))
   return H.readfile(out), ok and 0 or code
 end
 
 local random_bytes = H.random_bytes
+
+-- Every wait here only bounds a hang; a busy machine must never reach it.
+local LONG = 60
+
+-- A client whose every call waits at most LONG seconds.
+local function connect(port)
+  local c = H.connect(port)
+  c:settimeout(LONG)
+  return c
+end
 
 describe("scripts/echo.lua", function()
   after_each(cleanup)
@@ -49,7 +60,7 @@ describe("scripts/echo.lua", function()
     for i = 1, 5 do
       inputs[i] = ("client %d\n"):format(i):rep(2000) -- about 20 kB each
       outputs[i] = tmpfile()
-      cmd[#cmd + 1] = ("timeout 5 nc -N 127.0.0.1 %d <%s >%s &"):format(
+      cmd[#cmd + 1] = ("timeout 60 nc -N 127.0.0.1 %d <%s >%s &"):format(
         p.port, H.quote(tmpfile(inputs[i])), H.quote(outputs[i]))
     end
     cmd[#cmd + 1] = "wait"
@@ -62,7 +73,7 @@ describe("scripts/echo.lua", function()
 
   it("echoes to glisten clients, small and large, each its own", function()
     local p = start("scripts/echo.lua")
-    local a, b = H.connect(p.port), H.connect(p.port)
+    local a, b = connect(p.port), connect(p.port)
     a:send("from a"); b:send("from b")
     assert.equal("from b", b:receive(6))
     assert.equal("from a", a:receive(6))
@@ -85,7 +96,7 @@ describe("scripts/chat.lua", function()
   -- Connects to the chat and reads its greeting; returns the socket and the
   -- number of others the greeting counts.
   local function join(port)
-    local c = H.connect(port)
+    local c = connect(port)
     local greeting = assert(c:receive("*l"))
     local id, others = greeting:match("^%* you are (%d+); (%d+) other%(s%) here$")
     assert.truthy(id, "greeting: " .. greeting)
@@ -104,11 +115,25 @@ describe("scripts/chat.lua", function()
     return got
   end
 
-  -- Asserts that nothing more arrives on any of the sockets.
+  -- Asserts that nothing more arrives on any of the sockets: each sends a
+  -- mark, and the next lines every other one reads are exactly those
+  -- marks. One sender's lines keep their order, so anything more a sender's
+  -- line brought (a duplicate, a line sent back to its sender) would come
+  -- before the mark. No quiet period is timed, so a slow machine can
+  -- neither fail this nor let a stray line slip past it.
+  local nmark = 0
   local function quiet(socks)
-    glisten.sleep(0.2)
-    for _, c in pairs(socks) do
-      assert.same({ nil, "timeout", "" }, { c:receive("*l", 0.01) })
+    nmark = nmark + 1
+    local list = {}
+    for i, c in pairs(socks) do list[#list + 1] = { i = i, c = c } end
+    for _, e in ipairs(list) do e.c:send(("mark %d from %d\n"):format(nmark, e.i)) end
+    for _, e in ipairs(list) do
+      local want = {}
+      for _, o in ipairs(list) do
+        if o.i ~= e.i then want[#want + 1] = ("mark %d from %d"):format(nmark, o.i) end
+      end
+      table.sort(want)
+      assert.same(want, lines(e.c, #want))
     end
   end
 
@@ -146,7 +171,7 @@ describe("scripts/chat.lua", function()
       if others == 4 then newcomer = c; return true end
       c:close()
       glisten.sleep(0.05)
-    end, 5))
+    end, LONG))
     cs[5] = newcomer
     for i = 1, 5 do cs[i]:send(("again from %d\n"):format(i)) end
     for i = 1, 5 do
@@ -176,7 +201,7 @@ describe("scripts/chat.lua", function()
       got[i] = {}
       glisten.spawn(function() -- the reader
         for _ = 1, (N - 1) * L do
-          local l, err = cs[i]:receive("*l", 10)
+          local l, err = cs[i]:receive("*l", LONG)
           if not l then got[i].err = err; break end
           got[i][#got[i] + 1] = l
         end
@@ -191,7 +216,7 @@ describe("scripts/chat.lua", function()
         end
       end)
     end
-    assert.is_true(H.wait_for(function() return done == N end, 20))
+    assert.is_true(H.wait_for(function() return done == N end, 2 * LONG))
     for i = 1, N do
       assert.is_nil(got[i].err)
       assert.equal((N - 1) * L, #got[i])
@@ -219,7 +244,7 @@ describe("scripts/handshake.lua", function()
 
   it("welcomes HELLO alice and prefixes every later chunk with her name", function()
     local p = start("scripts/handshake.lua")
-    local c = H.connect(p.port)
+    local c = connect(p.port)
     c:send("HELLO alice\nhi there\n")
     assert.equal("WELCOME alice", c:receive("*l"))
     assert.equal("alice: hi there", c:receive("*l"))
@@ -227,7 +252,7 @@ describe("scripts/handshake.lua", function()
     assert.equal("alice: second", c:receive("*l"))
     c:close()
     -- a hello ending in \r\n, and a hello that arrives in pieces
-    c = H.connect(p.port)
+    c = connect(p.port)
     c:send("HEL")
     glisten.sleep(0.05)
     c:send("LO bob\r\n")
@@ -241,14 +266,14 @@ describe("scripts/handshake.lua", function()
   it("answers a bad hello with ERR and closes the connection", function()
     local p = start("scripts/handshake.lua")
     for _, hello in ipairs{ "HI bob\n", "HELLO\n", "HELLO two words\n", "hello alice\n", "\0\255\n" } do
-      local c = H.connect(p.port)
+      local c = connect(p.port)
       c:send(hello .. "then this\n")
       assert.equal("ERR expected: HELLO <name>", c:receive("*l"), hello)
       H.assert_closed(c)
       c:close()
     end
     -- still serving
-    local c = H.connect(p.port)
+    local c = connect(p.port)
     c:send("HELLO carol\n")
     assert.equal("WELCOME carol", c:receive("*l"))
     c:close()

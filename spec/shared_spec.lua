@@ -4,6 +4,7 @@ local glisten = H.glisten
 local shared = glisten.shared
 
 describe("glisten.shared", function()
+  after_each(H.no_leaks)
   before_each(function()
     for _, k in ipairs(shared:keys(0)) do shared:delete(k) end
   end)
@@ -48,14 +49,41 @@ describe("glisten.shared", function()
     assert.has_error(function() shared:incr("n", "x") end)
   end)
 
+  -- A TTL is checked in the two directions that cannot race with a busy
+  -- machine: a key read right after it is set (far sooner than its TTL)
+  -- is there, and a key whose TTL has passed is gone, waited for with a
+  -- deadline that only bounds a hang.
+  local TTL = 2     -- seconds: many times the gap between two lines
+  local LONG = 3600 -- never passes during a test
+  local HANG = 60   -- bounds a wait that should end after TTL
+
+  -- Runs fn (which sets keys with TTL and reads them back) until one run
+  -- takes less than TTL, so that what it read cannot have expired
+  -- meanwhile; returns what that run returned. A machine too busy to run
+  -- a few lines within TTL seconds five times running fails here.
+  local function fresh(fn)
+    for _ = 1, 5 do
+      for _, k in ipairs(shared:keys(0)) do shared:delete(k) end
+      local t0 = glisten.now()
+      local r = { fn() }
+      if glisten.now() - t0 < TTL then return table.unpack(r) end
+    end
+    error("five runs of a few lines each took longer than " .. TTL .. " s")
+  end
+
   it("forgets keys after their ttl", function()
-    shared:set("short", "v", 0.1)
-    shared:add("short2", "v", 0.1)
-    shared:set("long", "v", 60)
-    shared:set("forever", "v")
-    assert.equal("v", shared:get("short"))
-    glisten.sleep(0.2)
-    assert.is_nil(shared:get("short"))
+    local short, short2 = fresh(function()
+      shared:set("short2", "v", TTL)
+      shared:add("short", "v", TTL)
+      shared:set("long", "v", LONG)
+      shared:set("forever", "v")
+      return shared:get("short"), shared:get("short2")
+    end)
+    assert.equal("v", short)
+    assert.equal("v", short2)
+    -- "short" was set last, so once it is gone "short2" is too
+    assert.is_true(H.wait_for(function() return shared:get("short") == nil end, HANG),
+      "a key outlived its ttl")
     assert.is_nil(shared:get("short2"))
     assert.equal("v", shared:get("long"))
     local keys = shared:keys(0)
@@ -65,12 +93,18 @@ describe("glisten.shared", function()
   end)
 
   it("incr gives a key it creates init_ttl; an existing key keeps its own", function()
-    assert.equal(1, shared:incr("window", 1, 0, 0.1))
-    assert.equal(2, shared:incr("window", 1, 0, 60)) -- exists: its ttl stays 0.1
-    shared:set("kept", 5, 60)
-    assert.equal(6, shared:incr("kept", 1, 0, 0.1))
-    glisten.sleep(0.2)
-    assert.is_nil(shared:get("window"))
+    -- "kept" exists with a long ttl: incr's init_ttl, shorter than
+    -- "window"'s, must not replace it (were it taken, "kept" would expire
+    -- before "window")
+    local kept, w1, w2 = fresh(function()
+      shared:set("kept", 5, LONG)
+      return shared:incr("kept", 1, 0, TTL / 2),
+        shared:incr("window", 1, 0, TTL),
+        shared:incr("window", 1, 0, LONG) -- exists: its ttl stays TTL
+    end)
+    assert.same({ 6, 1, 2 }, { kept, w1, w2 })
+    assert.is_true(H.wait_for(function() return shared:get("window") == nil end, HANG),
+      "the key incr created outlived its init_ttl")
     assert.equal(6, shared:get("kept"))
     assert.equal(1, shared:incr("window", 1, 0)) -- created again, no ttl
     assert.has_error(function() shared:incr("x", 1, 0, 0 / 0) end)

@@ -2,14 +2,17 @@
 -- one port; messages and pub/sub across them; limits and shutdown.
 local glisten = H.glisten
 
--- Greets with "worker ID id ID", then: "post ID text" posts to connection
--- ID; "incr N" adds 1 to shared "hits" N times; "get" answers hits;
--- "bad" tries to post values that cannot cross; "slow" answers after 0.3 s.
+-- Greets with "worker ID of COUNT id CONN", then: "post ID text" posts to
+-- connection ID; "incr N" adds 1 to shared "hits" N times; "get" answers
+-- hits; "bad" tries to post values that cannot cross; "slow" answers after
+-- 0.3 s; "sub T" / "unsub T" (un)subscribe to topic T; "pub T text"
+-- publishes "T text" to T; "stats" answers the pool's counters.
 local SCRIPT = [[
 local glisten = require "glisten"
 return {
   with_init = function(state)
-    state.socket:send(("worker %d id %d\n"):format(glisten.worker_id(), state.socket.id))
+    state.socket:send(("worker %d of %d id %d\n"):format(glisten.worker_id(),
+      glisten.worker_count(), state.socket.id))
   end,
   handler = function(msg, state)
     local sock = state.socket
@@ -31,6 +34,16 @@ return {
       elseif cmd == "slow" then
         glisten.sleep(0.3)
         sock:send("slow done\n")
+      elseif cmd == "sub" then
+        sock:send(("sub %s %s\n"):format(a, sock:subscribe(a)))
+      elseif cmd == "unsub" then
+        sock:send(("unsub %s %s\n"):format(a, sock:unsubscribe(a)))
+      elseif cmd == "pub" then
+        local ok = glisten.publish(a, { text = a .. " " .. b, from = glisten.worker_id() })
+        sock:send(("pub %s %s\n"):format(a, ok))
+      elseif cmd == "stats" then
+        local st = glisten.stats()
+        sock:send(("connections %d dropped %d\n"):format(st.connections, st.dropped))
       end
     end
   end,
@@ -40,27 +53,93 @@ return {
 }
 ]]
 
+-- Every wait of these specs only bounds a hang; a busy machine must never
+-- reach it.
+local LONG = 60
+
+-- A client whose every call waits at most LONG seconds.
+local function connect(port)
+  local c = H.connect(port)
+  c:settimeout(LONG)
+  return c
+end
+
+-- Reads the greeting: worker id, worker count, connection id.
 local function greet(c)
   local l = assert(c:receive("*l"))
-  local w, id = l:match("^worker (%d+) id (%d+)$")
-  return tonumber(w), tonumber(id)
+  local w, n, id = l:match("^worker (%d+) of (%d+) id (%d+)$")
+  assert(w, "greeting: " .. l)
+  return tonumber(w), tonumber(id), tonumber(n)
+end
+
+-- Sends line on c and returns the answer line.
+local function ask(c, line)
+  assert(c:send(line .. "\n"))
+  return assert(c:receive("*l"))
+end
+
+-- The pool's connections and dropped messages, asked through c.
+local function pool_stats(c)
+  local n, d = ask(c, "stats"):match("^connections (%d+) dropped (%d+)$")
+  return tonumber(n), tonumber(d)
+end
+
+-- Connects until every worker in 1..n has `per` connections (at most 400
+-- tries: the kernel picks the worker by a hash of the addresses). Returns
+-- by[w] = { {sock =, id =}, ... } and the connections not needed, open.
+local function spread(port, n, per)
+  local by, spare = {}, {}
+  for w = 1, n do by[w] = {} end
+  for _ = 1, 400 do
+    local done = true
+    for w = 1, n do if #by[w] < per then done = false end end
+    if done then return by, spare end
+    local c = connect(port)
+    local w, id = greet(c)
+    if #by[w] < per then
+      by[w][#by[w] + 1] = { sock = c, id = id }
+    else
+      spare[#spare + 1] = c
+    end
+  end
+  error("400 connections did not reach every worker")
+end
+
+-- Ends a test: the process it left running (if any) must stop gracefully
+-- and exit 0, and then nothing may be left open (H.no_leaks, which would
+-- kill a process still running, so it comes second). Returns nil.
+local function stop_then_check(p)
+  local ok, rc
+  if p then ok, rc = pcall(p.stop, p, LONG) end
+  H.no_leaks()
+  if p then
+    assert(ok, rc)
+    assert.equal(0, rc, "glisten-lua exited with " .. tostring(rc) .. "; stderr:\n" .. p:stderr())
+  end
+  return nil
+end
+
+-- The machine's CPU count as the pool's "auto" counts it (online CPUs).
+local function cpus()
+  local f = assert(io.popen("getconf _NPROCESSORS_ONLN"))
+  local n = tonumber(f:read("a"))
+  f:close()
+  assert(n and n >= 1, "getconf _NPROCESSORS_ONLN gave no count")
+  return n
 end
 
 describe("workers", function()
-  after_each(H.no_leaks)
   local script, p
 
   setup(function() script = H.script(SCRIPT) end)
-  after_each(function()
-    if p then p:signal("TERM"); p:wait(15); p = nil end
-  end)
+  after_each(function() local q = p; p = nil; stop_then_check(q) end)
 
   it("spread connections over every worker and report the balance", function()
     p = H.start("-w 4 " .. script)
     assert.matches("^listening on 127%.0%.0%.1:%d+\n$", p:stderr())
     local per, cs = {}, {}
     for i = 1, 200 do
-      cs[i] = H.connect(p.port)
+      cs[i] = connect(p.port)
       local w = greet(cs[i])
       per[w] = (per[w] or 0) + 1
     end
@@ -73,37 +152,81 @@ describe("workers", function()
     print("\n  balance over 200 connections (SO_REUSEPORT): " .. table.concat(shares, ", "))
   end)
 
-  it("posts to a connection on another worker, keeping order", function()
-    p = H.start("-w 4 " .. script)
-    local cs, ws, ids = {}, {}, {}
-    local a, b
-    for i = 1, 40 do
-      cs[i] = H.connect(p.port)
-      ws[i], ids[i] = greet(cs[i])
-      if i > 1 and ws[i] ~= ws[1] then a, b = 1, i; break end
+  -- Catches worker_count() left at 1 inside a pool (it answered 1 with -w 2).
+  it("worker_count() is the pool's size in every worker, and worker_id() runs 1..N", function()
+    for _, n in ipairs{ 2, 3 } do
+      p = H.start(("-w %d %s"):format(n, script))
+      local seen, nseen = {}, 0
+      for _ = 1, 400 do
+        local c = connect(p.port)
+        local id, _, count = greet(c)
+        c:close()
+        assert.equal(n, count, "worker_count() in worker " .. id .. " of -w " .. n)
+        assert.is_true(id >= 1 and id <= n, "worker_id " .. id)
+        if not seen[id] then seen[id], nseen = true, nseen + 1 end
+        if nseen == n then break end
+      end
+      assert.equal(n, nseen, "distinct workers that served a connection")
+      local rc = p:stop(LONG)
+      p = nil
+      assert.equal(0, rc)
     end
-    assert.truthy(b, "no two connections on different workers")
+  end)
+
+  -- Catches "-w auto" starting one worker (or any count but the CPUs'),
+  -- seen from inside the script: worker_count() and the worker ids.
+  it("-w auto starts one worker per CPU, as the script sees it", function()
+    local n = cpus()
+    if n == 1 then print("\n  this machine has 1 CPU: -w auto cannot be told from one worker here") end
+    p = H.start("-w auto " .. script)
+    local seen, nseen = {}, 0
+    for _ = 1, 400 do
+      local c = connect(p.port)
+      local id, _, count = greet(c)
+      c:close()
+      assert.equal(n, count, "worker_count() with -w auto")
+      assert.is_true(id >= 1 and id <= n, "worker_id " .. id)
+      if not seen[id] then seen[id], nseen = true, nseen + 1 end
+      if nseen == n then break end
+    end
+    assert.equal(n, nseen, "distinct workers that served a connection")
+  end)
+
+  it("posts to a connection on another worker, keeping order, and counts one that finds no connection", function()
+    p = H.start("-w 2 " .. script)
+    -- a on worker 1; b and c on worker 2
+    local by, spare = spread(p.port, 2, 2)
+    spare[#spare + 1] = by[1][2].sock
+    for _, s in ipairs(spare) do s:close() end
+    local a, b, c = by[1][1], by[2][1], by[2][2]
     for n = 1, 20 do
-      cs[a]:send(("post %d m%d\n"):format(ids[b], n))
-      assert.equal("posted true nil", cs[a]:receive("*l"))
+      assert.equal("posted true nil", ask(a.sock, ("post %d m%d"):format(b.id, n)))
     end
     for n = 1, 20 do
-      assert.equal(("from worker %d: m%d"):format(ws[a], n), cs[b]:receive("*l"))
+      assert.equal(("from worker 1: m%d"):format(n), b.sock:receive("*l"))
     end
-    -- a connection that is gone, on any worker
-    cs[b]:close()
-    glisten.sleep(0.1)
-    cs[a]:send(("post %d late\n"):format(ids[b]))
-    assert.equal("posted true nil", cs[a]:receive("*l")) -- queued for its worker, then dropped there
-    cs[a]:send(("post %d x\n"):format(ids[b] - (ids[b] % 256) + 255))
-    assert.equal("posted nil no such connection", cs[a]:receive("*l")) -- no such worker
-    for _, c in pairs(cs) do c:close() end
+    -- A connection that is gone: the post is queued for its worker and
+    -- dropped there, and counted (catches a drop that is not counted).
+    -- Wait until its worker has forgotten it, so the drop is certain.
+    b.sock:close()
+    assert.is_true(H.wait_for(function() return (pool_stats(a.sock)) == 2 end, LONG))
+    local _, dropped0 = pool_stats(a.sock)
+    assert.equal("posted true nil", ask(a.sock, ("post %d late"):format(b.id)))
+    -- a post after it to c, on the same worker, arrives after the late one
+    -- was handled there (one sender's messages keep their order)
+    assert.equal("posted true nil", ask(a.sock, ("post %d after"):format(c.id)))
+    assert.equal("from worker 1: after", c.sock:receive("*l"))
+    assert.equal(dropped0 + 1, select(2, pool_stats(a.sock)),
+      "a late post is counted once in stats().dropped")
+    -- no such worker: refused at once
+    assert.equal("posted nil no such connection", ask(a.sock, ("post %d x"):format(b.id - (b.id % 256) + 255)))
+    a.sock:close(); c.sock:close()
   end)
 
   it("adds up shared:incr from many connections on all workers exactly", function()
     p = H.start("-w 4 " .. script)
     local cs, seen = {}, {}
-    for i = 1, 40 do cs[i] = H.connect(p.port); seen[greet(cs[i])] = true end
+    for i = 1, 40 do cs[i] = connect(p.port); seen[greet(cs[i])] = true end
     for w = 1, 4 do assert.is_true(seen[w], "no connection on worker " .. w) end
     for i = 1, 40 do cs[i]:send("incr 500\n") end
     for i = 1, 40 do assert.equal("done", cs[i]:receive("*l")) end
@@ -114,7 +237,7 @@ describe("workers", function()
 
   it("refuses values that cannot cross, with a clear error", function()
     p = H.start("-w 2 " .. script)
-    local c = H.connect(p.port)
+    local c = connect(p.port)
     greet(c)
     c:send("bad\n")
     local line = c:receive("*l")
@@ -123,16 +246,77 @@ describe("workers", function()
     c:close()
   end)
 
+  -- Catches an unsubscribe that leaves the socket subscribed (delivery goes
+  -- on), one that ends the topic for every subscriber or the socket's other
+  -- topics, one whose socket cannot subscribe again, and a worker's count of
+  -- subscriptions lowered by unsubscribing from a topic it never joined
+  -- (publishes from other workers then skip that worker).
+  it("unsubscribe(topic) stops that topic for that socket alone, on any worker, until it subscribes again", function()
+    p = H.start("-w 2 " .. script)
+    -- A and B on worker 1 with a publisher Q; C and a publisher P on
+    -- worker 2 (publishers subscribe to nothing)
+    local by, spare = spread(p.port, 2, 3)
+    spare[#spare + 1] = by[2][3].sock
+    for _, s in ipairs(spare) do s:close() end
+    local A, B, Q = by[1][1].sock, by[1][2].sock, by[1][3].sock
+    local C, P = by[2][1].sock, by[2][2].sock
+    for _, c in ipairs{ A, B, C } do
+      assert.equal("sub t true", ask(c, "sub t"))
+      assert.equal("sub u true", ask(c, "sub u"))
+    end
+    assert.equal("unsub t true", ask(A, "unsub t"))
+    assert.equal("pub t true", ask(P, "pub t one"))
+    assert.equal("pub u true", ask(P, "pub u two"))
+    for _, c in ipairs{ B, C } do
+      assert.equal("from worker 2: t one", c:receive("*l"))
+      assert.equal("from worker 2: u two", c:receive("*l"))
+    end
+    -- one sender's messages keep their order: had "t one" reached A, it
+    -- would come first
+    assert.equal("from worker 2: u two", A:receive("*l"))
+
+    -- unsubscribing again, or from a topic never joined, changes nothing:
+    -- worker 1 still has three subscriptions (A to u, B to t and u), so
+    -- publishes from worker 2 must still go there
+    for _ = 1, 3 do assert.equal("unsub t true", ask(A, "unsub t")) end
+    assert.equal("unsub never true", ask(A, "unsub never"))
+    assert.equal("unsub never true", ask(B, "unsub never"))
+    assert.equal("pub u true", ask(P, "pub u three"))
+    -- a post after the publish, to A: were the publish not sent to worker
+    -- 1 at all, the post would be the first thing A reads
+    assert.equal("posted true nil", ask(P, ("post %d after three"):format(by[1][1].id)))
+    for _, c in ipairs{ A, B, C } do
+      assert.equal("from worker 2: u three", c:receive("*l"))
+    end
+    assert.equal("from worker 2: after three", A:receive("*l"))
+
+    -- subscribing again resumes delivery, from either worker
+    assert.equal("sub t true", ask(A, "sub t"))
+    assert.equal("pub t true", ask(P, "pub t four"))
+    for _, c in ipairs{ A, B, C } do
+      assert.equal("from worker 2: t four", c:receive("*l"))
+    end
+    assert.equal("unsub t true", ask(B, "unsub t"))
+    assert.equal("pub t true", ask(Q, "pub t five"))
+    assert.equal("pub u true", ask(Q, "pub u six"))
+    for _, c in ipairs{ A, C } do
+      assert.equal("from worker 1: t five", c:receive("*l"))
+      assert.equal("from worker 1: u six", c:receive("*l"))
+    end
+    assert.equal("from worker 1: u six", B:receive("*l"))
+    for _, c in ipairs{ A, B, C, P, Q } do c:close() end
+  end)
+
   it("drains busy workers on SIGTERM and exits 0", function()
-    p = H.start("-w 4 --shutdown-timeout 5 " .. script)
+    p = H.start("-w 4 --shutdown-timeout 30 " .. script)
     local cs = {}
-    for i = 1, 20 do cs[i] = H.connect(p.port); greet(cs[i]) end
+    for i = 1, 20 do cs[i] = connect(p.port); greet(cs[i]) end
     for i = 1, 20 do cs[i]:send("slow\n") end
     glisten.sleep(0.05)
     p:signal("TERM")
     for i = 1, 20 do assert.equal("slow done", cs[i]:receive("*l")) end
     for i = 1, 20 do cs[i]:close() end
-    assert.equal(0, p:wait(10))
+    assert.equal(0, p:wait(LONG))
     p = nil
   end)
 
@@ -152,22 +336,28 @@ describe("workers", function()
       }
     ]])
     p = H.start("-w 4 --max-connections 6 " .. limited)
-    local cs = {}
-    for i = 1, 12 do cs[i] = H.connect(p.port) end
-    local served = {}
+    local cs, served, nserved = {}, {}, 0
+    for i = 1, 12 do cs[i] = connect(p.port) end
     for i = 1, 12 do
-      served[i] = cs[i]:receive("*l", 0.3) == "in"
+      glisten.spawn(function()
+        if cs[i]:receive("*l") == "in" then
+          served[i] = nserved + 1 -- the order of service
+          nserved = nserved + 1
+        end
+      end)
     end
-    local n = 0
-    for i = 1, 12 do if served[i] then n = n + 1 end end
-    assert.equal(6, n)
-    -- closing the served ones lets the rest in, nothing lost
-    for i = 1, 12 do if served[i] then cs[i]:close() end end
+    -- six are served; the others wait in the backlog while those six stay
+    -- open (the peak below shows that no seventh got in meanwhile)
+    assert.is_true(H.wait_for(function() return nserved >= 6 end, LONG), nserved .. " served")
+    local first = {}
     for i = 1, 12 do
-      if not served[i] then assert.equal("in", cs[i]:receive("*l")) end
+      if served[i] and served[i] <= 6 then first[#first + 1] = i end
     end
+    -- closing the first six lets the rest in, nothing lost
+    for _, i in ipairs(first) do cs[i]:close() end
+    assert.is_true(H.wait_for(function() return nserved == 12 end, LONG), nserved .. " of 12 served")
     local last
-    for i = 1, 12 do if not served[i] then last = cs[i] end end
+    for i = 1, 12 do if served[i] > 6 then last = cs[i] end end
     last:send("?")
     local peak = tonumber(last:receive("*l"):match("peak (%d+)"))
     assert.is_true(peak <= 6, "peak " .. peak)
@@ -175,7 +365,7 @@ describe("workers", function()
   end)
 
   it("stops the start cleanly when a worker's script fails to load", function()
-    local rc, _, err = H.run("-w 3 " .. H.script("local x = nil\nreturn { handler = function() end, y = x.z }\n"))
+    local rc, _, err = H.run("-w 3 " .. H.script("local x = nil\nreturn { handler = function() end, y = x.z }\n"), LONG)
     assert.equal(1, rc)
     assert.matches("worker 1: .-:2: attempt to index a nil value", err)
     assert.not_matches("listening on", err)
@@ -184,7 +374,7 @@ describe("workers", function()
       local glisten = require "glisten"
       if glisten.worker_id() == 3 then error("worker three cannot start") end
       function handler(msg, state) state.socket:send(msg) end
-    ]]))
+    ]]), LONG)
     assert.equal(1, rc)
     assert.matches("worker 3: .-:2: worker three cannot start", err)
     assert.not_matches("listening on", err)
@@ -196,7 +386,7 @@ describe("workers", function()
       local n = 200
       local cs = {}
       for i = 1, n do
-        cs[i] = H.connect(p.port)
+        cs[i] = connect(p.port)
         assert.matches("^%* you are %d+", cs[i]:receive("*l"))
       end
       for i = 1, n do cs[i]:send(("line from %d\n"):format(i)) end
@@ -208,36 +398,259 @@ describe("workers", function()
           got[l] = true
         end
         assert.is_nil(got[("line from %d"):format(i)], "a client got its own line")
-        assert.same({ nil, "timeout", "" }, { cs[i]:receive("*l", 0.01) }) -- nothing more
+      end
+      -- nothing more: each client sends a last line, and those are the
+      -- next lines every other client reads (one sender's lines keep their
+      -- order, so a duplicate of a sender's line would come before its last)
+      for i = 1, n do cs[i]:send(("end %d\n"):format(i)) end
+      for i = 1, n do
+        local ends = {}
+        for _ = 1, n - 1 do
+          local l = assert(cs[i]:receive("*l"))
+          local from = tonumber(l:match("^end (%d+)$"))
+          assert(from and from ~= i and not ends[from], ("client %d read %q among the last lines"):format(i, l))
+          ends[from] = true
+        end
       end
       for i = 1, n do cs[i]:close() end
       p:signal("TERM")
-      assert.equal(0, p:wait(10))
+      assert.equal(0, p:wait(LONG))
       p = nil
     end
+  end)
+end)
+
+describe("worker inboxes", function()
+  local p
+  after_each(function() local q = p; p = nil; stop_then_check(q) end)
+
+  -- "block" keeps its worker inside a callback (its loop does not run, so
+  -- its inbox is not emptied) until shared "go" is set; "flood ID" posts
+  -- 1, 2, 3, ... to connection ID until a post is refused, sets "go", and
+  -- answers how many were taken and the refusal; "expect N": once N
+  -- messages have arrived, answers how many came out of order.
+  local INBOX = [[
+local glisten = require "glisten"
+local shared = glisten.shared
+local function report(state)
+  if state.want and state.got == state.want then
+    state.socket:send(("received %d, %d out of order\n"):format(state.got, state.bad))
+    state.want = nil
+  end
+end
+return {
+  with_init = function(state)
+    state.got, state.bad, state.next = 0, 0, 1
+    state.socket:send(("worker %d of %d id %d\n"):format(glisten.worker_id(),
+      glisten.worker_count(), state.socket.id))
+  end,
+  handler = function(msg, state)
+    local sock = state.socket
+    local cmd, a = msg:match("^(%S+) ?(%S*)\n$")
+    if cmd == "block" then
+      sock:send("blocking\n")
+      local limit = os.time() + 120 -- bounds the spin should the spec die
+      while not shared:get("go") and os.time() < limit do end
+    elseif cmd == "flood" then
+      local id, n, ok, err = tonumber(a), 0, nil, nil
+      repeat
+        ok, err = glisten.post(id, n + 1)
+        if ok then n = n + 1 end
+      until not ok or n > 1000000
+      shared:set("go", true)
+      sock:send(("taken %d, then %s\n"):format(n, tostring(err)))
+    elseif cmd == "expect" then
+      state.want = tonumber(a)
+      report(state)
+    end
+  end,
+  with_message = function(v, state)
+    state.got = state.got + 1
+    if v ~= state.next then state.bad = state.bad + 1 end
+    state.next = v + 1
+    report(state)
+  end,
+}
+]]
+
+  -- Catches an inbox with no bound or a bound off by one, a refusal
+  -- reported as anything but "worker inbox full", and a burst of posts
+  -- delivered out of order.
+  it("refuse posts with \"worker inbox full\" once 65536 wait, and deliver the 65536 in order", function()
+    p = H.start("-w 2 --max-mailbox 100000 " .. H.script(INBOX))
+    local by, spare = spread(p.port, 2, 1)
+    for _, s in ipairs(spare) do s:close() end
+    local target, sender = by[1][1], by[2][1].sock
+    assert.equal("blocking", ask(target.sock, "block"))
+    -- worker 1 is inside a callback now, and takes nothing from its inbox
+    -- until the flood is refused
+    assert.equal("taken 65536, then worker inbox full", ask(sender, "flood " .. target.id))
+    -- worker 1 runs again: every message taken arrives, in the order sent
+    assert.equal("received 65536, 0 out of order", ask(target.sock, "expect 65536"))
+    target.sock:close(); sender:close()
+  end)
+
+  -- "hold CAP ROOM" keeps all but about ROOM bytes of what this state may
+  -- hold (CAP); "send ID N" posts N strings of 1 MiB to connection ID and
+  -- answers how many were taken; "errors" answers the pool's error count;
+  -- "release" lets the held memory go. with_message answers the size it got.
+  local HOLD = [[
+local glisten = require "glisten"
+local hoard
+return {
+  with_init = function(state)
+    state.socket:send(("worker %d of %d id %d\n"):format(glisten.worker_id(),
+      glisten.worker_count(), state.socket.id))
+  end,
+  handler = function(msg, state)
+    local sock = state.socket
+    local cmd, a, b = msg:match("^(%S+) ?(%S*) ?(%S*)\n$")
+    if cmd == "hold" then
+      local cap, room = tonumber(a), tonumber(b)
+      local piece = ("h"):rep(16384)
+      hoard = {}
+      collectgarbage()
+      while cap - collectgarbage("count") * 1024 > room + 65536 do
+        hoard[#hoard + 1] = piece .. #hoard
+      end
+      collectgarbage()
+      sock:send(("holding; %d bytes left\n"):format(cap - math.floor(collectgarbage("count") * 1024)))
+    elseif cmd == "send" then
+      local big, taken = ("p"):rep(1 << 20), 0
+      for _ = 1, tonumber(b) do
+        if glisten.post(tonumber(a), big) then taken = taken + 1 end
+      end
+      sock:send(("sent %d\n"):format(taken))
+    elseif cmd == "errors" then
+      sock:send(("errors %d\n"):format(glisten.stats().errors))
+    elseif cmd == "release" then
+      hoard = nil
+      collectgarbage()
+      sock:send("released\n")
+    end
+  end,
+  with_message = function(v, state)
+    state.socket:send(("got %d bytes\n"):format(#v))
+  end,
+}
+]]
+
+  -- Catches the once-a-second limit on repeated errors leaving out the
+  -- number of lines it held back (or getting it wrong), and a limit that
+  -- does not hold anything back.
+  it("log a burst of failed deliveries once a second, with the exact number left out", function()
+    local cap, room = 6000000, 262144
+    p = H.start(("-w 2 --max-memory %d %s"):format(cap, H.script(HOLD)))
+    local by, spare = spread(p.port, 2, 1)
+    for _, s in ipairs(spare) do s:close() end
+    local target, sender = by[1][1], by[2][1].sock
+    local left = tonumber(ask(target.sock, ("hold %d %d"):format(cap, room)):match("^holding; (%d+) bytes left$"))
+    assert.is_true(left < 1 << 20, left .. " bytes left: a 1 MiB message would fit")
+    local function errors() return tonumber(ask(sender, "errors"):match("^errors (%d+)$")) end
+    local errors0 = errors()
+    -- a burst: worker 1 has no memory to take any of these
+    local burst = 30
+    assert.equal("sent " .. burst, ask(sender, ("send %d %d"):format(target.id, burst)))
+    assert.is_true(H.wait_for(function() return errors() == errors0 + burst end, LONG),
+      "the burst did not fail as expected")
+    -- The lines of a kind of error on worker 1's stderr, and the numbers
+    -- they say were left out.
+    local function logged()
+      local lines, held_back, counted = 0, 0, false
+      for suffix in p:stderr():gmatch("glisten: cannot deliver a message: not enough memory([^\n]*)\n") do
+        lines = lines + 1
+        if suffix ~= "" then
+          local n = suffix:match("^ %(and (%d+) more like it left out%)$")
+          assert(n, "an unexpected line: " .. suffix)
+          held_back = held_back + tonumber(n)
+          counted = true
+        end
+      end
+      return lines, held_back, counted
+    end
+    -- More than a second later (twice the limit), one more failure: its
+    -- line is written, and carries the number held back since the last.
+    glisten.sleep(2)
+    local before = logged() -- each line is written as its error is counted
+    assert.is_true(before >= 1, "the burst logged nothing")
+    assert.equal("sent 1", ask(sender, ("send %d 1"):format(target.id)))
+    local failures = burst + 1
+    assert.is_true(H.wait_for(function() return errors() == errors0 + failures end, LONG))
+    assert.is_true(H.wait_for(function() return logged() == before + 1 end, LONG),
+      "no line for a failure more than a second after the others:\n" .. p:stderr())
+    local lines, held_back, counted = logged()
+    assert.equal(failures, lines + held_back,
+      ("%d failures, %d lines, %d said to be left out:\n%s"):format(failures, lines, held_back, p:stderr()))
+    assert.is_true(lines < failures, "every failure was logged: nothing held back")
+    assert.is_true(counted, "no line said how many were left out")
+    -- memory back: the next message arrives
+    assert.equal("released", ask(target.sock, "release"))
+    assert.equal("sent 1", ask(sender, ("send %d 1"):format(target.id)))
+    assert.equal("got 1048576 bytes", target.sock:receive("*l"))
+    target.sock:close(); sender:close()
   end)
 end)
 
 describe("glisten.serve with script and workers", function()
   after_each(H.no_leaks)
 
-  it("serves a script with a pool from the module, with per-worker stats", function()
-    local srv = assert(glisten.serve{ script = H.script(SCRIPT), workers = 3, port = 0 })
-    assert.is_true(srv.port > 0)
-    assert.equal(3, srv.workers)
-    assert.matches("3 workers", tostring(srv))
-    local cs = {}
-    for i = 1, 30 do cs[i] = H.connect(srv.port); greet(cs[i]) end
-    local st = glisten.stats()
-    assert.equal(3, #st.workers)
-    local sum = 0
-    for w = 1, 3 do sum = sum + st.workers[w].accepted end
-    assert.equal(30, sum)
-    assert.is_true(H.wait_for(function() return srv.connections == 30 end))
-    for _, c in ipairs(cs) do c:close() end
+  -- Serves opts with a pool of this process for the length of fn(srv),
+  -- then closes it and runs the loop until its workers have exited (at
+  -- most LONG seconds), also when fn fails, so that a failing test leaves
+  -- no pool running into the next. Returns the server.
+  local function with_pool(opts, fn)
+    local srv = assert(glisten.serve(opts))
+    local ok, err = pcall(fn, srv)
     srv:close()
-    glisten.run() -- returns once the workers have exited
+    local deadline = glisten.now() + LONG
+    repeat
+      collectgarbage() -- the sockets of a failed fn
+      if glisten.now() > deadline then
+        error("the pool's workers did not exit within " .. LONG .. " s", 0)
+      end
+    until not glisten.step(0.05)
+    if not ok then error(err, 0) end
+    return srv
+  end
+
+  it("serves a script with a pool from the module, with per-worker stats", function()
+    local srv = with_pool({ script = H.script(SCRIPT), workers = 3, port = 0 }, function(srv)
+      assert.is_true(srv.port > 0)
+      assert.equal(3, srv.workers)
+      assert.matches("3 workers", tostring(srv))
+      local cs = {}
+      for i = 1, 30 do
+        cs[i] = connect(srv.port)
+        local _, _, n = greet(cs[i])
+        assert.equal(3, n)
+      end
+      local st = glisten.stats()
+      assert.equal(3, #st.workers)
+      local sum = 0
+      for w = 1, 3 do sum = sum + st.workers[w].accepted end
+      assert.equal(30, sum)
+      assert.is_true(H.wait_for(function() return srv.connections == 30 end, LONG))
+      for _, c in ipairs(cs) do c:close() end
+    end)
     assert.equal(0, srv.connections)
+  end)
+
+  -- Catches workers = "auto" starting any count but the CPUs'.
+  it("starts one worker per CPU with workers = \"auto\", as the script sees it", function()
+    local n = cpus()
+    with_pool({ script = H.script(SCRIPT), workers = "auto", port = 0 }, function(srv)
+      assert.equal(n, srv.workers)
+      local seen, nseen = {}, 0
+      for _ = 1, 400 do
+        local c = connect(srv.port)
+        local id, _, count = greet(c)
+        c:close()
+        assert.equal(n, count, "worker_count() with workers = \"auto\"")
+        if not seen[id] then seen[id], nseen = true, nseen + 1 end
+        if nseen == n then break end
+      end
+      assert.equal(n, nseen, "distinct workers that served a connection")
+    end)
   end)
 
   it("needs a script for more than one worker, and reports load errors", function()
@@ -253,38 +666,78 @@ describe("glisten.serve with script and workers", function()
   end)
 
   it("drops (and counts) messages for a subscriber that does not keep up, never stalling the sender", function()
-    local srv = assert(glisten.serve{ script = "scripts/chat.lua", workers = 2, port = 0, max_mailbox = 16 })
-    local silent = H.connect(srv.port) -- never reads again
-    assert.matches("^%* you are", silent:receive("*l"))
-    local talker = H.connect(srv.port)
-    assert.matches("^%* you are", talker:receive("*l"))
-    local dropped0 = glisten.stats().dropped
-    local line = ("z"):rep(2000) .. "\n"
-    local t0 = glisten.now()
-    for _ = 1, 20000 do assert(talker:send(line)) end -- 40 MB for the silent one
-    assert.is_true(H.wait_for(function() return glisten.stats().dropped > dropped0 end, 10))
-    -- let the server finish publishing the backlog (a newcomer's mailbox of
-    -- 16 would overflow with it, by design), then it still works for others
-    local last
-    repeat
-      last = glisten.stats().dropped
-      glisten.sleep(0.3)
-    until glisten.stats().dropped == last
-    local late = H.connect(srv.port)
-    assert.matches("^%* you are", late:receive("*l"))
-    talker:send("hello late\n")
-    local got
-    repeat got = late:receive("*l") until got == "hello late" or not got
-    assert.equal("hello late", got)
-    print(("\n  20000 lines of 2 kB sent in %.2f s; dropped for the silent subscriber: %d")
-      :format(glisten.now() - t0, glisten.stats().dropped - dropped0))
-    silent:close(); talker:close(); late:close()
-    srv:close()
-    glisten.run()
+    with_pool({ script = "scripts/chat.lua", workers = 2, port = 0, max_mailbox = 16 }, function(srv)
+      local silent = connect(srv.port) -- never reads again
+      assert.matches("^%* you are", silent:receive("*l"))
+      local talker = connect(srv.port)
+      assert.matches("^%* you are", talker:receive("*l"))
+      local dropped0 = glisten.stats().dropped
+      local line = ("z"):rep(2000) .. "\n"
+      local t0 = glisten.now()
+      for _ = 1, 20000 do assert(talker:send(line)) end -- 40 MB for the silent one
+      assert.is_true(H.wait_for(function() return glisten.stats().dropped > dropped0 end, LONG))
+      -- It still works for others: a newcomer gets a line sent after it
+      -- joined. While the backlog is still being published, its mailbox
+      -- of 16 may overflow too (by design), so the line is sent again
+      -- until one gets through.
+      local late = connect(srv.port)
+      assert.matches("^%* you are", late:receive("*l"))
+      local heard = false
+      glisten.spawn(function()
+        while not heard do
+          local got = late:receive("*l")
+          if not got then break end
+          if got == "hello late" then heard = true end
+        end
+      end)
+      assert.is_true(H.wait_for(function()
+        if not heard then talker:send("hello late\n") end
+        glisten.sleep(0.2)
+        return heard
+      end, LONG), "the newcomer never heard a line")
+      print(("\n  20000 lines of 2 kB sent in %.2f s; dropped for the silent subscriber: %d")
+        :format(glisten.now() - t0, glisten.stats().dropped - dropped0))
+      silent:close(); talker:close(); late:close()
+    end)
   end)
 
   it("reports 1 of 1 outside a pool", function()
     assert.equal(1, glisten.worker_id())
     assert.equal(1, glisten.worker_count())
+  end)
+end)
+
+describe("subscriptions", function()
+  after_each(H.no_leaks)
+
+  -- Catches a connection that closes but stays among its topic's
+  -- subscribers (each later publish then fails to reach it and counts it
+  -- in stats().dropped).
+  it("end with their connection: later publishes drop nothing and still reach the others", function()
+    H.serving({
+      with_init = function(state)
+        state.socket:subscribe("news")
+        state.socket:subscribe("sport")
+        state.socket:send("ready\n")
+      end,
+      handler = function() end,
+      with_message = function(v, state) state.socket:send(v .. "\n") end,
+    }, function(srv)
+      local a, b = connect(srv.port), connect(srv.port)
+      assert.equal("ready", a:receive("*l"))
+      assert.equal("ready", b:receive("*l"))
+      glisten.publish("news", "first")
+      assert.equal("first", a:receive("*l"))
+      assert.equal("first", b:receive("*l"))
+      b:close()
+      assert.is_true(H.wait_for(function() return srv.connections == 1 end, LONG))
+      local dropped0 = glisten.stats().dropped
+      glisten.publish("news", "second")
+      glisten.publish("sport", "third")
+      assert.equal("second", a:receive("*l"))
+      assert.equal("third", a:receive("*l"))
+      assert.equal(dropped0, glisten.stats().dropped)
+      a:close()
+    end)
   end)
 end)

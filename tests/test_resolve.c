@@ -107,17 +107,49 @@ static void test_cancel_and_idle(void **state) {
   ev_loop_destroy(loop);
 }
 
-/* Freeing a resolver with lookups in flight waits for their threads and
- * reports none of them. */
+/* Ends a bounded ev_run: notes that the bound was reached. */
+static void on_guard(EV_P_ ev_timer *w, int revents) {
+  (void)revents;
+  *(int *)w->data = 1;
+  ev_break(EV_A_ EVBREAK_ALL);
+}
+
+/* Freeing a resolver with lookups in flight (some running, some waiting
+ * their turn) reports none of them, not even when the loop runs afterwards;
+ * leaves nothing that keeps the loop running (ev_run returns by itself
+ * instead of waiting for a guard timer that does not hold the loop); and
+ * the loop serves a new resolver as before. */
 static void test_free_in_flight(void **state) {
   (void)state;
   struct ev_loop *loop = ev_loop_new(0);
   gl_resolver *r = gl_resolver_new(loop);
-  seen s[20] = {{0}};
-  for (int i = 0; i < 20; i++)
+  seen s[GL_LOOKUP_THREADS + 4] = {{0}}, later = {0};
+  const int n = GL_LOOKUP_THREADS + 4;
+  ev_timer guard;
+  int expired = 0;
+  for (int i = 0; i < n; i++)
     assert_non_null(gl_lookup_start(r, "localhost", 1, on_done, &s[i]));
   gl_resolver_free(r);
-  for (int i = 0; i < 20; i++) assert_int_equal(s[i].calls, 0);
+  for (int i = 0; i < n; i++) assert_int_equal(s[i].calls, 0);
+
+  ev_timer_init(&guard, on_guard, WAIT_S, 0.);
+  guard.data = &expired;
+  ev_timer_start(loop, &guard);
+  ev_unref(loop); /* the guard alone does not keep ev_run going */
+  ev_run(loop, 0);
+  ev_ref(loop);
+  ev_timer_stop(loop, &guard);
+  assert_int_equal(expired, 0); /* a freed resolver still held the loop */
+  for (int i = 0; i < n; i++) assert_int_equal(s[i].calls, 0);
+
+  r = gl_resolver_new(loop);
+  assert_non_null(r);
+  assert_non_null(gl_lookup_start(r, "localhost", 4242, on_done, &later));
+  assert_true(run_until(loop, got_calls, &later, WAIT_S));
+  assert_int_equal(later.calls, 1);
+  assert_true(later.found > 0);
+  for (int i = 0; i < n; i++) assert_int_equal(s[i].calls, 0);
+  gl_resolver_free(r);
   ev_loop_destroy(loop);
 }
 
