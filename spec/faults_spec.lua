@@ -50,6 +50,22 @@ local function count(t)
   return n
 end
 
+-- Sends chunk after chunk, each send with a timeout of `timeout` seconds,
+-- until the first refusal: a send that gives up because a peer that does
+-- not read has filled the kernel's buffers, then the queue. No fixed size:
+-- the kernel may hold any amount. Returns the bytes taken and the refusal
+-- ("timeout", or why the socket failed).
+local function flood(sock, chunk, timeout)
+  local taken = 0
+  sock:settimeout(timeout)
+  while taken < 1024 * 1024 * 1024 do -- a bound against a hang only
+    local n, err, part = sock:send(chunk)
+    if not n then return taken + part, err end
+    taken = taken + n
+  end
+  return taken, "never refused"
+end
+
 describe("running out of descriptors", function()
   after_each(cleanup)
 
@@ -74,9 +90,9 @@ describe("running out of descriptors", function()
     local served
     assert.is_true(H.wait_for(function()
       local n = count(got)
-      glisten.sleep(0.3)
+      glisten.sleep(1)
       if n == count(got) then served = n; return true end
-    end, 10))
+    end, 30))
     assert.is_true(served < N, "the descriptor limit did not bite: " .. served .. " served")
     assert.is_true(served > 10)
     for i in pairs(got) do assert.equal(expected(i), got[i]) end
@@ -111,6 +127,7 @@ describe("peers that vanish", function()
 
   it("end only their own connection; with_close runs once for each", function()
     local inits, closes, reasons, partials = 0, {}, {}, {}
+    local waiting, blocked_sends = 0, {}
     local chunk = ("v"):rep(65536)
     local base = glisten.stats().connections
     H.serving({
@@ -123,10 +140,19 @@ describe("peers that vanish", function()
             if partial ~= "" then partials[#partials + 1] = partial end
             return
           end
-          if line == "BIG" then -- 2 MiB: far more than the socket buffers hold
-            for _ = 1, 32 do
-              if not s:send(chunk) then return end
+          if line == "BIG" then
+            -- until a send is refused: the kernel's buffers and the queue
+            -- are full; then a send with no timeout waits for the peer
+            local _, err = flood(s, chunk, 0.2)
+            if err ~= "timeout" then
+              blocked_sends[#blocked_sends + 1] = "flood: " .. tostring(err)
+              return
             end
+            s:settimeout(nil)
+            waiting = waiting + 1
+            local n, serr = s:send(chunk)
+            blocked_sends[#blocked_sends + 1] = n and "sent" or serr
+            return
           else
             s:send("ok " .. line .. "\n")
           end
@@ -157,11 +183,14 @@ describe("peers that vanish", function()
         c:send("first\nhalf a li")
         assert.equal("ok first", c:receive("*l"))
         c:close()
-        -- closes with a reply unread: the kernel resets the connection
+        -- closes with a reply unread while the server waits to send more:
+        -- the kernel resets the connection
         c = H.connect(srv.port)
+        local waited = waiting
         c:send("BIG\n")
         assert.equal(chunk:sub(1, 100), c:receive(100))
-        glisten.sleep(0.05) -- the server is now waiting to send more
+        assert.is_true(H.wait_for(function() return waiting > waited end, 60),
+          "the server never came to wait to send")
         c:close()
         -- sends many requests and closes without reading any reply
         c = H.connect(srv.port)
@@ -182,6 +211,8 @@ describe("peers that vanish", function()
       assert.equal(peers, inits)
     end)
     for id, k in pairs(closes) do assert.equal(1, k, "with_close ran " .. k .. " times for " .. id) end
+    -- each waiting send learned that its peer was gone
+    assert.same({ "closed", "closed", "closed", "closed", "closed" }, blocked_sends)
     for _, r in ipairs(reasons) do assert.equal("closed", r) end
     assert.equal(5, #partials)
     for _, part in ipairs(partials) do assert.equal("half a li", part) end
@@ -415,7 +446,7 @@ describe("peers that never read", function()
     assert.is_true(H.wait_for(function()
       local e = p:stderr()
       return e:find("with_close BIG timeout") and e:find("with_close AMPLIFY timeout")
-    end, 8), p:stderr())
+    end, 30), p:stderr())
     -- and their clients find them closed after what the buffers held
     for _, s in ipairs{ big, amp } do
       local got, err = 0, nil
@@ -446,15 +477,15 @@ describe("one peer flooding", function()
       end
     ]]))
     local flooder = H.connect(p.port)
+    flooder:settimeout(30)
     flooder:send("FLOOD\n")
     local chunk = ("f"):rep(65536)
-    local flooded, stop_flood, flood_done = 0, false, false
-    local t0 = glisten.now()
+    local flooded, stop_flood, flood_done, flood_err = 0, false, false, nil
     glisten.spawn(function()
-      -- at least ~1 s, and until the other client is done (at most 5 s)
-      while (not stop_flood or glisten.now() - t0 < 1) and glisten.now() - t0 < 5 do
-        local n = flooder:send(chunk)
-        if not n then break end
+      -- until the other client is done; the count bounds a hang only
+      while not stop_flood and flooded < 64 * 1024 * 1024 * 1024 do
+        local n, err = flooder:send(chunk)
+        if not n then flood_err = err; break end
         flooded = flooded + n
       end
       flood_done = true
@@ -462,7 +493,7 @@ describe("one peer flooding", function()
 
     local pinger = H.connect(p.port)
     pinger:send("ECHO\n")
-    assert.is_true(H.wait_for(function() return flooded >= 1024 * 1024 end, 5))
+    assert.is_true(H.wait_for(function() return flooded >= 1024 * 1024 end, 30))
     local at_start = flooded
     local trips = 0
     for i = 1, 50 do
@@ -471,15 +502,14 @@ describe("one peer flooding", function()
       assert.equal(msg, pinger:receive(#msg))
       trips = i
     end
-    local elapsed = glisten.now() - t0
     local flood_ran = not flood_done
     stop_flood = true
     local during = flooded - at_start
     assert.equal(50, trips)
-    assert.is_true(flood_ran, "the flood ended before the 50 round trips did")
-    assert.is_true(elapsed < 5)
+    assert.is_true(flood_ran, "the flood stopped before the round trips were done: " .. tostring(flood_err))
     assert.is_true(during > 0, "the flood made no progress during the round trips")
-    assert.is_true(H.wait_for(function() return flood_done end, 10))
+    assert.is_true(H.wait_for(function() return flood_done end, 60))
+    assert.is_nil(flood_err)
     flooder:close(); pinger:close()
     assert.equal(0, stop(p))
   end)

@@ -15,6 +15,72 @@ local function pair(fn)
   if not ok then error(err, 0) end
 end
 
+-- An endless stream of numbered bytes: block b (from 0) is "<b>" in 16
+-- bytes, then the same 65520 bytes of numbered records; a byte lost,
+-- repeated or out of order shows. stream(first, last): bytes first..last
+-- (from 1).
+local BLOCK = 65536
+local FILL = {}
+for k = 1, (BLOCK - 16) // 8 do FILL[k] = ("%7d|"):format(k) end
+FILL = table.concat(FILL)
+
+local function stream(first, last)
+  local b0, b1 = (first - 1) // BLOCK, (last - 1) // BLOCK
+  local t = {}
+  for b = b0, b1 do t[#t + 1] = ("<%14d>"):format(b) .. FILL end
+  local off = first - 1 - b0 * BLOCK
+  return table.concat(t):sub(off + 1, off + last - first + 1)
+end
+
+-- Sends the stream from byte from + 1 on, `piece` bytes a send, each with
+-- a timeout of `timeout` seconds, until the first refusal: a send that
+-- gives up (a peer that does not read fills the kernel's buffers, then the
+-- queue). No fixed size: the kernel may hold any amount. Returns the byte
+-- count of the stream taken (every byte of which will be sent) and the
+-- refusal ("timeout", or why the socket failed).
+local function flood(sock, piece, timeout, from)
+  local taken = from or 0
+  sock:settimeout(timeout)
+  while taken < 1024 * 1024 * 1024 do -- a bound against a hang only
+    local n, err, part = sock:send(stream(taken + 1, taken + piece))
+    if not n then return taken + part, err end
+    taken = taken + n
+  end
+  return taken, "never refused"
+end
+
+-- Reads n bytes of the stream, from byte from + 1 on, and checks them.
+local function read_stream(sock, from, n)
+  local got = 0
+  while got < n do
+    local want = math.min(BLOCK, n - got)
+    local data, err, part = sock:receive(want)
+    if not data then
+      error(("%d of %d bytes arrived, then %s (and %d more)"):format(got, n, err, #part), 2)
+    end
+    if data ~= stream(from + got + 1, from + got + want) then
+      error(("bytes %d to %d of the stream are not what was sent"):format(
+        from + got + 1, from + got + want), 2)
+    end
+    got = got + want
+  end
+end
+
+-- The largest send buffer the kernel gives a TCP socket (the last figure
+-- of tcp_wmem): no single write takes more than that from a queue.
+local function kernel_sndbuf_max()
+  local f = io.open("/proc/sys/net/ipv4/tcp_wmem")
+  local max = f and tonumber(f:read("a"):match("(%d+)%s*$"))
+  if f then f:close() end
+  return max or 4 * 1024 * 1024
+end
+
+-- Bytes this process has written to its sockets so far (both ends of a
+-- loopback pair live here, so a test subtracts what its client wrote).
+local function written()
+  return glisten.stats().bytes_out
+end
+
 describe("socket:receive", function()
   after_each(H.no_leaks)
 
@@ -85,10 +151,11 @@ describe("socket:receive", function()
 
   it('returns nil, "timeout", partial after the timeout', function()
     pair(function(s, c)
+      local in0 = glisten.stats().bytes_in
       c:send("par")
-      local t0 = glisten.now()
+      -- once "par" is in s's buffer, a line waits for its end until the timeout
+      assert.is_true(H.wait_for(function() return glisten.stats().bytes_in >= in0 + 3 end, 30))
       assert.same({ nil, "timeout", "par" }, { s:receive("*l", 0.1) })
-      assert.is_true(glisten.now() - t0 >= 0.09)
       assert.same({ nil, "timeout", "" }, { s:receive(5, 0.05) })
       s:settimeout(0.05)
       assert.same({ nil, "timeout", "" }, { s:receive() })
@@ -96,6 +163,41 @@ describe("socket:receive", function()
       c:send("ok\n")
       assert.equal("ok", s:receive("*l"))
     end)
+  end)
+
+  -- Catches settimeout(nil), settimeout() or a negative value keeping the
+  -- old timeout: each receive would give up after 0.5 s of a silence three
+  -- times longer. The three sockets wait at once.
+  it('settimeout(nil), settimeout() and a negative value restore "no timeout"', function()
+    local l = assert(glisten.listen(0))
+    local ways = { "nil", "none", -1 }
+    local clients, got, done = {}, {}, 0
+    for i, way in ipairs(ways) do
+      local c = H.connect(l.port)
+      local s = assert(l:accept(5))
+      clients[i] = c
+      s:settimeout(0.5)
+      if way == "nil" then
+        assert.equal(1, s:settimeout(nil))
+      elseif way == "none" then
+        assert.equal(1, s:settimeout())
+      else
+        assert.equal(1, s:settimeout(way))
+      end
+      glisten.spawn(function()
+        got[i] = { s:receive("*l") }
+        s:close()
+        done = done + 1
+      end)
+    end
+    l:close()
+    glisten.sleep(1.5)
+    for _, c in ipairs(clients) do c:send("late\n") end
+    assert.is_true(H.wait_for(function() return done == #ways end, 30))
+    for i, way in ipairs(ways) do
+      assert.same({ "late" }, got[i], "settimeout(" .. tostring(way) .. ")")
+    end
+    for _, c in ipairs(clients) do c:close() end
   end)
 
   it("refuses a line longer than max_line instead of buffering it", function()
@@ -128,7 +230,9 @@ describe("socket:receive", function()
     l:close()
     c1:send("123456789") -- 9 bytes and no end of line: too long already
     assert.same({ nil, "line too long" }, { s1:receive("*l", 5) })
+    local in0 = glisten.stats().bytes_in
     c2:send("12345678\r") -- 8 bytes and maybe the start of \r\n: not yet
+    assert.is_true(H.wait_for(function() return glisten.stats().bytes_in >= in0 + 9 end, 30))
     assert.same({ nil, "timeout", "12345678\r" }, { s2:receive("*l", 0.2) })
     c2:send("12345678\r\n")
     assert.equal("12345678", s2:receive("*l", 5))
@@ -156,20 +260,18 @@ describe("socket:receive", function()
   end)
 
   it('lets "*a" hold exactly max_receive bytes', function()
-    H.serving({
-      max_receive = 1000,
-      with_init = function(state)
-        -- 1000 bytes are not too many: it waits for more, until the timeout
-        local all, err, partial = state.socket:receive("*a", 0.2)
-        state.socket:send(tostring(all) .. "|" .. err .. "|" .. #partial .. "\n")
-      end,
-      handler = function() end,
-    }, function(srv)
-      local c = H.connect(srv.port)
-      c:send(("x"):rep(1000))
-      assert.equal("nil|timeout|1000", c:receive("*l"))
-      c:close()
-    end)
+    local l = assert(glisten.listen(0, { max_receive = 1000 }))
+    local c = H.connect(l.port)
+    local s = assert(l:accept(5))
+    l:close()
+    local in0 = glisten.stats().bytes_in
+    c:send(("x"):rep(1000))
+    -- once the 1000 bytes are in s's buffer, they are not too many: "*a"
+    -- waits for more, until its timeout
+    assert.is_true(H.wait_for(function() return glisten.stats().bytes_in >= in0 + 1000 end, 30))
+    local all, err, partial = s:receive("*a", 0.2)
+    assert.same({ nil, "timeout", 1000 }, { all, err, #partial })
+    s:close(); c:close()
   end)
 
   it("accepts a line of exactly max_line bytes, with or without \\r", function()
@@ -328,46 +430,51 @@ describe("socket:send", function()
     end)
   end)
 
+  -- The server floods a peer that does not read until a send is refused,
+  -- then sends more with no timeout: those sends must wait, while the loop
+  -- serves others, and finish once the peer reads, every byte in order.
+  -- Catches a send that queues past max_output instead of waiting, a
+  -- waiting sender that stops the loop or is never woken, and bytes lost.
   it("makes the sender wait while a peer does not read, without stopping the loop", function()
-    local CHUNKS = 512
-    local progress, done = 0, false
-    local other_ok = false
+    local MORE = 16 -- blocks sent after the refusal
+    local out0 = written()
+    local refused, progress, done = nil, 0, false
     H.serving({
+      max_output = 1024 * 1024,
       handler = function(msg, state)
-        if msg == "flood" then
-          local chunk = ("z"):rep(65536)
-          for i = 1, CHUNKS do -- 32 MiB: more than loopback's auto-tuned buffers hold
-            assert(state.socket:send(chunk))
-            progress = i
-          end
-          done = true
-        else
-          state.socket:send(msg)
+        if msg ~= "flood" then return state.socket:send(msg) end
+        local s = state.socket
+        local taken, err = flood(s, BLOCK, 0.2)
+        refused = { taken = taken, err = err, queued = taken - (written() - out0 - #msg) }
+        s:settimeout(nil)
+        for i = 1, MORE do
+          assert(s:send(stream(taken + (i - 1) * BLOCK + 1, taken + i * BLOCK)))
+          progress = i
         end
+        done = true
       end,
-      max_output = 8 * 1024 * 1024,
     }, function(srv)
       local sink = H.connect(srv.port)
       sink:send("flood")
-      assert.is_true(H.wait_for(function() return progress > 0 end))
-      glisten.sleep(0.2)
-      local stuck = progress
-      assert.is_false(done)
-      assert.is_true(stuck < CHUNKS)
+      assert.is_true(H.wait_for(function() return refused end, 60), "no send was ever refused")
+      assert.equal("timeout", refused.err)
+      -- refused with output queued, and never more than max_output
+      assert.is_true(refused.queued > 0 and refused.queued <= 1024 * 1024,
+        "queued when refused: " .. refused.queued)
       -- the server keeps serving others meanwhile
       local other = H.connect(srv.port)
       other:send("ping")
-      other_ok = other:receive(4) == "ping"
+      assert.equal("ping", other:receive(4))
       other:close()
-      -- and the sender is still parked: it did not queue everything
-      assert.is_true(progress <= stuck + 1)
-      -- once the peer reads, the sender finishes
-      local got = assert(sink:receive(CHUNKS * 65536))
-      assert.equal(CHUNKS * 65536, #got)
-      assert.is_true(H.wait_for(function() return done end))
+      -- and the sender is still waiting: nothing can drain until the peer reads
+      assert.equal(0, progress)
+      assert.is_false(done)
+      -- once the peer reads, the sender finishes, and every byte arrives
+      read_stream(sink, 0, refused.taken + MORE * BLOCK)
+      assert.is_true(H.wait_for(function() return done end, 30))
+      assert.same({ nil, "timeout", "" }, { sink:receive(1, 0.1) })
       sink:close()
     end)
-    assert.is_true(other_ok)
   end)
 
   it('times out a waiting send with the socket timeout: nil, "timeout", 0', function()
@@ -390,23 +497,30 @@ describe("socket:send", function()
     end)
   end)
 
+  -- After a refusal has filled the kernel's buffers, one send eight times
+  -- max_output must wait for the peer, then arrive whole and in order.
   it("takes a send larger than max_output in pieces as the peer reads", function()
-    local size = 8 * 1024 * 1024
-    local ret
+    local MAX = 100000
+    local size = 8 * MAX
+    local refused, ret
     H.serving({
-      max_output = 100000,
+      max_output = MAX,
       handler = function(msg, state)
-        ret = { state.socket:send(("q"):rep(size - 1) .. "!") }
+        local s = state.socket
+        local taken, err = flood(s, BLOCK, 0.2)
+        refused = { taken = taken, err = err }
+        s:settimeout(nil)
+        ret = { s:send(stream(taken + 1, taken + size)) }
       end,
     }, function(srv)
       local sink = H.connect(srv.port)
       sink:send("go")
-      glisten.sleep(0.2)
-      assert.is_nil(ret) -- waiting for the peer, holding at most max_output queued
-      local got = assert(sink:receive(size))
-      assert.equal(size, #got)
-      assert.equal(("q"):rep(size - 1) .. "!", got)
-      assert.is_true(H.wait_for(function() return ret end))
+      assert.is_true(H.wait_for(function() return refused end, 60), "no send was ever refused")
+      assert.equal("timeout", refused.err)
+      glisten.sleep(0.1)
+      assert.is_nil(ret) -- waiting for the peer
+      read_stream(sink, 0, refused.taken + size)
+      assert.is_true(H.wait_for(function() return ret end, 30))
       sink:close()
     end)
     assert.same({ size }, ret)
@@ -421,12 +535,13 @@ describe("socket:send", function()
     local s = assert(l:accept(5))
     l:close()
     local got, small = nil, 0
-    glisten.spawn(function() got = s:receive(size + 100, 10) end)
+    glisten.spawn(function() got = s:receive(size + 100, 60) end)
     glisten.spawn(function()
       for _ = 1, 100 do glisten.sleep(0.001); small = small + (c:send("b") or 0) end
     end)
+    c:settimeout(60) -- bounds a hang only
     assert.equal(size, c:send(("a"):rep(size)))
-    assert.is_true(H.wait_for(function() return got ~= nil end, 10))
+    assert.is_true(H.wait_for(function() return got ~= nil end, 60))
     local runs = 0
     for run in got:gmatch("a+") do runs = runs + 1; assert.equal(size, #run) end
     assert.equal(1, runs)
@@ -435,50 +550,96 @@ describe("socket:send", function()
     c:close(); s:close()
   end)
 
+  -- Sends of 1 MiB pieces flooding a peer that does not read: the refused
+  -- send returns what it took, at most max_output of it still queued, and
+  -- exactly those bytes arrive, in order, before what is sent next. With
+  -- max_output one byte above the 64 KiB a send waits at, a queue that took
+  -- the rest of a piece past max_output shows whatever the kernel took.
+  -- Catches that, and a taken count that is not what is sent.
   it('gives up on a timeout with nil, "timeout" and the bytes it took, all of which arrive', function()
-    local size = 8 * 1024 * 1024
-    local ret
+    local MAX = 64 * 1024 + 1
+    local out0 = written()
+    local result
     H.serving({
-      max_output = 100000,
+      max_output = MAX,
       handler = function(msg, state)
-        state.socket:settimeout(0.2)
-        local data = {}
-        for k = 1, size / 8 do data[k] = ("%7d|"):format(k) end
-        ret = { state.socket:send(table.concat(data)) }
+        local s = state.socket
+        local taken, err = flood(s, 1024 * 1024, 0.2)
+        result = { taken = taken, err = err, queued = taken - (written() - out0 - #msg) }
+        s:settimeout(nil)
+        s:send("END\n")
       end,
     }, function(srv)
       local sink = H.connect(srv.port)
       sink:send("go")
-      assert.is_true(H.wait_for(function() return ret end, 5))
-      assert.is_nil(ret[1])
-      assert.equal("timeout", ret[2])
-      local taken = ret[3]
-      assert.is_true(taken > 100000 and taken < size, "taken: " .. tostring(taken))
-      -- exactly the bytes taken arrive, in order, and nothing after them
-      local got = assert(sink:receive(taken))
-      local want = {}
-      for k = 1, taken // 8 + 1 do want[k] = ("%7d|"):format(k) end
-      assert.equal(table.concat(want):sub(1, taken), got)
-      assert.same({ nil, "timeout", "" }, { sink:receive(1, 0.2) })
+      assert.is_true(H.wait_for(function() return result end, 60), "no send was ever refused")
+      assert.equal("timeout", result.err)
+      assert.is_true(result.queued > 0, "nothing was queued when the send gave up")
+      assert.is_true(result.queued <= MAX,
+        ("%d bytes queued, past max_output (%d)"):format(result.queued, MAX))
+      read_stream(sink, 0, result.taken)
+      assert.equal("END", sink:receive("*l"))
       sink:close()
     end)
   end)
 
+  -- A send that leaves more queued than the kernel's send buffer can ever
+  -- hold, so the queue goes out in several partial writes as the peer
+  -- reads: every byte must arrive, in order. Catches a partial write of the
+  -- queue that loses the rest of it.
+  it("writes out a queue larger than the kernel's send buffer, losing nothing", function()
+    local wmem = kernel_sndbuf_max()
+    local MAX = 2 * wmem
+    local out0 = written()
+    local result
+    H.serving({
+      max_output = MAX,
+      handler = function(msg, state)
+        local s = state.socket
+        local taken, err = flood(s, 2 * MAX, 0.2)
+        result = { taken = taken, err = err, queued = taken - (written() - out0 - #msg) }
+        s:settimeout(nil)
+        s:send("END\n")
+      end,
+    }, function(srv)
+      local sink = H.connect(srv.port)
+      sink:send("go")
+      assert.is_true(H.wait_for(function() return result end, 60), "no send was ever refused")
+      assert.equal("timeout", result.err)
+      assert.is_true(result.queued > wmem and result.queued <= MAX,
+        ("%d bytes queued, the kernel's send buffer holds at most %d"):format(result.queued, wmem))
+      read_stream(sink, 0, result.taken)
+      assert.equal("END", sink:receive("*l"))
+      sink:close()
+    end)
+  end)
+
+  -- The script floods a peer that does not read until a send is refused,
+  -- so output is queued for certain, then closes: every byte taken still
+  -- arrives, then the close. Catches a close that drops queued output, a
+  -- queue that loses the rest of a partial write, and a queue never written.
   it("close() flushes queued output before closing", function()
-    local size = 3 * 1024 * 1024
+    local out0 = written()
+    local result, reason
     H.serving({
       handler = function(msg, state)
-        state.socket:send(("w"):rep(size))
-        state.socket:close()
+        local s = state.socket
+        local taken, err = flood(s, BLOCK, 0.2)
+        result = { taken = taken, err = err, queued = taken - (written() - out0 - #msg) }
+        s:close()
       end,
+      with_close = function(_, r) reason = r end,
     }, function(srv)
       local c = H.connect(srv.port)
       c:send("go")
-      glisten.sleep(0.1) -- let the server queue and close while we do not read
-      local all = assert(c:receive("*a"))
-      assert.equal(size, #all)
+      assert.is_true(H.wait_for(function() return result end, 60), "no send was ever refused")
+      assert.equal("timeout", result.err)
+      assert.is_true(result.queued > 0, "nothing was queued when the script closed")
+      read_stream(c, 0, result.taken)
+      H.assert_closed(c)
       c:close()
     end)
+    assert.equal("local", reason)
   end)
 end)
 
@@ -498,9 +659,11 @@ describe("socket names and ids", function()
     end)
   end)
 
-  it("reports inet6 on ::1", function()
-    local l = glisten.listen(0, "::1")
-    if not l then return pending("no IPv6 loopback here") end
+  -- Runs in the ipv6 group, which ctest skips (saying why) on a machine
+  -- without an IPv6 loopback; there, failing to listen on ::1 is an error.
+  it("reports inet6 on ::1 #ipv6", function()
+    local l, err = glisten.listen(0, "::1")
+    if not l then error("cannot listen on ::1: " .. tostring(err)) end
     local c = H.connect(l.port, "::1")
     local s = assert(l:accept(5))
     assert.same({ "::1", l.port, "inet6" }, { s:getsockname() })
@@ -508,12 +671,22 @@ describe("socket names and ids", function()
     s:close(); c:close(); l:close()
   end)
 
-  it("gives every socket a distinct integer id", function()
-    pair(function(s, c)
-      assert.equal("number", math.type(s.id) and "number")
-      assert.equal("integer", math.type(s.id))
-      assert.are_not.equal(s.id, c.id)
-      assert.matches("glisten.socket " .. s.id, tostring(s))
-    end)
+  -- Ids address glisten.post: each is an integer never given before, whose
+  -- low 8 bits are this state's slot (not 0, which no state has).
+  it("gives every socket a distinct integer id that carries its state's slot", function()
+    local seen, slot = {}, nil
+    for _ = 1, 20 do
+      pair(function(s, c)
+        for _, x in ipairs{ s, c } do
+          assert.equal("integer", math.type(x.id))
+          assert.is_nil(seen[x.id], "id " .. x.id .. " given twice")
+          seen[x.id] = true
+          slot = slot or x.id % 256
+          assert.equal(slot, x.id % 256)
+        end
+        assert.matches("glisten.socket " .. s.id, tostring(s))
+      end)
+    end
+    assert.is_true(slot > 0)
   end)
 end)
