@@ -583,6 +583,42 @@ describe("socket:send", function()
     end)
   end)
 
+  -- max_output at or below 64 KiB (the point past which send waits) once
+  -- made send spin without yielding when the queue was full: no timeout,
+  -- the loop stopped, the process deaf even to SIGTERM. Each case runs in a
+  -- child bounded by SIGKILL, so the broken code fails instead of hanging
+  -- the runner. Catches a full queue that is retried instead of waited on.
+  it("gives up on a timeout when max_output is at or below 64 KiB", function()
+    local child = H.script([[
+      local glisten = require "glisten"
+      local max = tonumber(arg[1])
+      local l = assert(glisten.listen(0))
+      local c = assert(glisten.connect("127.0.0.1", l.port, { timeout = 30, max_output = max }))
+      local a = assert(l:accept(30))
+      c:settimeout(0.5)
+      local piece, total = ("x"):rep(65536), 0
+      for _ = 1, 16384 do -- 1 GiB: a bound against a kernel that takes all
+        local n, err, part = c:send(piece)
+        if not n then
+          io.write(err, " ", total + part, "\n")
+          break
+        end
+        total = total + n
+      end
+      c:close(); a:close(); l:close()
+    ]])
+    for _, max in ipairs({ 1000, 65536 }) do
+      local out = H.tmpdir .. "/spin.out"
+      os.execute(("LUA_CPATH=%s timeout -s KILL 60 lua5.4 %s %d > %s 2>&1"):format(
+        H.quote(H.build .. "/?.so;;"), child, max, out))
+      local text = H.readfile(out) or ""
+      local err, taken = text:match("^(%S+) (%d+)\n")
+      assert(err, ("max_output %d: the send never gave up: %q"):format(max, text))
+      assert.equal("timeout", err)
+      assert.is_true(tonumber(taken) > 0)
+    end
+  end)
+
   -- A send that leaves more queued than the kernel's send buffer can ever
   -- hold, so the queue goes out in several partial writes as the peer
   -- reads: every byte must arrive, in order. Catches a partial write of the
