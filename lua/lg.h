@@ -23,6 +23,7 @@
 #include "lauxlib.h"
 #include "listener.h"
 #include "lua.h"
+#include "options.h"
 #include "stats.h"
 
 #define LG_SOCKET "glisten.socket"
@@ -31,17 +32,11 @@
 #define LG_TIMER "glisten.timer"
 #define LG_FIBER "glisten.fiber"
 
-/* Defaults of the server options (README "Options"). */
-#define LG_MAX_OUTPUT (4u << 20)  /* max_output: bytes of unsent output */
+/* Limits that are not options (the options are in options.h). */
 #define LG_HIGH_WATER (64u << 10) /* send waits while more is queued */
-#define LG_MAX_LINE (64u << 10)   /* max_line */
-#define LG_MAX_RECEIVE (16u << 20) /* max_receive: receive("*a") */
-#define LG_MAX_MAILBOX 1024       /* max_mailbox: queued posts */
 #define LG_LINGER 5.0             /* longest a closing socket flushes */
-#define LG_BACKLOG 1024
 #define LG_SLOTS 256          /* Lua states per process; ids carry the slot */
 #define LG_INBOX_MAX 65536    /* messages queued for one worker */
-#define LG_MAX_WORKERS 64
 #define LG_FIBER_POOL 64      /* idle fibers a runtime keeps for reuse */
 
 /* Why a wait ended. */
@@ -157,20 +152,6 @@ struct lg_socket {
   size_t in_base;      /* in_max while no receive asks for more */
 };
 
-/* Options of a server, as given to glisten.serve (README "Options"). */
-typedef struct lg_opts {
-  const char *host;
-  int port, backlog;
-  long max_connections; /* 0: none */
-  double idle_timeout;  /* 0: none */
-  size_t max_output, max_line, max_receive;
-  size_t max_memory; /* 0: none */
-  int max_mailbox;
-  double shutdown_timeout; /* grace of a graceful stop (the command's signals) */
-  const char *script;      /* pools: the script each worker loads */
-  int workers;             /* pools: how many (0: not a pool) */
-} lg_opts;
-
 #define LG_PARK_MAX 64 /* accepted connections waiting for a free slot */
 
 /* A server's callbacks, as registry refs (LUA_NOREF: not given). */
@@ -253,10 +234,7 @@ void lg_server_close(lg_server *sv, double grace);
 void lg_server_resume(lg_server *sv);
 void lg_conn_unpark(lg_socket *s);
 int lg_serve(lua_State *L, int idx, lg_pool *pool);
-enum { LG_KEYS_ANY, LG_KEYS_SERVE, LG_KEYS_LISTEN, LG_KEYS_CONNECT };
-int lg_opts_read(lua_State *L, int idx, lg_opts *o, int keys);
 void lg_limit_memory(lua_State *L, size_t limit);
-void lg_opts_default(lg_opts *o);
 
 /* value.c */
 void lg_value_encode(lua_State *L, int idx);

@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +20,7 @@
 #include "lg.h"
 #include "lualib.h"
 
-static const char USAGE[] =
+static const char USAGE_HEAD[] =
     "usage: glisten-lua [options] SCRIPT [PORT]\n"
     "\n"
     "Serves SCRIPT, which returns a table of callbacks or defines them as\n"
@@ -28,71 +29,40 @@ static const char USAGE[] =
     "A script without handler may start its own servers, connections,\n"
     "coroutines or timers; the command then runs until they are done.\n"
     "\n"
-    "options:\n"
-    "  --host HOST              address to bind (default 127.0.0.1)\n"
-    "  --port PORT              port (default 0: any free port); or PORT\n"
-    "  --backlog N              listen backlog (default 1024)\n"
-    "  --max-connections N      accept at most N at once (default: no cap)\n"
-    "  --idle-timeout SECONDS   close connections idle this long (default off)\n"
-    "  --max-output BYTES       cap on a connection's unsent output (4 MiB)\n"
-    "  --max-line BYTES         longest line receive(\"*l\") takes (64 KiB)\n"
-    "  --max-receive BYTES      most receive(\"*a\") buffers (16 MiB)\n"
-    "  --max-mailbox N          posts queued per connection (1024)\n"
-    "  --max-memory BYTES       cap on each worker's Lua memory (default none)\n"
-    "  --shutdown-timeout SECONDS  grace for open connections on SIGTERM (5)\n"
-    "  -w, --workers N|auto     worker threads, each with its own loop and Lua\n"
-    "                           state (default 1; auto: one per CPU)\n"
-    "  --check                  load the script, report errors, and exit\n"
-    "  --help                   show this help\n"
-    "  --version                show the version\n";
-
-enum { OPT_STR, OPT_INT, OPT_NUM, OPT_WORKERS };
-
-static const struct {
-  const char *flag, *key;
-  int kind;
-} options[] = {{"--host", "host", OPT_STR},
-               {"--port", "port", OPT_INT},
-               {"--backlog", "backlog", OPT_INT},
-               {"--max-connections", "max_connections", OPT_INT},
-               {"--idle-timeout", "idle_timeout", OPT_NUM},
-               {"--max-output", "max_output", OPT_INT},
-               {"--max-line", "max_line", OPT_INT},
-               {"--max-receive", "max_receive", OPT_INT},
-               {"--max-mailbox", "max_mailbox", OPT_INT},
-               {"--max-memory", "max_memory", OPT_INT},
-               {"--shutdown-timeout", "shutdown_timeout", OPT_NUM},
-               {"--workers", "workers", OPT_WORKERS},
-               {"-w", "workers", OPT_WORKERS},
-               {NULL, NULL, 0}};
+    "options (also fields of the script's table; flags win):\n";
+static const char USAGE_TAIL[] =
+    "  --check                    load the script, report errors, and exit\n"
+    "  --options-markdown         print the options as the docs' table\n"
+    "  --help                     show this help\n"
+    "  --version                  show the version\n";
 
 static const char *progname = "glisten-lua";
 
-static void die_usage(const char *fmt, const char *a) {
+static void usage(FILE *f) {
+  fputs(USAGE_HEAD, f);
+  lg_opts_describe(f, LG_OPTS_HELP);
+  fputs(USAGE_TAIL, f);
+}
+
+static void die_usage(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
+static void die_usage(const char *fmt, ...) {
+  va_list ap;
   fprintf(stderr, "%s: ", progname);
-  fprintf(stderr, fmt, a);
-  fprintf(stderr, "\n%s", USAGE);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+  usage(stderr);
   exit(2);
 }
 
-/* Stores a flag's value in the table on top, converted to its kind. */
-static void put_option(lua_State *L, int i, const char *v) {
-  char *end;
-  if (options[i].kind == OPT_STR ||
-      (options[i].kind == OPT_WORKERS && strcmp(v, "auto") == 0)) {
-    lua_pushstring(L, v);
-  } else if (options[i].kind == OPT_INT || options[i].kind == OPT_WORKERS) {
-    errno = 0;
-    long long n = strtoll(v, &end, 10);
-    if (errno || end == v || *end) die_usage("%s needs a whole number", options[i].flag);
-    lua_pushinteger(L, (lua_Integer)n);
-  } else {
-    errno = 0;
-    double d = strtod(v, &end);
-    if (errno || end == v || *end) die_usage("%s needs a number", options[i].flag);
-    lua_pushnumber(L, d);
-  }
-  lua_setfield(L, -2, options[i].key);
+/* Stores the value v the command line gave the option flag (as typed) in
+ * the table on top. */
+static void put_option(lua_State *L, const lg_option *r, const char *flag,
+                       const char *v) {
+  const char *need = lg_opts_parse_flag(L, r, v);
+  if (need) die_usage("%s needs %s", flag, need);
 }
 
 /* [-0, +0, e] Validates the command's options (table at 1) into the
@@ -101,7 +71,7 @@ static void put_option(lua_State *L, int i, const char *v) {
  * this state after the cap runs in a protected call (start, serve). */
 static int check_opts(lua_State *L) {
   lg_opts *o = lua_touserdata(L, 2);
-  lg_opts_read(L, 1, o, LG_KEYS_ANY);
+  lg_opts_read(L, 1, o, 0);
   if (o->max_memory && o->workers <= 1) lg_limit_memory(L, o->max_memory);
   return 0;
 }
@@ -109,7 +79,7 @@ static int check_opts(lua_State *L) {
 /* [-1, +0, e] Validates the options glisten.serve would get. */
 static int serve_opts_valid(lua_State *L) {
   lg_opts o;
-  lg_opts_read(L, 1, &o, LG_KEYS_SERVE);
+  lg_opts_read(L, 1, &o, LG_IN_SERVE);
   return 0;
 }
 
@@ -204,7 +174,7 @@ static int start(lua_State *L) {
   const char *script = lua_tostring(L, 2);
   int check = lua_toboolean(L, 3);
   int from_table = lg_script_load(L, script); /* 4: where the callbacks are */
-  rt->shutdown_timeout = 5.0;
+  rt->shutdown_timeout = lg_defaults.shutdown_timeout;
   int t = lua_getfield(L, 4, "handler");
   lua_pop(L, 1);
   if (t != LUA_TNIL && t != LUA_TFUNCTION)
@@ -222,11 +192,11 @@ static int start(lua_State *L) {
       lua_pushvalue(L, 5);
       if (lua_pcall(L, 1, 0, 0) != LUA_OK)
         return luaL_error(L, "%s: %s", script, lua_tostring(L, -1));
-      lg_opts_read(L, 5, &o, LG_KEYS_SERVE);
+      lg_opts_read(L, 5, &o, LG_IN_SERVE);
       if (o.max_memory) lg_limit_memory(L, o.max_memory); /* as serve would */
       return 0;
     }
-    lg_opts_read(L, 5, &o, LG_KEYS_SERVE);
+    lg_opts_read(L, 5, &o, LG_IN_SERVE);
     rt->shutdown_timeout = o.shutdown_timeout;
     if (lg_serve(L, 5, NULL) == 2) return lua_error(L);
   } else if (from_table) {
@@ -234,7 +204,7 @@ static int start(lua_State *L) {
     lua_createtable(L, 0, 1);
     lua_getfield(L, 4, "shutdown_timeout");
     lua_setfield(L, -2, "shutdown_timeout");
-    lg_opts_read(L, -1, &o, LG_KEYS_ANY);
+    lg_opts_read(L, -1, &o, 0);
     rt->shutdown_timeout = o.shutdown_timeout;
   }
   if (lua_getfield(L, 1, "shutdown_timeout") != LUA_TNIL) /* the flag wins */
@@ -254,7 +224,7 @@ static int serve(lua_State *L) {
 
 int main(int argc, char **argv) {
   const char *script = NULL, *port = NULL;
-  int check = 0, i, j, only_positional = 0;
+  int check = 0, i, only_positional = 0;
   raise_nofile();
   lua_State *L = lg_newstate();
   if (!L) {
@@ -277,7 +247,11 @@ int main(int argc, char **argv) {
         continue;
       }
       if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-        fputs(USAGE, stdout);
+        usage(stdout);
+        return 0;
+      }
+      if (strcmp(a, "--options-markdown") == 0) {
+        lg_opts_describe(stdout, LG_OPTS_MARKDOWN);
         return 0;
       }
       if (strcmp(a, "--version") == 0 || strcmp(a, "-v") == 0) {
@@ -289,16 +263,16 @@ int main(int argc, char **argv) {
         check = 1;
         continue;
       }
-      for (j = 0; options[j].flag; j++)
-        if (strlen(options[j].flag) == n && strncmp(options[j].flag, a, n) == 0)
-          break;
-      if (!options[j].flag) die_usage("unknown option '%s'", a);
+      const lg_option *r = lg_opts_find_flag(a, n);
+      char flag[64];
+      snprintf(flag, sizeof flag, "%.*s", (int)n, a);
+      if (!r) die_usage("unknown option '%s'", a);
       if (eq)
-        put_option(L, j, eq + 1);
+        put_option(L, r, flag, eq + 1);
       else if (i + 1 < argc)
-        put_option(L, j, argv[++i]);
+        put_option(L, r, flag, argv[++i]);
       else
-        die_usage("%s needs a value", options[j].flag);
+        die_usage("%s needs a value", flag);
     } else if (!script) {
       script = a;
     } else if (!port) {
@@ -307,12 +281,8 @@ int main(int argc, char **argv) {
       die_usage("unexpected argument '%s'", a);
     }
   }
-  if (!script) die_usage("%s", "no SCRIPT given");
-  if (port) {
-    for (j = 0; strcmp(options[j].key, "port"); j++) {
-    }
-    put_option(L, j, port);
-  }
+  if (!script) die_usage("no SCRIPT given");
+  if (port) put_option(L, lg_opts_find_flag("--port", 6), "PORT", port);
   /* arg, as lua.c sets it */
   lua_createtable(L, 1, 1);
   lua_pushstring(L, argv[0]);

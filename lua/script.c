@@ -40,13 +40,6 @@ int lg_script_load(lua_State *L, const char *path) {
   return 0;
 }
 
-static const char *const option_keys[] = {
-    "host", "port", "backlog", "max_connections", "idle_timeout",
-    "max_output", "max_line", "max_receive", "max_mailbox", "shutdown_timeout",
-    "max_memory", NULL};
-static const char *const callback_keys[] = {"handler", "with_init",
-                                            "with_close", "with_message", NULL};
-
 /* [-0, +1, e] Pushes the options to serve the callbacks of table t: its
  * callbacks, its option fields when it is a returned table (from_table),
  * then every field of the table at opts (0: none), which win. */
@@ -55,11 +48,12 @@ void lg_script_options(lua_State *L, int t, int from_table, int opts) {
   if (opts) opts = lua_absindex(L, opts);
   lua_newtable(L);
   if (from_table)
-    for (const char *const *k = option_keys; *k; k++) {
-      lua_getfield(L, t, *k);
-      lua_setfield(L, -2, *k);
-    }
-  for (const char *const *k = callback_keys; *k; k++) {
+    for (const lg_option *r = lg_options; r->key; r++)
+      if (r->where & LG_IN_SCRIPT) {
+        lua_getfield(L, t, r->key);
+        lua_setfield(L, -2, r->key);
+      }
+  for (const char *const *k = lg_callback_names; *k; k++) {
     lua_getfield(L, t, *k);
     lua_setfield(L, -2, *k);
   }

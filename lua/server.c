@@ -32,116 +32,6 @@
 #include "log.h"
 #include "sock.h"
 
-/* --- options --------------------------------------------------------- */
-
-void lg_opts_default(lg_opts *o) {
-  memset(o, 0, sizeof *o);
-  o->host = "127.0.0.1";
-  o->backlog = LG_BACKLOG;
-  o->max_output = LG_MAX_OUTPUT;
-  o->max_line = LG_MAX_LINE;
-  o->max_receive = LG_MAX_RECEIVE;
-  o->max_mailbox = LG_MAX_MAILBOX;
-  o->shutdown_timeout = 5.0;
-}
-
-static lua_Integer opt_int(lua_State *L, int idx, const char *k,
-                           lua_Integer def, lua_Integer lo, lua_Integer hi) {
-  lua_Integer v = def;
-  int isint;
-  if (lua_getfield(L, idx, k) != LUA_TNIL) {
-    v = lua_tointegerx(L, -1, &isint);
-    if (!isint || v < lo || v > hi)
-      luaL_error(L, "option '%s' must be an integer from %I to %I", k,
-                 (LUAI_UACINT)lo, (LUAI_UACINT)hi);
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
-static double opt_num(lua_State *L, int idx, const char *k, double def) {
-  double v = def;
-  int isnum;
-  if (lua_getfield(L, idx, k) != LUA_TNIL) {
-    v = lua_tonumberx(L, -1, &isnum);
-    if (!isnum || v < 0 || isnan(v))
-      luaL_error(L, "option '%s' must be a number of seconds >= 0", k);
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
-/* The keys each caller of lg_opts_read takes (LG_KEYS_*). */
-static const char *const serve_keys[] = {
-    "host", "port", "backlog", "max_connections", "idle_timeout",
-    "max_output", "max_line", "max_receive", "max_mailbox", "shutdown_timeout",
-    "max_memory", "handler",
-    "with_init", "with_close", "with_message", "script", "workers", NULL};
-static const char *const listen_keys[] = {
-    "host", "backlog", "max_output", "max_line", "max_receive", NULL};
-static const char *const connect_keys[] = {
-    "timeout", "max_output", "max_line", "max_receive", NULL};
-static const char *const *const key_lists[] = {NULL, serve_keys, listen_keys,
-                                               connect_keys};
-
-/* [-0, +0, e] Reads the options in the table at idx into o (defaults for
- * the rest). Raises on a value of the wrong type or range and, unless keys
- * is LG_KEYS_ANY, on a key that list does not name. o->host points into
- * the table: keep it alive. */
-int lg_opts_read(lua_State *L, int idx, lg_opts *o, int keys) {
-  const char *const *known = key_lists[keys];
-  idx = lua_absindex(L, idx);
-  lg_opts_default(o);
-  if (lua_getfield(L, idx, "host") != LUA_TNIL) {
-    if (lua_type(L, -1) != LUA_TSTRING)
-      luaL_error(L, "option 'host' must be a string");
-    o->host = lua_tostring(L, -1);
-  }
-  lua_pop(L, 1);
-  o->port = (int)opt_int(L, idx, "port", 0, 0, 65535);
-  o->backlog = (int)opt_int(L, idx, "backlog", LG_BACKLOG, 1, 65535);
-  o->max_connections =
-      (long)opt_int(L, idx, "max_connections", 0, 0, 100000000);
-  o->idle_timeout = opt_num(L, idx, "idle_timeout", 0);
-  o->max_output =
-      (size_t)opt_int(L, idx, "max_output", LG_MAX_OUTPUT, 1, 1LL << 40);
-  o->max_line = (size_t)opt_int(L, idx, "max_line", LG_MAX_LINE, 1, 1LL << 30);
-  o->max_receive =
-      (size_t)opt_int(L, idx, "max_receive", LG_MAX_RECEIVE, 1, 1LL << 40);
-  o->max_mailbox =
-      (int)opt_int(L, idx, "max_mailbox", LG_MAX_MAILBOX, 1, 1 << 24);
-  o->max_memory = (size_t)opt_int(L, idx, "max_memory", 0, 0, 1LL << 40);
-  o->shutdown_timeout = opt_num(L, idx, "shutdown_timeout", 5.0);
-  if (lua_getfield(L, idx, "script") != LUA_TNIL) {
-    if (lua_type(L, -1) != LUA_TSTRING)
-      luaL_error(L, "option 'script' must be a path");
-    o->script = lua_tostring(L, -1);
-  }
-  lua_pop(L, 1);
-  if (lua_getfield(L, idx, "workers") == LUA_TSTRING &&
-      strcmp(lua_tostring(L, -1), "auto") == 0) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    o->workers = n < 1 ? 1 : n > LG_MAX_WORKERS ? LG_MAX_WORKERS : (int)n;
-    lua_pop(L, 1);
-  } else {
-    lua_pop(L, 1);
-    o->workers = (int)opt_int(L, idx, "workers", 0, 1, LG_MAX_WORKERS);
-  }
-  if (known) {
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-      int ok = 0;
-      if (lua_type(L, -2) == LUA_TSTRING)
-        for (const char *const *k = known; *k; k++)
-          if (strcmp(*k, lua_tostring(L, -2)) == 0) ok = 1;
-      if (!ok)
-        luaL_error(L, "unknown option '%s'", luaL_tolstring(L, -2, NULL));
-      lua_pop(L, 1);
-    }
-  }
-  return 0;
-}
-
 /* --- served connections ----------------------------------------------- */
 
 static void server_unanchor(lg_server *sv) {
@@ -615,11 +505,10 @@ int lg_serve(lua_State *L, int idx, lg_pool *pool) {
   lg_rt *rt = lg_rt_get(L);
   lg_opts o;
   char err[GL_ERRLEN];
-  static const char *const cbs[] = {"handler", "with_init", "with_close",
-                                    "with_message", NULL};
+  const char *const *cbs = lg_callback_names;
   idx = lua_absindex(L, idx);
   rt->started_work = 1;
-  lg_opts_read(L, idx, &o, LG_KEYS_SERVE);
+  lg_opts_read(L, idx, &o, LG_IN_SERVE);
   if (o.max_memory) lg_limit_memory(L, o.max_memory);
   lua_createtable(L, 0, 4); /* handlers */
   int h = lua_gettop(L);
@@ -678,7 +567,7 @@ static int glisten_serve(lua_State *L) {
   lg_opts o;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  lg_opts_read(L, 1, &o, LG_KEYS_SERVE);
+  lg_opts_read(L, 1, &o, LG_IN_SERVE);
   if (o.script || o.workers > 1) {
     if (!o.script)
       return luaL_error(L, "glisten.serve: more than one worker needs "
@@ -871,9 +760,9 @@ static int glisten_listen(lua_State *L) {
   luaL_argcheck(L, port >= 0 && port <= 65535, 1, "port out of range");
   rt->started_work = 1;
   if (lua_type(L, 2) == LUA_TTABLE) {
-    lg_opts_read(L, 2, &o, LG_KEYS_LISTEN);
+    lg_opts_read(L, 2, &o, LG_IN_LISTEN);
   } else {
-    lg_opts_default(&o);
+    o = lg_defaults;
     if (!lua_isnoneornil(L, 2)) o.host = luaL_checkstring(L, 2);
   }
   const char *host = o.host;

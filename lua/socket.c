@@ -112,11 +112,8 @@ lg_socket *lg_socket_new(lua_State *L, lg_rt *rt, gl_conn *c) {
   s->id = (lua_Integer)(atomic_fetch_add(&next_seq, 1) * LG_SLOTS + rt->slot);
   s->timeout = -1;
   s->sref = LUA_NOREF;
-  s->max_line = LG_MAX_LINE;
-  s->max_receive = LG_MAX_RECEIVE;
-  s->max_output = LG_MAX_OUTPUT;
   s->high_water = LG_HIGH_WATER;
-  s->max_mail = LG_MAX_MAILBOX;
+  lg_socket_limits(s, &lg_defaults);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &HANDLE_MT_KEY);
   lua_setmetatable(L, -2);
   lua_rawseti(L, -2, 1);
@@ -764,17 +761,10 @@ static int glisten_connect(lua_State *L) {
   luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
   lua_settop(L, 3);
   if (lua_type(L, 3) == LUA_TTABLE) {
-    lg_opts_read(L, 3, &o, LG_KEYS_CONNECT);
-    if (lua_getfield(L, 3, "timeout") != LUA_TNIL) {
-      t = lua_tonumber(L, -1);
-      if (!lua_isnumber(L, -1))
-        luaL_error(L, "option 'timeout' must be a number of seconds");
-      if (isnan(t))
-        luaL_error(L, "option 'timeout' must be a number of seconds, not NaN");
-    }
-    lua_pop(L, 1);
+    lg_opts_read(L, 3, &o, LG_IN_CONNECT);
+    t = o.timeout;
   } else {
-    lg_opts_default(&o);
+    o = lg_defaults;
     t = lg_opt_seconds(L, 3, -1);
   }
   rt->started_work = 1;

@@ -1,0 +1,204 @@
+/*
+ * options.c: the option schema's rows, and everything derived from them:
+ * defaults, reading option tables, command-line values, --help and the
+ * docs' table. See options.h.
+ */
+#include "options.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lauxlib.h"
+
+/* A row's default goes to sdef (strings) or def (numbers). */
+#define SDEF_STRING(d) d
+#define SDEF_INT(d) NULL
+#define SDEF_BYTES(d) NULL
+#define SDEF_SECONDS(d) NULL
+#define SDEF_WORKERS(d) NULL
+#define NDEF_STRING(d) 0
+#define NDEF_INT(d) d
+#define NDEF_BYTES(d) d
+#define NDEF_SECONDS(d) d
+#define NDEF_WORKERS(d) d
+
+#define ROW(key, kind, def, lo, hi, where, flag, meta, help)                \
+  {#key, LG_KIND_##kind, SDEF_##kind(def), NDEF_##kind(def), lo, hi, where, \
+   flag, meta, help, offsetof(lg_opts, key)},
+const lg_option lg_options[] = {LG_OPTIONS(ROW){NULL, 0, NULL, 0, 0, 0, 0,
+                                                 NULL, NULL, NULL, 0}};
+#undef ROW
+
+#define DEFAULT(key, kind, def, ...) .key = def,
+const lg_opts lg_defaults = {LG_OPTIONS(DEFAULT)};
+#undef DEFAULT
+
+const char *const lg_callback_names[] = {"handler", "with_init", "with_close",
+                                         "with_message", NULL};
+
+static lua_Integer cpus(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n < 1 ? 1 : n > LG_MAX_WORKERS ? LG_MAX_WORKERS : n;
+}
+
+/* [-0, +0, e] Checks the value on top against row r and stores it in o. */
+static void set_value(lua_State *L, const lg_option *r, lg_opts *o) {
+  char *field = (char *)o + r->offset;
+  int ok;
+  switch (r->kind) {
+  case LG_KIND_STRING:
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "option '%s' must be a string", r->key);
+    *(const char **)field = lua_tostring(L, -1);
+    return;
+  case LG_KIND_SECONDS: {
+    double v = lua_tonumberx(L, -1, &ok);
+    if (!ok || isnan(v) || (r->lo >= 0 && v < r->lo))
+      luaL_error(L, "option '%s' must be a number of seconds%s", r->key,
+                 ok && isnan(v) ? ", not NaN" : r->lo >= 0 ? " >= 0" : "");
+    *(double *)field = v;
+    return;
+  }
+  case LG_KIND_WORKERS:
+    if (lua_type(L, -1) == LUA_TSTRING &&
+        strcmp(lua_tostring(L, -1), "auto") == 0) {
+      *(lua_Integer *)field = cpus();
+      return;
+    }
+    /* FALLTHROUGH */
+  default: {
+    lua_Integer v = lua_tointegerx(L, -1, &ok);
+    if (!ok || v < r->lo || v > r->hi)
+      luaL_error(L, "option '%s' must be an integer from %I to %I%s", r->key,
+                 (LUAI_UACINT)r->lo, (LUAI_UACINT)r->hi,
+                 r->kind == LG_KIND_WORKERS ? ", or \"auto\"" : "");
+    *(lua_Integer *)field = v;
+  }
+  }
+}
+
+/* Whether the key on top of L is one the caller at `where` takes. */
+static int known_key(lua_State *L, unsigned where) {
+  if (lua_type(L, -1) != LUA_TSTRING) return 0;
+  const char *k = lua_tostring(L, -1);
+  for (const lg_option *r = lg_options; r->key; r++)
+    if ((r->where & where) && strcmp(r->key, k) == 0) return 1;
+  if (where & LG_IN_SERVE)
+    for (const char *const *c = lg_callback_names; *c; c++)
+      if (strcmp(*c, k) == 0) return 1;
+  return 0;
+}
+
+void lg_opts_read(lua_State *L, int idx, lg_opts *o, unsigned where) {
+  idx = lua_absindex(L, idx);
+  *o = lg_defaults;
+  for (const lg_option *r = lg_options; r->key; r++) {
+    if (where && !(r->where & where)) continue;
+    if (lua_getfield(L, idx, r->key) != LUA_TNIL) set_value(L, r, o);
+    lua_pop(L, 1);
+  }
+  if (!where) return;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (!known_key(L, where))
+      luaL_error(L, "unknown option '%s'", luaL_tolstring(L, -1, NULL));
+  }
+}
+
+const char *lg_opts_parse_flag(lua_State *L, const lg_option *r,
+                               const char *v) {
+  char *end;
+  errno = 0;
+  if (r->kind == LG_KIND_STRING ||
+      (r->kind == LG_KIND_WORKERS && strcmp(v, "auto") == 0)) {
+    lua_pushstring(L, v);
+  } else if (r->kind == LG_KIND_SECONDS) {
+    double d = strtod(v, &end);
+    if (errno || end == v || *end) return "a number";
+    lua_pushnumber(L, d);
+  } else {
+    long long n = strtoll(v, &end, 10);
+    if (errno || end == v || *end)
+      return r->kind == LG_KIND_WORKERS ? "a whole number or auto"
+                                        : "a whole number";
+    lua_pushinteger(L, (lua_Integer)n);
+  }
+  lua_setfield(L, -2, r->key);
+  return NULL;
+}
+
+const lg_option *lg_opts_find_flag(const char *flag, size_t n) {
+  for (const lg_option *r = lg_options; r->key; r++)
+    for (const char *p = r->flag; p;) {
+      const char *comma = strchr(p, ',');
+      size_t len = comma ? (size_t)(comma - p) : strlen(p);
+      if (len == n && strncmp(p, flag, n) == 0) return r;
+      p = comma ? comma + 2 : NULL;
+    }
+  return NULL;
+}
+
+/* The default of row r as the docs write it. */
+static const char *default_text(const lg_option *r, char *buf, size_t len) {
+  switch (r->kind) {
+  case LG_KIND_STRING:
+    return r->sdef ? r->sdef : "none";
+  case LG_KIND_SECONDS:
+    if (r->def < 0) return "none";
+    if (r->def == 0) return "off";
+    snprintf(buf, len, "%g s", r->def);
+    return buf;
+  case LG_KIND_BYTES:
+    if (r->def >= 1024 && fmod(r->def, 1024) == 0) {
+      int mib = fmod(r->def, 1048576) == 0;
+      snprintf(buf, len, "%.0f (%.0f %s)", r->def,
+               r->def / (mib ? 1048576 : 1024), mib ? "MiB" : "KiB");
+      return buf;
+    }
+    /* FALLTHROUGH */
+  default:
+    snprintf(buf, len, "%.0f", r->def);
+    return buf;
+  }
+}
+
+/* Where row r is taken, as the docs write it. */
+static const char *where_text(const lg_option *r, char *buf, size_t len) {
+  static const struct {
+    unsigned bit;
+    const char *name;
+  } places[] = {{LG_IN_SERVE, "serve"},
+                {LG_IN_LISTEN, "listen"},
+                {LG_IN_CONNECT, "connect"},
+                {LG_IN_SCRIPT, "script"}};
+  size_t n = 0;
+  buf[0] = '\0';
+  for (size_t i = 0; i < sizeof places / sizeof places[0]; i++)
+    if (r->where & places[i].bit)
+      n += (size_t)snprintf(buf + n, n < len ? len - n : 0, "%s%s",
+                            n ? ", " : "", places[i].name);
+  return buf;
+}
+
+void lg_opts_describe(FILE *f, int format) {
+  char buf[64], w[64], flag[48];
+  if (format == LG_OPTS_MARKDOWN)
+    fputs("| option | flag | default | taken by | meaning |\n"
+          "| --- | --- | --- | --- | --- |\n",
+          f);
+  for (const lg_option *r = lg_options; r->key; r++) {
+    const char *d = default_text(r, buf, sizeof buf);
+    if (format == LG_OPTS_MARKDOWN) {
+      fprintf(f, "| `%s` | %s%s%s | %s | %s | %s |\n", r->key,
+              r->flag ? "`" : "", r->flag ? r->flag : "", r->flag ? "`" : "",
+              d, where_text(r, w, sizeof w), r->help);
+    } else if (r->flag) {
+      snprintf(flag, sizeof flag, "%s %s", r->flag, r->meta);
+      fprintf(f, "  %-26s %s; default %s\n", flag, r->help, d);
+    }
+  }
+}

@@ -1,0 +1,124 @@
+/*
+ * options.h: every option of glisten-lua, in one schema.
+ *
+ * A row of LG_OPTIONS says all there is about one option: its key (a field
+ * of glisten.serve{}, listen{}, connect{} or a script's table), its kind,
+ * default and range, where it is taken, and its command-line flag and help.
+ * The struct lg_opts, its defaults, the readers of option tables, the list
+ * of fields a script's table may set, the command's flags and --help, and
+ * the options table of the docs (glisten-lua --options-markdown) all come
+ * from these rows: a new option is one row, and its field is o.KEY.
+ */
+#ifndef LG_OPTIONS_H
+#define LG_OPTIONS_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "lua.h"
+
+/* Where an option is taken (a row's WHERE; the command takes every row
+ * that has a flag). */
+#define LG_IN_SERVE 1u   /* glisten.serve{} */
+#define LG_IN_LISTEN 2u  /* glisten.listen(port, {}) */
+#define LG_IN_CONNECT 4u /* glisten.connect(host, port, {}) */
+#define LG_IN_SCRIPT 8u  /* a field of the table a script returns */
+#define LG_IN_SOCKET (LG_IN_SERVE | LG_IN_LISTEN | LG_IN_CONNECT | LG_IN_SCRIPT)
+#define LG_IN_SERVER (LG_IN_SERVE | LG_IN_SCRIPT)
+
+#define LG_MAX_WORKERS 64
+
+/* The kinds, each with its C type and how its default is written. */
+enum { LG_KIND_STRING, LG_KIND_INT, LG_KIND_BYTES, LG_KIND_SECONDS,
+       LG_KIND_WORKERS };
+#define LG_CTYPE_STRING const char *
+#define LG_CTYPE_INT lua_Integer
+#define LG_CTYPE_BYTES lua_Integer
+#define LG_CTYPE_SECONDS double
+#define LG_CTYPE_WORKERS lua_Integer
+
+/* X(KEY, KIND, DEFAULT, LOW, HIGH, WHERE, FLAG, METAVAR, HELP)
+ * LOW and HIGH bound numbers (a SECONDS option with LOW < 0 takes any
+ * number, a negative one meaning none); a WORKERS option also takes
+ * "auto" (one per CPU). A STRING option's value points into the table it
+ * was read from. FLAG is NULL for an option the command does not take;
+ * "-x, --long" gives it a short alias too. */
+#define LG_OPTIONS(X)                                                        \
+  X(host, STRING, "127.0.0.1", 0, 0, LG_IN_SERVER | LG_IN_LISTEN, "--host",  \
+    "HOST", "address to bind; 0.0.0.0 or :: to expose, ::1 for IPv6")        \
+  X(port, INT, 0, 0, 65535, LG_IN_SERVER, "--port", "PORT",                  \
+    "port; 0 picks a free one (the command also takes it as PORT)")          \
+  X(backlog, INT, 1024, 1, 65535, LG_IN_SERVER | LG_IN_LISTEN, "--backlog",  \
+    "N", "the kernel's queue of connections not yet accepted")               \
+  X(max_connections, INT, 0, 0, 100000000, LG_IN_SERVER,                     \
+    "--max-connections", "N", "open connections at once (0: no cap)")        \
+  X(idle_timeout, SECONDS, 0, 0, 0, LG_IN_SERVER, "--idle-timeout",          \
+    "SECONDS", "close a connection idle this long: no byte read or written")   \
+  X(max_output, BYTES, 4194304, 1, 1099511627776, LG_IN_SOCKET,              \
+    "--max-output", "BYTES", "unsent output a connection may hold")          \
+  X(max_line, BYTES, 65536, 1, 1073741824, LG_IN_SOCKET, "--max-line",       \
+    "BYTES", "the longest line receive(\"*l\") accepts")                     \
+  X(max_receive, BYTES, 16777216, 1, 1099511627776, LG_IN_SOCKET,            \
+    "--max-receive", "BYTES", "the most receive(\"*a\") buffers")            \
+  X(max_mailbox, INT, 1024, 1, 16777216, LG_IN_SERVER, "--max-mailbox", "N", \
+    "posts queued per connection")                                           \
+  X(max_memory, BYTES, 0, 0, 1099511627776, LG_IN_SERVER, "--max-memory",    \
+    "BYTES", "Lua memory each worker's state may hold (0: no cap)")          \
+  X(shutdown_timeout, SECONDS, 5, 0, 0, LG_IN_SERVER, "--shutdown-timeout",  \
+    "SECONDS", "grace for open connections on SIGINT/SIGTERM")               \
+  X(workers, WORKERS, 1, 1, LG_MAX_WORKERS, LG_IN_SERVE, "-w, --workers",    \
+    "N|auto", "worker threads, each with its own loop and Lua state")        \
+  X(script, STRING, NULL, 0, 0, LG_IN_SERVE, NULL, "PATH",                   \
+    "the script each worker of a pool loads")                                \
+  X(timeout, SECONDS, -1, -1, 0, LG_IN_CONNECT, NULL, "SECONDS",             \
+    "how long connect and then each call may wait (< 0: no limit)")
+
+/* The values of every option; o.KEY is the value of option KEY. */
+typedef struct lg_opts {
+#define LG_OPT_FIELD(key, kind, ...) LG_CTYPE_##kind key;
+  LG_OPTIONS(LG_OPT_FIELD)
+#undef LG_OPT_FIELD
+} lg_opts;
+
+/* A row of the schema, for code that walks every option. */
+typedef struct lg_option {
+  const char *key;
+  int kind;           /* LG_KIND_* */
+  const char *sdef;   /* STRING: the default (NULL: none) */
+  double def, lo, hi; /* the other kinds */
+  unsigned where;     /* LG_IN_* */
+  const char *flag, *meta, *help;
+  size_t offset;      /* of o.KEY in lg_opts */
+} lg_option;
+
+extern const lg_option lg_options[]; /* ends with a row whose key is NULL */
+extern const lg_opts lg_defaults;
+
+/* The callbacks a serve table or a script names, in LG_CB_* order; NULL
+ * ends the list. The first, handler, is the one a server needs. */
+extern const char *const lg_callback_names[];
+
+/* [-0, +0, e] Reads the option table at idx into o, defaults for the rest.
+ * where (LG_IN_*) names the caller: a key no row offers there raises
+ * "unknown option 'k'" (serve also takes the callbacks' keys); 0 takes any
+ * row and ignores other keys. A value of the wrong kind or out of range
+ * raises "option 'k' must be ...". */
+void lg_opts_read(lua_State *L, int idx, lg_opts *o, unsigned where);
+
+/* [-0, +0, m] Converts a command-line value v of the option at row into
+ * a Lua value and stores it in the table on top as field row->key. When v
+ * does not fit the kind, stores nothing and returns what it needed ("a
+ * whole number", ...); else NULL. lg_opts_read checks the range. */
+const char *lg_opts_parse_flag(lua_State *L, const lg_option *row,
+                               const char *v);
+
+/* The row of the option with this flag ("--max-line", or a short alias
+ * such as "-w"); n is the flag's length. NULL when none. */
+const lg_option *lg_opts_find_flag(const char *flag, size_t n);
+
+/* Writes the options part of --help (HELP) or the Markdown table of the
+ * docs (MARKDOWN) to f. */
+enum { LG_OPTS_HELP, LG_OPTS_MARKDOWN };
+void lg_opts_describe(FILE *f, int format);
+
+#endif
