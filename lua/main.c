@@ -29,10 +29,11 @@ static const char USAGE_HEAD[] =
     "A script without handler may start its own servers, connections,\n"
     "coroutines or timers; the command then runs until they are done.\n"
     "\n"
-    "options (also fields of the script's table; flags win):\n";
+    "options (each but -w also a field of the script's table; flags win):\n";
 static const char USAGE_TAIL[] =
     "  --check                    load the script, report errors, and exit\n"
     "  --options-markdown         print the options as the docs' table\n"
+    "  --options-man              print the options as the man page's entries\n"
     "  --help                     show this help\n"
     "  --version                  show the version\n";
 
@@ -252,6 +253,10 @@ int main(int argc, char **argv) {
       }
       if (strcmp(a, "--options-markdown") == 0) {
         lg_opts_describe(stdout, LG_OPTS_MARKDOWN);
+        return 0;
+      }
+      if (strcmp(a, "--options-man") == 0) {
+        lg_opts_describe(stdout, LG_OPTS_MAN);
         return 0;
       }
       if (strcmp(a, "--version") == 0 || strcmp(a, "-v") == 0) {

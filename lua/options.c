@@ -1,7 +1,7 @@
 /*
  * options.c: the option schema's rows, and everything derived from them:
- * defaults, reading option tables, command-line values, --help and the
- * docs' table. See options.h.
+ * defaults, reading option tables, command-line values, --help, the docs'
+ * table and the man page's OPTIONS. See options.h.
  */
 #include "options.h"
 
@@ -184,6 +184,47 @@ static const char *where_text(const lg_option *r, char *buf, size_t len) {
   return buf;
 }
 
+/* Writes s as roff text: a backslash and a hyphen escaped (\e, \-), and
+ * \& before a leading dot or quote, which would start a request. */
+static void roff(FILE *f, const char *s) {
+  if (*s == '.' || *s == '\'') fputs("\\&", f);
+  for (; *s; s++)
+    if (*s == '\\')
+      fputs("\\e", f);
+    else if (*s == '-')
+      fputs("\\-", f);
+    else
+      fputc(*s, f);
+}
+
+/* One .TP entry of the man page's OPTIONS for row r, which has a flag:
+ * each spelling of the flag in bold, the metavar in italics, then the help,
+ * the default, and the field a script's table may set instead. */
+static void man_entry(FILE *f, const lg_option *r, const char *def) {
+  fputs(".TP\n", f);
+  for (const char *p = r->flag; p;) {
+    const char *comma = strchr(p, ',');
+    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    char one[48];
+    snprintf(one, sizeof one, "%.*s", (int)len, p);
+    fputs("\\fB", f);
+    roff(f, one);
+    fputs(comma ? "\\fR, " : "\\fR \\fI", f);
+    p = comma ? comma + 2 : NULL;
+  }
+  roff(f, r->meta);
+  fputs("\\fR\n", f);
+  roff(f, r->help);
+  fputs(".\nDefault: ", f);
+  roff(f, def);
+  if (r->where & LG_IN_SCRIPT) {
+    fputs("; script field \\fB", f);
+    roff(f, r->key);
+    fputs("\\fR", f);
+  }
+  fputs(".\n", f);
+}
+
 void lg_opts_describe(FILE *f, int format) {
   char buf[64], w[64], flag[48];
   if (format == LG_OPTS_MARKDOWN)
@@ -196,6 +237,8 @@ void lg_opts_describe(FILE *f, int format) {
       fprintf(f, "| `%s` | %s%s%s | %s | %s | %s |\n", r->key,
               r->flag ? "`" : "", r->flag ? r->flag : "", r->flag ? "`" : "",
               d, where_text(r, w, sizeof w), r->help);
+    } else if (format == LG_OPTS_MAN) {
+      if (r->flag) man_entry(f, r, d);
     } else if (r->flag) {
       snprintf(flag, sizeof flag, "%s %s", r->flag, r->meta);
       fprintf(f, "  %-26s %s; default %s\n", flag, r->help, d);

@@ -6,8 +6,9 @@
  * default and range, where it is taken, and its command-line flag and help.
  * The struct lg_opts, its defaults, the readers of option tables, the list
  * of fields a script's table may set, the command's flags and --help, and
- * the options table of the docs (glisten-lua --options-markdown) all come
- * from these rows: a new option is one row, and its field is o.KEY.
+ * the options table of the docs (glisten-lua --options-markdown) and the
+ * OPTIONS of the man page (--options-man) all come from these rows: a new
+ * option is one row, and its field is o.KEY.
  */
 #ifndef LG_OPTIONS_H
 #define LG_OPTIONS_H
@@ -71,7 +72,7 @@ enum { LG_KIND_STRING, LG_KIND_INT, LG_KIND_BYTES, LG_KIND_SECONDS,
   X(script, STRING, NULL, 0, 0, LG_IN_SERVE, NULL, "PATH",                   \
     "the script each worker of a pool loads")                                \
   X(timeout, SECONDS, -1, -1, 0, LG_IN_CONNECT, NULL, "SECONDS",             \
-    "how long connect and then each call may wait (< 0: no limit)")
+    "how long connect may wait, name lookup included (< 0: no limit)")
 
 /* The values of every option; o.KEY is the value of option KEY. */
 typedef struct lg_opts {
@@ -116,9 +117,10 @@ const char *lg_opts_parse_flag(lua_State *L, const lg_option *row,
  * such as "-w"); n is the flag's length. NULL when none. */
 const lg_option *lg_opts_find_flag(const char *flag, size_t n);
 
-/* Writes the options part of --help (HELP) or the Markdown table of the
- * docs (MARKDOWN) to f. */
-enum { LG_OPTS_HELP, LG_OPTS_MARKDOWN };
+/* Writes the options part of --help (HELP), the Markdown table of the docs
+ * (MARKDOWN) or the OPTIONS entries of the man page, in man(7) roff (MAN),
+ * to f. */
+enum { LG_OPTS_HELP, LG_OPTS_MARKDOWN, LG_OPTS_MAN };
 void lg_opts_describe(FILE *f, int format);
 
 #endif
