@@ -6,7 +6,8 @@
  * Sharing the port: every worker listens on its own socket bound with
  * SO_REUSEPORT, and the kernel spreads new connections over them by a hash
  * of the addresses. No lock, no thundering herd, and a worker never wakes
- * for a connection another takes. (The README gives the measured balance.)
+ * for a connection another takes. (docs/internals.md gives the measured
+ * balance.)
  *
  * Start: worker 1 loads the script and binds first (so port 0 becomes a
  * real port), then the others bind that port. If any fails to load or
