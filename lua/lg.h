@@ -67,6 +67,21 @@ typedef struct lg_waitq {
   lg_fiber *head, *tail;
 } lg_waitq;
 
+/* A module's part in its runtime's life, registered with lg_rt_hook when
+ * the module opens in a state. The runtime calls them; it never calls a
+ * module by name, so a lower layer does not reach up. Any may be NULL. */
+typedef struct lg_rt_hooks {
+  /* lg_rt_shutdown: stop taking new work; end what runs within grace
+   * seconds (0: now). */
+  void (*shutdown)(lg_rt *rt, double grace);
+  /* How much work a shutdown still waits for (0: none). */
+  long (*busy)(lg_rt *rt);
+  /* The state is closing (lua_close): release what the module holds,
+   * calling no Lua. Hooks run in the reverse order of registration. */
+  void (*teardown)(lg_rt *rt);
+} lg_rt_hooks;
+#define LG_RT_HOOKS 8
+
 /* Called when a fiber's function returns (status LUA_OK) or raises (status
  * is the error code; the message is on top of f->th). */
 typedef void lg_done_fn(lg_fiber *f, int status);
@@ -106,7 +121,9 @@ struct lg_rt {
   double shutdown_timeout; /* the command's grace on SIGINT/SIGTERM */
   lg_server *servers; /* open servers */
   int closing;        /* lua_close in progress: call no Lua */
-  ev_timer drain, deadline; /* ending a pool worker after a shutdown */
+  ev_timer drain, deadline; /* lg_rt_shutdown: is all done; the grace is up */
+  const lg_rt_hooks *hooks[LG_RT_HOOKS];
+  int nhooks;
   int slot;              /* in the process registry; low bits of ids */
   gl_inbox inbox;        /* messages from other states */
   gl_msg *mail, *mail_cur; /* taken from the inbox, being delivered */
@@ -185,6 +202,8 @@ size_t lg_getlimit(lua_State *L);
 /* sched.c */
 lg_rt *lg_rt_get(lua_State *L);
 lg_rt *lg_rt_open(lua_State *L);
+int lg_rt_hook(lg_rt *rt, const lg_rt_hooks *h);
+void lg_rt_shutdown(lg_rt *rt, double grace);
 lg_fiber *lg_current(lua_State *L);
 lg_fiber *lg_spawn(lua_State *L, int narg, lg_done_fn *done);
 lg_fiber *lg_fiber_new(lua_State *L, lg_done_fn *done);
@@ -230,7 +249,6 @@ int lg_socket_open(lua_State *L);
 
 /* server.c */
 int lg_server_open(lua_State *L);
-void lg_server_close(lg_server *sv, double grace);
 void lg_server_resume(lg_server *sv);
 void lg_conn_unpark(lg_socket *s);
 int lg_serve(lua_State *L, int idx, lg_pool *pool);
@@ -246,8 +264,6 @@ void lg_registry_remove(lg_rt *rt);
 void lg_registry_set_pool(lg_rt *rt, lg_pool *p);
 void lg_registry_control(lg_pool *p, int cmd, double arg);
 void lg_registry_each(lg_pool *p, void (*fn)(lg_rt *, void *), void *ud);
-void lg_workers_attach(lua_State *L, lg_rt *rt);
-void lg_workers_detach(lg_rt *rt);
 int lg_sock_subscribe(lua_State *L);
 int lg_sock_unsubscribe(lua_State *L);
 void lg_unsubscribe_all(lua_State *L, int idx, lg_socket *s);
@@ -255,8 +271,6 @@ int lg_workers_open(lua_State *L);
 
 /* shared.c */
 int lg_shared_open(lua_State *L);
-void lg_shared_acquire(void);
-void lg_shared_release(void);
 
 /* script.c */
 int lg_script_load(lua_State *L, const char *path);
@@ -269,7 +283,6 @@ int lg_pool_open(lua_State *L);
 int lg_pool_serve(lua_State *L, int idx, const lg_opts *o);
 atomic_long *lg_pool_count(lg_pool *p);
 lg_rt *lg_pool_host(lg_pool *p);
-void lg_pool_close_all(lg_rt *rt, double grace);
 
 /* glisten.c */
 int luaopen_glisten(lua_State *L);

@@ -87,26 +87,7 @@ static int serve_opts_valid(lua_State *L) {
 /* --- shutdown on signals ---------------------------------------------- */
 
 static ev_signal sigint_w, sigterm_w;
-static ev_timer drain_w, deadline_w;
 static int stopping;
-
-static void on_drain_check(EV_P_ ev_timer *w, int revents) {
-  lg_rt *rt = w->data;
-  (void)revents;
-  if (rt->served == 0 && rt->pools == 0) {
-    rt->stopped = 1;
-    ev_break(EV_A_ EVBREAK_ALL);
-  }
-}
-
-static void on_deadline(EV_P_ ev_timer *w, int revents) {
-  lg_rt *rt = w->data;
-  (void)revents;
-  fprintf(stderr, "%s: connections still open after the grace period; "
-                  "exiting\n", progname);
-  rt->stopped = 1;
-  ev_break(EV_A_ EVBREAK_ALL);
-}
 
 /* [-0, +1, e] Connections open in this state and its pools. */
 static int open_connections(lua_State *L) {
@@ -132,14 +113,7 @@ static void on_signal(EV_P_ ev_signal *w, int revents) {
   lua_pop(rt->L, 1);
   fprintf(stderr, "%s: stopping (%s); %d connection(s) open, %.3gs grace\n",
           progname, w->signum == SIGINT ? "SIGINT" : "SIGTERM", open, grace);
-  while (rt->servers) lg_server_close(rt->servers, grace);
-  lg_pool_close_all(rt, grace);
-  ev_timer_init(&drain_w, on_drain_check, 0., 0.05);
-  drain_w.data = rt;
-  ev_timer_again(EV_A_ & drain_w);
-  ev_timer_init(&deadline_w, on_deadline, grace + LG_LINGER + 1, 0.);
-  deadline_w.data = rt;
-  ev_timer_start(EV_A_ & deadline_w);
+  lg_rt_shutdown(rt, grace);
 }
 
 /* Concurrent connections should be limited only by the hard limit on
@@ -166,10 +140,78 @@ static void watch_signals(lg_rt *rt) {
 
 /* --- main ------------------------------------------------------------- */
 
+/* What the command line asks for, besides the options. */
+typedef struct cmdline {
+  const char *script;
+  int check;
+} cmdline;
+
+/* [-0, +1, m] Parses argv: pushes the table of the options its flags (and
+ * PORT) give, and fills c. Exits 0 after --help, --version and the docs'
+ * outputs, and 2, with the usage, on a bad argument. */
+static void parse(lua_State *L, int argc, char **argv, cmdline *c) {
+  const char *port = NULL;
+  int only_positional = 0;
+  memset(c, 0, sizeof *c);
+  lua_newtable(L);
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (only_positional || a[0] != '-' || !a[1]) {
+      if (!c->script)
+        c->script = a;
+      else if (!port)
+        port = a;
+      else
+        die_usage("unexpected argument '%s'", a);
+      continue;
+    }
+    const char *eq = strchr(a, '=');
+    size_t n = eq ? (size_t)(eq - a) : strlen(a);
+    if (strcmp(a, "--") == 0) {
+      only_positional = 1;
+    } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      usage(stdout);
+      exit(0);
+    } else if (strcmp(a, "--options-markdown") == 0) {
+      lg_opts_describe(stdout, LG_OPTS_MARKDOWN);
+      exit(0);
+    } else if (strcmp(a, "--options-man") == 0) {
+      lg_opts_describe(stdout, LG_OPTS_MAN);
+      exit(0);
+    } else if (strcmp(a, "--version") == 0 || strcmp(a, "-v") == 0) {
+      printf("glisten-lua %s (%s, libev %d.%d)\n", GLISTEN_VERSION,
+             LUA_RELEASE, ev_version_major(), ev_version_minor());
+      exit(0);
+    } else if (strcmp(a, "--check") == 0) {
+      c->check = 1;
+    } else {
+      const lg_option *r = lg_opts_find_flag(a, n);
+      char flag[64];
+      snprintf(flag, sizeof flag, "%.*s", (int)n, a);
+      if (!r) die_usage("unknown option '%s'", a);
+      if (eq)
+        put_option(L, r, flag, eq + 1);
+      else if (i + 1 < argc)
+        put_option(L, r, flag, argv[++i]);
+      else
+        die_usage("%s needs a value", flag);
+    }
+  }
+  if (!c->script) die_usage("no SCRIPT given");
+  if (port) put_option(L, lg_opts_find_flag("--port", 6), "PORT", port);
+}
+
+/* The one line per listening socket a start prints, which tools wait for. */
+static void announce(const char *host, int port) {
+  fprintf(stderr, strchr(host, ':') ? "listening on [%s]:%d\n"
+                                    : "listening on %s:%d\n",
+          host, port);
+}
+
 /* [-3, +0, e] start(options, script, check): loads the script, checks it,
  * and (unless check) serves its handler with the options it would be
- * served with; sets the grace of a shutdown. Raises with the message to
- * print. */
+ * served with, and announces every server; sets the grace of a shutdown.
+ * Raises with the message to print. */
 static int start(lua_State *L) {
   lg_rt *rt = lg_rt_get(L);
   const char *script = lua_tostring(L, 2);
@@ -210,22 +252,36 @@ static int start(lua_State *L) {
   }
   if (lua_getfield(L, 1, "shutdown_timeout") != LUA_TNIL) /* the flag wins */
     rt->shutdown_timeout = lua_tonumber(L, -1);
+  if (!check)
+    for (lg_server *sv = rt->servers; sv; sv = sv->next)
+      announce(sv->host, sv->l.port);
   return 0;
 }
 
-/* [-1, +2, e] serve(options) -> server | nil, err, as glisten.serve */
-static int serve(lua_State *L) {
+/* [-3, +0, e] start_pool(options, script, check): serves the script with
+ * a pool of workers (options.workers > 1), each of which loads the script
+ * itself, and announces the pool; raises with the first worker's error. */
+static int start_pool(lua_State *L) {
+  lg_opts o;
+  lg_opts_read(L, 1, &o, 0);
+  lg_rt_get(L)->shutdown_timeout = o.shutdown_timeout;
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_getfield(L, -1, "glisten");
   lua_getfield(L, -1, "serve");
   lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_setfield(L, -2, "script");
   lua_call(L, 1, 2);
-  return 2;
+  if (lua_isnil(L, -2)) return lua_error(L);
+  lua_getfield(L, -2, "host");
+  lua_getfield(L, -3, "port");
+  announce(lua_tostring(L, -2), (int)lua_tointeger(L, -1));
+  return 0;
 }
 
 int main(int argc, char **argv) {
-  const char *script = NULL, *port = NULL;
-  int check = 0, i, only_positional = 0;
+  cmdline c;
+  lg_opts cli;
   raise_nofile();
   lua_State *L = lg_newstate();
   if (!L) {
@@ -235,117 +291,36 @@ int main(int argc, char **argv) {
   luaL_openlibs(L);
   luaL_requiref(L, "glisten", luaopen_glisten, 1);
   lua_pop(L, 1);
-  lg_rt *rt = lg_rt_get(L);
 
-  lua_newtable(L); /* 1: options given on the command line */
-  for (i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!only_positional && a[0] == '-' && a[1]) {
-      const char *eq = strchr(a, '=');
-      size_t n = eq ? (size_t)(eq - a) : strlen(a);
-      if (strcmp(a, "--") == 0) {
-        only_positional = 1;
-        continue;
-      }
-      if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-        usage(stdout);
-        return 0;
-      }
-      if (strcmp(a, "--options-markdown") == 0) {
-        lg_opts_describe(stdout, LG_OPTS_MARKDOWN);
-        return 0;
-      }
-      if (strcmp(a, "--options-man") == 0) {
-        lg_opts_describe(stdout, LG_OPTS_MAN);
-        return 0;
-      }
-      if (strcmp(a, "--version") == 0 || strcmp(a, "-v") == 0) {
-        printf("glisten-lua %s (%s, libev %d.%d)\n", GLISTEN_VERSION,
-               LUA_RELEASE, ev_version_major(), ev_version_minor());
-        return 0;
-      }
-      if (strcmp(a, "--check") == 0) {
-        check = 1;
-        continue;
-      }
-      const lg_option *r = lg_opts_find_flag(a, n);
-      char flag[64];
-      snprintf(flag, sizeof flag, "%.*s", (int)n, a);
-      if (!r) die_usage("unknown option '%s'", a);
-      if (eq)
-        put_option(L, r, flag, eq + 1);
-      else if (i + 1 < argc)
-        put_option(L, r, flag, argv[++i]);
-      else
-        die_usage("%s needs a value", flag);
-    } else if (!script) {
-      script = a;
-    } else if (!port) {
-      port = a;
-    } else {
-      die_usage("unexpected argument '%s'", a);
-    }
-  }
-  if (!script) die_usage("no SCRIPT given");
-  if (port) put_option(L, lg_opts_find_flag("--port", 6), "PORT", port);
-  /* arg, as lua.c sets it */
-  lua_createtable(L, 1, 1);
+  parse(L, argc, argv, &c); /* 1: the options the flags give */
+  lua_createtable(L, 1, 1); /* arg, as lua.c sets it */
   lua_pushstring(L, argv[0]);
   lua_rawseti(L, -2, -1);
-  lua_pushstring(L, script);
+  lua_pushstring(L, c.script);
   lua_rawseti(L, -2, 0);
   lua_setglobal(L, "arg");
-  lua_pushstring(L, script); /* 2 */
-
-  lg_opts cli;
   lua_pushcfunction(L, check_opts);
   lua_pushvalue(L, 1);
   lua_pushlightuserdata(L, &cli);
   if (lua_pcall(L, 2, 0, 0) != LUA_OK) die_usage("%s", lua_tostring(L, -1));
 
-  if (cli.workers > 1 && !check) {
-    /* a pool: every worker loads the script itself, and reports errors */
-    lua_pushcfunction(L, serve);
-    lua_pushvalue(L, 1);
-    lua_pushstring(L, script);
-    lua_setfield(L, -2, "script");
-    if (lua_pcall(L, 1, 2, 0) != LUA_OK || lua_isnil(L, -2)) {
-      fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
-      lg_closestate(L); /* what closed sockets queued still goes out */
-      return 1;
-    }
-    lua_getfield(L, -2, "port");
-    lua_getfield(L, -3, "host");
-    fprintf(stderr, strchr(lua_tostring(L, -1), ':') ? "listening on [%s]:%d\n"
-                                                      : "listening on %s:%d\n",
-            lua_tostring(L, -1), (int)lua_tointeger(L, -2));
-    lua_settop(L, 2);
-    rt->shutdown_timeout = cli.shutdown_timeout;
-    watch_signals(rt);
-    lg_run(rt);
-    lg_closestate(L);
-    return 0;
-  }
-  lua_pushcfunction(L, start);
+  /* a pool's workers each load the script themselves, and report errors */
+  lua_pushcfunction(L, cli.workers > 1 && !c.check ? start_pool : start);
   lua_pushvalue(L, 1);
-  lua_pushvalue(L, 2);
-  lua_pushboolean(L, check);
+  lua_pushstring(L, c.script);
+  lua_pushboolean(L, c.check);
   if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
     fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
     lg_closestate(L); /* what closed sockets queued still goes out */
     return 1;
   }
-  if (check) {
-    printf("%s: ok\n", script);
-    lg_closestate(L);
-    return 0;
+  if (c.check) {
+    printf("%s: ok\n", c.script);
+  } else {
+    lg_rt *rt = lg_rt_get(L);
+    watch_signals(rt);
+    lg_run(rt);
   }
-  for (lg_server *sv = rt->servers; sv; sv = sv->next)
-    fprintf(stderr, strchr(sv->host, ':') ? "listening on [%s]:%d\n"
-                                          : "listening on %s:%d\n",
-            sv->host, sv->l.port);
-  watch_signals(rt);
-  lg_run(rt);
   lg_closestate(L);
   return 0;
 }

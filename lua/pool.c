@@ -156,22 +156,6 @@ out:
   return NULL;
 }
 
-static void on_drain(EV_P_ ev_timer *w, int revents) {
-  lg_rt *rt = w->data;
-  (void)revents;
-  if (rt->served == 0) {
-    rt->stopped = 1;
-    ev_break(EV_A_ EVBREAK_ALL);
-  }
-}
-
-static void on_deadline(EV_P_ ev_timer *w, int revents) {
-  lg_rt *rt = w->data;
-  (void)revents;
-  rt->stopped = 1;
-  ev_break(EV_A_ EVBREAK_ALL);
-}
-
 /* On a worker's loop: a command from the host or another worker. */
 void lg_pool_control(lg_rt *rt, int cmd, double arg) {
   if (cmd == LG_CTL_RESUME) {
@@ -179,14 +163,7 @@ void lg_pool_control(lg_rt *rt, int cmd, double arg) {
       if (sv->pool) lg_server_resume(sv);
     return;
   }
-  if (cmd != LG_CTL_SHUTDOWN || ev_is_active(&rt->deadline)) return;
-  while (rt->servers) lg_server_close(rt->servers, arg);
-  ev_timer_init(&rt->drain, on_drain, 0., 0.02);
-  rt->drain.data = rt;
-  ev_timer_again(rt->loop, &rt->drain);
-  ev_timer_init(&rt->deadline, on_deadline, arg + LG_LINGER + 1, 0.);
-  rt->deadline.data = rt;
-  ev_timer_start(rt->loop, &rt->deadline);
+  if (cmd == LG_CTL_SHUTDOWN) lg_rt_shutdown(rt, arg);
 }
 
 /* --- in the host -------------------------------------------------------- */
@@ -268,7 +245,7 @@ static void pool_close(lg_pool *p, double grace) {
 }
 
 /* Closes every pool rt started, with grace. */
-void lg_pool_close_all(lg_rt *rt, double grace) {
+static void pools_close_all(lg_rt *rt, double grace) {
   for (lg_pool *p = rt->pool_list; p; p = p->next) pool_close(p, grace);
 }
 
@@ -397,7 +374,13 @@ static int pool_tostring(lua_State *L) {
 }
 
 /* [-0, +0, m] Registers the pool type. */
+/* The runtime's hooks: a shutdown closes every pool this state started,
+ * passing the grace to their workers, and waits until they have exited. */
+static long pools_busy(lg_rt *rt) { return rt->pools; }
+
 int lg_pool_open(lua_State *L) {
+  static const lg_rt_hooks hooks = {pools_close_all, pools_busy, NULL};
+  lg_rt_hook(lg_rt_get(L), &hooks);
   if (luaL_newmetatable(L, LG_POOL)) {
     lua_pushcfunction(L, pool_index);
     lua_setfield(L, -2, "__index");

@@ -53,17 +53,18 @@ static void on_idle(EV_P_ ev_idle *w, int revents) {
 }
 
 /* __gc of the runtime: the last glisten object finalized (it is created
- * first), so sockets and servers have let go of their core objects. */
+ * first), so sockets and servers have let go of their core objects. The
+ * modules release theirs through their teardown hooks, the last opened
+ * first; then what close() queued still goes out, and the loop ends. */
 static int rt_gc(lua_State *L) {
   lg_rt *rt = lua_touserdata(L, 1);
   if (!rt->loop) return 0;
   rt->closing = 1;
-  for (lg_server *sv = rt->servers; sv; sv = sv->next) {
-    gl_listener_close(&sv->l);
-    ev_timer_stop(rt->loop, &sv->grace);
-  }
+  ev_timer_stop(rt->loop, &rt->drain);
+  ev_timer_stop(rt->loop, &rt->deadline);
+  for (int i = rt->nhooks - 1; i >= 0; i--)
+    if (rt->hooks[i]->teardown) rt->hooks[i]->teardown(rt);
   gl_env_flush_close_all(&rt->env); /* what close() queued still goes out */
-  lg_workers_detach(rt);
   if (ev_is_active(&rt->prepare)) {
     ev_ref(rt->loop);
     ev_prepare_stop(rt->loop, &rt->prepare);
@@ -74,9 +75,63 @@ static int rt_gc(lua_State *L) {
   ev_loop_destroy(rt->loop);
   rt->loop = NULL;
   free(rt->env.scratch);
-  gl_buf_free(&rt->tmp);
-  lg_shared_release();
   return 0;
+}
+
+/* Registers a module's hooks with rt. Returns 1 the first time, 0 when
+ * they already were (a second luaopen_glisten in one state), so a module
+ * sets up its part of the runtime once. */
+int lg_rt_hook(lg_rt *rt, const lg_rt_hooks *h) {
+  for (int i = 0; i < rt->nhooks; i++)
+    if (rt->hooks[i] == h) return 0;
+  if (rt->nhooks == LG_RT_HOOKS) abort(); /* a fixed set of modules */
+  rt->hooks[rt->nhooks++] = h;
+  return 1;
+}
+
+static long busy(lg_rt *rt) {
+  long n = 0;
+  for (int i = 0; i < rt->nhooks; i++)
+    if (rt->hooks[i]->busy) n += rt->hooks[i]->busy(rt);
+  return n;
+}
+
+static void on_drained(EV_P_ ev_timer *w, int revents) {
+  lg_rt *rt = w->data;
+  (void)revents;
+  if (busy(rt) == 0) {
+    ev_timer_stop(EV_A_ w);
+    rt->stopped = 1;
+    ev_break(EV_A_ EVBREAK_ALL);
+  }
+}
+
+static void on_grace_up(EV_P_ ev_timer *w, int revents) {
+  lg_rt *rt = w->data;
+  (void)revents;
+  gl_log(GL_LOG_WARN, "%ld connection(s) still open after the grace "
+                      "period and the flush; ending", busy(rt));
+  ev_timer_stop(EV_A_ & rt->drain);
+  rt->stopped = 1;
+  ev_break(EV_A_ EVBREAK_ALL);
+}
+
+/* The one shutdown, for the command's signals and a pool's workers: every
+ * module stops taking new work and ends what runs within grace seconds
+ * (servers close with grace, pools pass it to their workers); the loop
+ * ends (lg_run returns) once no module is busy, or at the latest grace +
+ * LG_LINGER + 1 seconds from now, when closed sockets have had their time
+ * to flush. A second call changes nothing. */
+void lg_rt_shutdown(lg_rt *rt, double grace) {
+  if (ev_is_active(&rt->deadline)) return;
+  for (int i = 0; i < rt->nhooks; i++)
+    if (rt->hooks[i]->shutdown) rt->hooks[i]->shutdown(rt, grace);
+  ev_timer_init(&rt->drain, on_drained, 0., 0.02);
+  rt->drain.data = rt;
+  ev_timer_again(rt->loop, &rt->drain);
+  ev_timer_init(&rt->deadline, on_grace_up, grace + LG_LINGER + 1, 0.);
+  rt->deadline.data = rt;
+  ev_timer_start(rt->loop, &rt->deadline);
 }
 
 /* [-0, +0, m] Creates the runtime of L's state, once. */
@@ -110,8 +165,6 @@ lg_rt *lg_rt_open(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &RT_KEY);
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &FIBERS_KEY);
-  lg_shared_acquire(); /* before anything that can raise: rt_gc releases */
-  lg_workers_attach(L, rt);
   return rt;
 }
 

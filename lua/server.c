@@ -342,18 +342,22 @@ static void on_grace(EV_P_ ev_timer *w, int revents) {
 
 /* Stops accepting at once; open connections are closed with "shutdown"
  * after grace seconds (0: now). */
-void lg_server_close(lg_server *sv, double grace) {
+/* Stops sv accepting and takes it off the runtime's list of servers. */
+static void server_unlist(lg_server *sv) {
+  gl_listener_close(&sv->l);
+  sv->open = 0;
+  for (lg_server **p = &sv->rt->servers; *p; p = &(*p)->next)
+    if (*p == sv) {
+      *p = sv->next;
+      break;
+    }
+}
+
+static void server_stop(lg_server *sv, double grace) {
   lg_rt *rt = sv->rt;
   if (sv->open) {
-    lg_server **p;
-    gl_listener_close(&sv->l);
-    sv->open = 0;
+    server_unlist(sv);
     lg_server_resume(sv); /* closes what was parked */
-    for (p = &rt->servers; *p; p = &(*p)->next)
-      if (*p == sv) {
-        *p = sv->next;
-        break;
-      }
   }
   if (!sv->nconns) {
     server_unanchor(sv);
@@ -587,7 +591,7 @@ static lg_server *check_server(lua_State *L) {
 static int server_close(lua_State *L) {
   lg_server *sv = check_server(L);
   double grace = lg_opt_seconds(L, 2, 0);
-  lg_server_close(sv, grace);
+  server_stop(sv, grace);
   return 0;
 }
 
@@ -622,16 +626,7 @@ static int server_gc(lua_State *L) {
     sv->cb[i] = LUA_NOREF;
   }
   ev_timer_stop(sv->rt->loop, &sv->grace);
-  if (sv->open) {
-    lg_server **p;
-    gl_listener_close(&sv->l);
-    sv->open = 0;
-    for (p = &sv->rt->servers; *p; p = &(*p)->next)
-      if (*p == sv) {
-        *p = sv->next;
-        break;
-      }
-  }
+  if (sv->open) server_unlist(sv);
   return 0;
 }
 
@@ -791,7 +786,26 @@ static const luaL_Reg server_funcs[] = {
 
 /* [-0, +0, m] Registers the server and listener types, and adds serve
  * and listen to the module table on top. */
+/* The runtime's hooks (lg_rt_hooks): a shutdown closes every server with
+ * the grace; it waits for every served connection to end; at teardown the
+ * listeners close and no grace timer is left on the loop. */
+static void servers_shutdown(lg_rt *rt, double grace) {
+  while (rt->servers) server_stop(rt->servers, grace);
+}
+
+static long servers_busy(lg_rt *rt) { return rt->served; }
+
+static void servers_teardown(lg_rt *rt) {
+  for (lg_server *sv = rt->servers; sv; sv = sv->next) {
+    gl_listener_close(&sv->l);
+    ev_timer_stop(rt->loop, &sv->grace);
+  }
+}
+
 int lg_server_open(lua_State *L) {
+  static const lg_rt_hooks hooks = {servers_shutdown, servers_busy,
+                                    servers_teardown};
+  lg_rt_hook(lg_rt_get(L), &hooks);
   luaL_newmetatable(L, LG_SERVER);
   lua_pushcfunction(L, server_index);
   lua_setfield(L, -2, "__index");

@@ -30,13 +30,16 @@ static gl_dict *shared;
 static int users;
 static pthread_mutex_t shared_mu = PTHREAD_MUTEX_INITIALIZER;
 
-void lg_shared_acquire(void) {
+static void shared_acquire(void) {
   pthread_mutex_lock(&shared_mu);
   users++;
   pthread_mutex_unlock(&shared_mu);
 }
 
-void lg_shared_release(void) {
+/* The runtime's teardown: lets go of the process-wide dictionary (freed
+ * with its last user) and of this state's scratch buffer. */
+static void shared_teardown(lg_rt *rt) {
+  gl_buf_free(&rt->tmp);
   pthread_mutex_lock(&shared_mu);
   if (--users == 0) {
     gl_dict_free(shared);
@@ -238,6 +241,8 @@ static const luaL_Reg shared_methods[] = {
 
 /* [-0, +0, m] Sets glisten.shared in the module table on top. */
 int lg_shared_open(lua_State *L) {
+  static const lg_rt_hooks hooks = {NULL, NULL, shared_teardown};
+  if (lg_rt_hook(lg_rt_get(L), &hooks)) shared_acquire();
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, keybuf_gc);
   lua_setfield(L, -2, "__gc");

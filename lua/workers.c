@@ -335,7 +335,7 @@ static void on_mail(gl_inbox *in) {
 }
 
 /* [-0, +0, m] Registers rt in the process and starts its inbox. */
-void lg_workers_attach(lua_State *L, lg_rt *rt) {
+static void workers_attach(lua_State *L, lg_rt *rt) {
   rt->slot = lg_registry_add(rt);
   if (rt->slot < 0)
     luaL_error(L, "glisten: too many Lua states in one process (at most %d)",
@@ -346,7 +346,7 @@ void lg_workers_attach(lua_State *L, lg_rt *rt) {
 }
 
 /* Unregisters rt (no more mail can arrive) and frees its inbox. */
-void lg_workers_detach(lg_rt *rt) {
+static void workers_detach(lg_rt *rt) {
   gl_msg *m, *next;
   lg_registry_remove(rt);
   gl_inbox_close(&rt->inbox);
@@ -376,6 +376,9 @@ static const luaL_Reg worker_funcs[] = {{"post", glisten_post},
 /* [-0, +0, m] Adds post, publish, worker_id and worker_count to the module
  * table on top. */
 int lg_workers_open(lua_State *L) {
+  static const lg_rt_hooks hooks = {NULL, NULL, workers_detach};
+  lg_rt *rt = lg_rt_get(L);
+  if (lg_rt_hook(rt, &hooks)) workers_attach(L, rt);
   luaL_setfuncs(L, worker_funcs, 0);
   return 0;
 }
