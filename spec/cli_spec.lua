@@ -6,34 +6,13 @@ local ECHO = [[
 function handler(msg, state) state.socket:send(msg) end
 ]]
 
--- A stream of numbered 16-byte records, 64 KiB a piece, so a byte lost,
--- repeated or out of order shows. FLOOD is the same code for a script:
--- flood(sock) sends the stream, each send with a 0.2 s timeout, until the
--- first refusal (a peer that does not read fills the kernel's buffers, then
--- the queue; no fixed size, as the kernel may hold any amount), and returns
--- the bytes taken and the refusal.
-local FLOOD = [[
-local function piece(i) return ("%015d\n"):format(i):rep(4096) end
-local function flood(sock)
-  local taken, i = 0, 0
-  sock:settimeout(0.2)
-  while taken < 1024 * 1024 * 1024 do -- a bound against a hang only
-    local n, err, part = sock:send(piece(i))
-    if not n then return taken + part, err end
-    taken, i = taken + n, i + 1
-  end
-  return taken, "never refused"
-end
-]]
-local function piece(i) return ("%015d\n"):format(i):rep(4096) end
-
--- The first n bytes of the stream.
-local function stream(n)
-  local t = {}
-  for i = 0, n // 65536 - 1 do t[#t + 1] = piece(i) end
-  t[#t + 1] = piece(n // 65536):sub(1, n % 65536)
-  return table.concat(t)
-end
+-- The numbered byte stream of spec/stream.lua, so a byte lost, repeated or
+-- out of order shows. FLOOD starts a script of its own: its flood(sock)
+-- sends the stream, each send with a 0.2 s timeout, until the first refusal
+-- (no fixed size: the kernel may hold any amount), and returns the bytes
+-- taken and the refusal; stream(n) is the first n bytes.
+local FLOOD = H.STREAM .. "local function flood(sock) return S.flood(sock) end\n"
+local function stream(n) return H.stream(1, n) end
 
 describe("glisten-lua arguments", function()
   after_each(H.no_leaks)

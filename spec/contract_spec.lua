@@ -2,54 +2,10 @@
 -- with_message, ordering, and error isolation.
 local glisten = H.glisten
 
--- An endless stream of numbered bytes: block b (from 0) is "<b>" in 16
--- bytes, then the same 65520 bytes of numbered records; a byte lost,
--- repeated or out of order shows. stream(first, last): bytes first..last
--- (from 1).
-local BLOCK = 65536
-local FILL = {}
-for k = 1, (BLOCK - 16) // 8 do FILL[k] = ("%7d|"):format(k) end
-FILL = table.concat(FILL)
-
-local function stream(first, last)
-  local b0, b1 = (first - 1) // BLOCK, (last - 1) // BLOCK
-  local t = {}
-  for b = b0, b1 do t[#t + 1] = ("<%14d>"):format(b) .. FILL end
-  local off = first - 1 - b0 * BLOCK
-  return table.concat(t):sub(off + 1, off + last - first + 1)
-end
-
--- Sends the stream, a block a send, each with a timeout of `timeout`
--- seconds, until the first refusal: a send that gives up (a peer that does
--- not read fills the kernel's buffers, then the queue). No fixed size: the
--- kernel may hold any amount. Returns the byte count taken (every byte of
--- which will be sent) and the refusal ("timeout", or why the socket failed).
-local function flood(sock, timeout)
-  local taken = 0
-  sock:settimeout(timeout)
-  while taken < 1024 * 1024 * 1024 do -- a bound against a hang only
-    local n, err, part = sock:send(stream(taken + 1, taken + BLOCK))
-    if not n then return taken + part, err end
-    taken = taken + n
-  end
-  return taken, "never refused"
-end
-
--- Reads the first n bytes of the stream and checks them.
-local function read_stream(sock, n)
-  local got = 0
-  while got < n do
-    local want = math.min(BLOCK, n - got)
-    local data, err, part = sock:receive(want)
-    if not data then
-      error(("%d of %d bytes arrived, then %s (and %d more)"):format(got, n, err, #part), 2)
-    end
-    if data ~= stream(got + 1, got + want) then
-      error(("bytes %d to %d of the stream are not what was sent"):format(got + 1, got + want), 2)
-    end
-    got = got + want
-  end
-end
+-- Sends the numbered stream until the first refusal; reads it back and
+-- checks it (spec/stream.lua).
+local function flood(sock, timeout) return H.flood(sock, nil, timeout) end
+local function read_stream(sock, n) return H.read_stream(sock, 0, n) end
 
 describe("the script contract", function()
   after_each(H.no_leaks)

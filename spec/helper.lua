@@ -169,6 +169,16 @@ function H.assert_closed(sock, pattern)
     ("expected nil, \"closed\"; got %s, %s"):format(tostring(data), tostring(err)))
 end
 
+-- The numbered byte stream (spec/stream.lua): H.stream(first, last),
+-- H.flood(sock [, piece [, timeout [, from]]]), H.read_stream(sock, from,
+-- n); and H.STREAM, a line of source that gives a script run in another
+-- process the same functions as a local S.
+local cwd = io.popen("pwd"):read("l") -- the specs run from the top folder
+local stream_path = cwd .. "/spec/stream.lua"
+local S = dofile(stream_path)
+H.stream, H.flood, H.read_stream = S.stream, S.flood, S.read_stream
+H.STREAM = ("local S = dofile(%q)\n"):format(stream_path)
+
 -- n bytes from /dev/urandom.
 function H.random_bytes(n)
   local f = assert(io.open("/dev/urandom", "rb"))

@@ -15,56 +15,10 @@ local function pair(fn)
   if not ok then error(err, 0) end
 end
 
--- An endless stream of numbered bytes: block b (from 0) is "<b>" in 16
--- bytes, then the same 65520 bytes of numbered records; a byte lost,
--- repeated or out of order shows. stream(first, last): bytes first..last
--- (from 1).
+-- The numbered byte stream (spec/stream.lua): a byte lost, repeated or out
+-- of order shows.
+local stream, flood, read_stream = H.stream, H.flood, H.read_stream
 local BLOCK = 65536
-local FILL = {}
-for k = 1, (BLOCK - 16) // 8 do FILL[k] = ("%7d|"):format(k) end
-FILL = table.concat(FILL)
-
-local function stream(first, last)
-  local b0, b1 = (first - 1) // BLOCK, (last - 1) // BLOCK
-  local t = {}
-  for b = b0, b1 do t[#t + 1] = ("<%14d>"):format(b) .. FILL end
-  local off = first - 1 - b0 * BLOCK
-  return table.concat(t):sub(off + 1, off + last - first + 1)
-end
-
--- Sends the stream from byte from + 1 on, `piece` bytes a send, each with
--- a timeout of `timeout` seconds, until the first refusal: a send that
--- gives up (a peer that does not read fills the kernel's buffers, then the
--- queue). No fixed size: the kernel may hold any amount. Returns the byte
--- count of the stream taken (every byte of which will be sent) and the
--- refusal ("timeout", or why the socket failed).
-local function flood(sock, piece, timeout, from)
-  local taken = from or 0
-  sock:settimeout(timeout)
-  while taken < 1024 * 1024 * 1024 do -- a bound against a hang only
-    local n, err, part = sock:send(stream(taken + 1, taken + piece))
-    if not n then return taken + part, err end
-    taken = taken + n
-  end
-  return taken, "never refused"
-end
-
--- Reads n bytes of the stream, from byte from + 1 on, and checks them.
-local function read_stream(sock, from, n)
-  local got = 0
-  while got < n do
-    local want = math.min(BLOCK, n - got)
-    local data, err, part = sock:receive(want)
-    if not data then
-      error(("%d of %d bytes arrived, then %s (and %d more)"):format(got, n, err, #part), 2)
-    end
-    if data ~= stream(from + got + 1, from + got + want) then
-      error(("bytes %d to %d of the stream are not what was sent"):format(
-        from + got + 1, from + got + want), 2)
-    end
-    got = got + want
-  end
-end
 
 -- The largest send buffer the kernel gives a TCP socket (the last figure
 -- of tcp_wmem): no single write takes more than that from a queue.
