@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 
 #include "conn.h"
+#include "fail.h"
 #include "gl.h"
 #include "inbox.h"
 #include "lauxlib.h"

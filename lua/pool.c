@@ -306,7 +306,7 @@ int lg_pool_serve(lua_State *L, int idx, const lg_opts *o) {
   p->script = strdup(o->script);
   p->opts = malloc(len ? len : 1);
   luaL_setmetatable(L, LG_POOL);
-  if (!p->script || !p->opts) return luaL_error(L, "out of memory");
+  if (!p->script || !p->opts) return lg_nomem(L);
   memcpy(p->opts, enc, len);
   p->opts_len = len;
   ev_async_init(&p->done, on_done);

@@ -263,7 +263,7 @@ void lg_conn_unpark(lg_socket *s) {
       lua_pop(L, 1);
       s->server = NULL; /* so closing does not come back here */
       s->reason = LG_R_ERROR;
-      s->detail = "out of memory";
+      s->detail = "not enough memory";
       lg_socket_close(s, LG_R_ERROR, 0);
       conn_release(s, sv);
       return;
@@ -405,7 +405,7 @@ static int serve_conn(lua_State *L) {
   sv->socks = s;
   sv->nconns++;
   rt->served++;
-  if (!c) return luaL_error(L, "out of memory");
+  if (!c) return lg_nomem(L);
   lg_socket_attach(s, c);
   gl_conn_set_idle(c, sv->o.idle_timeout);
   return 0;
@@ -679,24 +679,14 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx) {
       lsock_update(ls);
       lg_socket_limits(s, &ls->o);
       c = gl_conn_new(&ls->rt->env, fd, 0, &lg_socket_cbs, NULL);
-      if (!c) { /* gl_conn_new closed fd */
-        lua_pushnil(L);
-        lua_pushliteral(L, "out of memory");
-        return 2;
-      }
+      if (!c) return lg_nomem(L); /* gl_conn_new closed fd */
       lg_socket_attach(s, c);
       return 1;
     }
-    if (ls->l.fd < 0) {
-      lua_pushnil(L);
-      lua_pushliteral(L, "closed");
-      return 2;
-    }
+    if (ls->l.fd < 0) return lg_fail(L, LG_FAIL_CLOSED, NULL);
     if (why == LG_WAKE_TIMEOUT) {
       lsock_update(ls);
-      lua_pushnil(L);
-      lua_pushliteral(L, "timeout");
-      return 2;
+      return lg_fail(L, LG_FAIL_TIMEOUT, NULL);
     }
     gl_listener_pause(&ls->l, 0);
     why = lg_wait(L, &ls->aq, deadline, accept_k);

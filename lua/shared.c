@@ -53,7 +53,7 @@ static gl_dict *dict(lua_State *L) {
   if (!shared) shared = gl_dict_new(LG_SHARED_BYTES);
   gl_dict *d = shared;
   pthread_mutex_unlock(&shared_mu);
-  if (!d) luaL_error(L, "glisten.shared: out of memory");
+  if (!d) lg_nomem(L);
   return d;
 }
 
@@ -108,14 +108,12 @@ static void push_dval(lua_State *L, const gl_dval *v) {
 }
 
 static int fail(lua_State *L, int rc) {
-  lua_pushnil(L);
   switch (rc) {
-    case GL_DICT_EXISTS: lua_pushliteral(L, "exists"); break;
-    case GL_DICT_NOTFOUND: lua_pushliteral(L, "not found"); break;
-    case GL_DICT_NOTNUM: lua_pushliteral(L, "not a number"); break;
-    default: lua_pushliteral(L, "no memory");
+    case GL_DICT_EXISTS: return lg_fail(L, LG_FAIL_EXISTS, NULL);
+    case GL_DICT_NOTFOUND: return lg_fail(L, LG_FAIL_NOT_FOUND, NULL);
+    case GL_DICT_NOTNUM: return lg_fail(L, LG_FAIL_NOT_A_NUMBER, NULL);
+    default: return lg_fail(L, LG_FAIL_NO_ROOM, NULL);
   }
-  return 2;
 }
 
 static int shared_get(lua_State *L) {
@@ -148,7 +146,7 @@ static int store(lua_State *L, int mode) {
   rc = gl_dict_set(dict(L), k, kl, &v, ttl(L, 4), mode, &evicted);
   if (rc == GL_DICT_EXISTS) {
     lua_pushboolean(L, 0);
-    lua_pushliteral(L, "exists");
+    lua_pushstring(L, lg_failure(LG_FAIL_EXISTS));
     return 2;
   }
   if (rc) return fail(L, rc);

@@ -256,11 +256,10 @@ static int handle_gc(lua_State *L) {
 /* [-0, +2, -] nil and why the socket is unusable: its error when it
  * failed, else "closed". */
 static void push_closed(lua_State *L, lg_socket *s) {
-  lua_pushnil(L);
   if (s->reason == LG_R_ERROR && s->detail)
-    lua_pushstring(L, s->detail);
+    lg_fail(L, LG_FAIL_MESSAGE, s->detail);
   else
-    lua_pushliteral(L, "closed");
+    lg_fail(L, LG_FAIL_CLOSED, NULL);
 }
 
 /* --- receive ------------------------------------------------------------- */
@@ -320,9 +319,7 @@ static int try_receive(lua_State *L, lg_socket *s, int mode, size_t n,
       if (nl) {
         size_t l = (size_t)(nl - p);
         if (l - (l && p[l - 1] == '\r') > s->max_line) {
-          lua_pushnil(L);
-          lua_pushliteral(L, "line too long");
-          return 2;
+          return lg_fail(L, LG_FAIL_TOO_LONG, NULL);
         }
         if (mode == RCV_LINE_EOL)
           take(L, s, l + 1, l + 1);
@@ -332,9 +329,7 @@ static int try_receive(lua_State *L, lg_socket *s, int mode, size_t n,
       }
       /* no end of line yet: a last \r may be the start of one */
       if (len - (len && p[len - 1] == '\r') > s->max_line) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "line too long");
-        return 2;
+        return lg_fail(L, LG_FAIL_TOO_LONG, NULL);
       }
       want_input(s, s->max_line + 2);
       break;
@@ -357,19 +352,13 @@ static int try_receive(lua_State *L, lg_socket *s, int mode, size_t n,
         return 1;
       }
       if (len > s->max_receive) { /* the bytes stay, as for a long line */
-        lua_pushnil(L);
-        lua_pushliteral(L, "too long");
-        return 2;
+        return lg_fail(L, LG_FAIL_TOO_LONG, NULL);
       }
       want_input(s, s->max_receive + 1);
       break;
   }
   if (s->eof || timed_out) {
-    lua_pushnil(L);
-    if (s->eof)
-      lua_pushliteral(L, "closed");
-    else
-      lua_pushliteral(L, "timeout");
+    lg_fail(L, s->eof ? LG_FAIL_CLOSED : LG_FAIL_TIMEOUT, NULL);
     take(L, s, len, len);
     return 3;
   }
@@ -409,19 +398,18 @@ static int sock_receive(lua_State *L) {
 
 /* --- send ---------------------------------------------------------------- */
 
-/* [-0, +3, -] The results of a send that failed with rc (a negative errno)
- * after taking `taken` bytes. */
+/* [-0, +3, m] The results of a send that failed with rc (a negative
+ * errno) after taking `taken` bytes. No memory for the queue raises, after
+ * closing the socket: its output can no longer be kept whole. */
 static int send_failed(lua_State *L, lg_socket *s, long rc, lua_Integer taken) {
-  if (rc == -ENOMEM) { /* no memory for the queue */
-    s->detail = "out of memory";
+  if (rc == -ENOMEM) {
+    s->detail = "not enough memory";
     GL_STAT_ADD(s->rt->stats.errors, 1);
     lg_socket_close(s, LG_R_ERROR, 0);
-    lua_pushnil(L);
-    lua_pushstring(L, s->detail);
-  } else {
-    /* the peer is gone (the socket stays readable) or the socket failed */
-    push_closed(L, s);
+    return lg_nomem(L);
   }
+  /* the peer is gone (the socket stays readable) or the socket failed */
+  push_closed(L, s);
   lua_pushinteger(L, taken);
   return 3;
 }
@@ -495,8 +483,7 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
     /* more than high_water queued, a full queue, or another send's turn:
      * wait */
     if (why == LG_WAKE_TIMEOUT) {
-      lua_pushnil(L);
-      lua_pushliteral(L, "timeout");
+      lg_fail(L, LG_FAIL_TIMEOUT, NULL);
       lua_pushinteger(L, i - i0);
       return 3;
     }
@@ -569,17 +556,9 @@ static int push_name(lua_State *L, int peer) {
   lg_socket *s = lg_check_socket(L, 1);
   char ip[64];
   int port, fam, rc;
-  if (!s->conn) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "closed");
-    return 2;
-  }
+  if (!s->conn) return lg_fail(L, LG_FAIL_CLOSED, NULL);
   rc = gl_sock_name(s->conn->fd, peer, ip, sizeof ip, &port, &fam);
-  if (rc) {
-    lua_pushnil(L);
-    lua_pushstring(L, strerror(-rc));
-    return 2;
-  }
+  if (rc) return lg_fail(L, LG_FAIL_MESSAGE, strerror(-rc));
   lua_pushstring(L, ip);
   lua_pushinteger(L, port);
   lua_pushstring(L, fam == 6 ? "inet6" : "inet");
@@ -703,9 +682,7 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
     if (why == LG_WAKE_TIMEOUT) {
       lg_socket_close(s, LG_R_LOCAL, 0);
       attempt_end(a);
-      lua_pushnil(L);
-      lua_pushliteral(L, "timeout");
-      return 2;
+      return lg_fail(L, LG_FAIL_TIMEOUT, NULL);
     }
     if (a->q) { /* the lookup is still running */
       why = lg_wait(L, &a->wq, deadline, connect_k);
@@ -729,8 +706,7 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
     struct addrinfo *ai = a->next;
     if (!ai) { /* every address failed: one error for the whole connect */
       if (a->addrs) GL_STAT_ADD(s->rt->stats.errors, 1);
-      lua_pushnil(L);
-      lua_pushstring(L, a->err[0] ? a->err : "no address to connect to");
+      lg_fail(L, LG_FAIL_MESSAGE, a->err[0] ? a->err : "no address to connect to");
       attempt_end(a);
       return 2;
     }
@@ -738,11 +714,9 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
     int fd = gl_sock_connect_ai(ai, a->err, sizeof a->err);
     if (fd < 0) continue;
     gl_conn *c = gl_conn_new(&s->rt->env, fd, 1, &lg_socket_cbs, NULL);
-    if (!c) {
+    if (!c) { /* gl_conn_new closed fd */
       attempt_end(a);
-      lua_pushnil(L);
-      lua_pushliteral(L, "out of memory");
-      return 2;
+      return lg_nomem(L);
     }
     lg_socket_attach(s, c);
   }
@@ -779,20 +753,12 @@ static int glisten_connect(lua_State *L) {
   lua_setmetatable(L, 7);
   lua_toclose(L, 7); /* a connect cut short cancels its lookup at once */
   int rc = gl_sock_numeric(host, (int)port, &a->addrs, a->err, sizeof a->err);
-  if (rc == GL_ERR) {
-    lua_pushnil(L);
-    lua_pushstring(L, a->err);
-    return 2;
-  }
+  if (rc == GL_ERR) return lg_fail(L, LG_FAIL_MESSAGE, a->err);
   if (rc == GL_AGAIN) {
     if (!rt->resolver) rt->resolver = gl_resolver_new(rt->loop);
     if (rt->resolver)
       a->q = gl_lookup_start(rt->resolver, host, (int)port, on_lookup, a);
-    if (!a->q) {
-      lua_pushnil(L);
-      lua_pushfstring(L, "cannot resolve %s: out of memory", host);
-      return 2;
-    }
+    if (!a->q) return lg_nomem(L); /* the attempt is closed on the way */
   }
   a->next = a->addrs;
   (void)s;

@@ -35,7 +35,7 @@ static int encbuf_gc(lua_State *L) {
 }
 
 static void put(encbuf *e, const void *p, size_t n) {
-  if (gl_buf_append(&e->b, p, n) != 0) luaL_error(e->L, "out of memory");
+  if (gl_buf_append(&e->b, p, n) != 0) lg_nomem(e->L);
 }
 
 /* [-0, +0, e] seen is the stack index of the table of tables on the path. */

@@ -94,21 +94,19 @@ void lg_registry_each(lg_pool *p, void (*fn)(lg_rt *, void *), void *ud) {
 
 /* --- delivery into mailboxes -------------------------------------------- */
 
-/* [-0, +1, e] Decodes a message for the served connection id into its
- * mailbox. Pushes nothing and returns 0 on success, else pushes nothing and
- * returns the reason it could not. */
-static const char *deliver(lua_State *L, lua_Integer id, const char *p,
-                           size_t len) {
+/* [-0, +0, e] Decodes a message for the served connection id into its
+ * mailbox. Returns -1 on success, else the failure (LG_FAIL_*) that kept
+ * it out. */
+static int deliver(lua_State *L, lua_Integer id, const char *p, size_t len) {
   lg_socket *s = lg_find_socket(L, id);
   if (!s || !s->conn || !s->server || s->stop ||
       (s->owner && s->owner->phase != 0))
-    return "no such connection";
-  if (s->server->cb[LG_CB_MESSAGE] == LUA_NOREF)
-    return "connection has no with_message";
-  if (s->nmail >= s->max_mail) return "mailbox full";
+    return LG_FAIL_NO_CONNECTION;
+  if (s->server->cb[LG_CB_MESSAGE] == LUA_NOREF) return LG_FAIL_NO_WITH_MESSAGE;
+  if (s->nmail >= s->max_mail) return LG_FAIL_MAILBOX_FULL;
   lg_value_decode(L, p, len);
   lg_mail_push(L, s);
-  return NULL;
+  return -1;
 }
 
 /* glisten.post(id, value) -> true | nil, err */
@@ -122,24 +120,18 @@ static int glisten_post(lua_State *L) {
   lg_value_encode(L, 2); /* 3: raises for what cannot cross */
   const char *p = lua_tolstring(L, 3, &len);
   if (slot == rt->slot) {
-    const char *err = deliver(L, id, p, len);
-    if (err) {
-      lua_pushnil(L);
-      lua_pushstring(L, err);
-      return 2;
-    }
+    int f = deliver(L, id, p, len);
+    if (f >= 0) return lg_fail(L, f, NULL);
     lua_pushboolean(L, 1);
     return 1;
   }
   gl_msg *m = gl_msg_new(MSG_POST, id, len);
-  if (!m) return luaL_error(L, "out of memory");
+  if (!m) return lg_nomem(L);
   memcpy(m->data, p, len);
   int rc = send_to(slot, m);
-  if (rc) {
-    lua_pushnil(L);
-    lua_pushstring(L, rc == -ESRCH ? "no such connection" : "worker inbox full");
-    return 2;
-  }
+  if (rc)
+    return lg_fail(L, rc == -ESRCH ? LG_FAIL_NO_CONNECTION : LG_FAIL_INBOX_FULL,
+                   NULL);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -154,7 +146,7 @@ static void publish_here(lua_State *L, lg_rt *rt, int topic, const char *p,
     lua_pushnil(L);
     while (lua_next(L, -2)) {
       lua_pop(L, 1);
-      if (deliver(L, lua_tointeger(L, -1), p, len))
+      if (deliver(L, lua_tointeger(L, -1), p, len) >= 0)
         GL_STAT_ADD(rt->stats.dropped, 1);
     }
   }
@@ -192,11 +184,7 @@ int lg_sock_subscribe(lua_State *L) {
   luaL_checkstring(L, 2);
   if (!s->server)
     return luaL_error(L, "only a served connection can subscribe");
-  if (!s->conn) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "closed");
-    return 2;
-  }
+  if (!s->conn) return lg_fail(L, LG_FAIL_CLOSED, NULL);
   lua_settop(L, 2);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &SUBS_KEY); /* 3 */
   lua_pushvalue(L, 2);
@@ -280,7 +268,7 @@ void lg_unsubscribe_all(lua_State *L, int idx, lg_socket *s) {
 static void handle(lua_State *L, lg_rt *rt, gl_msg *m) {
   switch (m->kind) {
     case MSG_POST:
-      if (deliver(L, m->target, m->data, m->len))
+      if (deliver(L, m->target, m->data, m->len) >= 0)
         GL_STAT_ADD(rt->stats.dropped, 1);
       break;
     case MSG_PUBLISH: {

@@ -258,7 +258,7 @@ describe("glisten-lua serving", function()
 
   it("applies --max-line and --max-receive", function()
     for _, case in ipairs{
-      { flag = "--max-line 4", pattern = "*l", send = "toolong\n", want = "nil line too long" },
+      { flag = "--max-line 4", pattern = "*l", send = "toolong\n", want = "nil too long" },
       { flag = "--max-receive 4", pattern = "*a", send = "toolong", want = "nil too long" },
     } do
       local p = H.start(case.flag .. " " .. H.script(([[

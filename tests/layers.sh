@@ -7,7 +7,8 @@
 #   sh tests/layers.sh BUILD_DIR
 #
 # The layers of lua/, lowest first (docs/internals.md explains them):
-#   0  state.c value.c options.c    Lua states, values as bytes, the options
+#   0  state.c value.c options.c    Lua states, values as bytes, the options,
+#      fail.c                       the words of failure
 #   1  sched.c                      the runtime, fibers, waits, timers
 #   2  socket.c                     the socket object
 #   3  server.c                     serve, served connections, listen/accept
@@ -28,7 +29,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 layer() {
   case "$1" in
-    state|value|options) echo 0 ;;
+    state|value|options|fail) echo 0 ;;
     sched) echo 1 ;;
     socket) echo 2 ;;
     server) echo 3 ;;
@@ -39,10 +40,14 @@ layer() {
   esac
 }
 
-# symbol -> the file that defines it
 for o in "$objs"/*.c.o; do
   f=$(basename "$o" .c.o)
   [ "$(layer "$f")" = "?" ] && { echo "lua/$f.c has no layer in tests/layers.sh"; exit 1; }
+done
+
+# symbol -> the file that defines it
+for o in "$objs"/*.c.o; do
+  f=$(basename "$o" .c.o)
   nm --defined-only -g "$o" | awk -v f="$f" '{print $3, f}'
 done | sort >"$tmp/defs"
 
