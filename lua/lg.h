@@ -139,6 +139,9 @@ struct lg_rt {
   } flood[LG_FLOOD_KINDS];
   struct gl_resolver *resolver; /* name lookups for connect, made on first use */
   atomic_int nsubs;      /* subscriptions here: publish skips states with none */
+  /* Messaging's hook: a served socket (its userdata at idx) is being
+   * forgotten; end its subscriptions. */
+  void (*released)(lua_State *L, int idx, lg_socket *s);
   lg_fiber *fpool;       /* idle fibers for connection callbacks */
   int nfpool;
 };
@@ -153,6 +156,10 @@ struct lg_socket {
   lg_fiber *owner;     /* the fiber running a served connection's callbacks;
                           NULL while none runs (idle, see server.c) */
   lg_server *server;   /* server that accepted it, or NULL */
+  /* A served connection's hook for input, a message or its end while no
+   * fiber runs it: runs its callbacks and returns 1, or returns 0 when it
+   * is served no more (then waiting readers are woken instead). */
+  int (*ready)(lg_socket *s);
   lg_socket *sprev, *snext; /* in server->socks */
   int reason;          /* LG_R_*, once known */
   const char *detail;  /* static text for reason "error" from the socket */
@@ -246,12 +253,12 @@ void lg_socket_close(lg_socket *s, int reason, double linger);
 void lg_socket_peer(lg_socket *s, char *buf, size_t len);
 const char *lg_reason_name(int reason);
 extern const gl_conn_cbs lg_socket_cbs;
+void lg_socket_methods(lua_State *L, const luaL_Reg *methods);
 int lg_socket_open(lua_State *L);
 
 /* server.c */
 int lg_server_open(lua_State *L);
 void lg_server_resume(lg_server *sv);
-void lg_conn_unpark(lg_socket *s);
 int lg_serve(lua_State *L, int idx, lg_pool *pool);
 void lg_limit_memory(lua_State *L, size_t limit);
 
@@ -265,9 +272,6 @@ void lg_registry_remove(lg_rt *rt);
 void lg_registry_set_pool(lg_rt *rt, lg_pool *p);
 void lg_registry_control(lg_pool *p, int cmd, double arg);
 void lg_registry_each(lg_pool *p, void (*fn)(lg_rt *, void *), void *ud);
-int lg_sock_subscribe(lua_State *L);
-int lg_sock_unsubscribe(lua_State *L);
-void lg_unsubscribe_all(lua_State *L, int idx, lg_socket *s);
 int lg_workers_open(lua_State *L);
 
 /* shared.c */

@@ -5,7 +5,7 @@
  * One mechanism runs every callback of a served connection: when there is
  * something to do (the connection is new, input or a message arrived, or it
  * ended), the connection takes a fiber from the runtime's pool and runs
- * conn_run on it (lg_conn_unpark): with_init once, then handler for each
+ * conn_run on it (conn_unpark, the socket's ready hook): with_init once, then handler for each
  * chunk of input and with_message for each post, one at a time and in order,
  * until nothing is left; then the fiber's function returns and the fiber
  * goes back to the pool. A callback that waits (receive, sleep, ...) keeps
@@ -246,7 +246,7 @@ static int adopt_protected(lua_State *L) {
 
 /* [-0, +0, -] Runs a parked connection's loop again, at once when called
  * from a loop callback. Allocates only when the fiber pool is empty. */
-void lg_conn_unpark(lg_socket *s) {
+static void conn_unpark(lg_socket *s) {
   lg_rt *rt = s->rt;
   lua_State *L = rt->L;
   if (rt->closing || s->owner || !s->server) return;
@@ -275,6 +275,13 @@ void lg_conn_unpark(lg_socket *s) {
   lua_pushcfunction(f->th, conn_run);
   lua_pushlightuserdata(f->th, s);
   lg_fiber_go(f, 1);
+}
+
+/* The socket's ready hook (lg_socket.ready) for a served connection. */
+static int conn_ready(lg_socket *s) {
+  if (!s->server) return 0;
+  conn_unpark(s);
+  return 1;
 }
 
 /* Ends a served connection for a shutdown: the callback in progress, if
@@ -394,6 +401,7 @@ static int serve_conn(lua_State *L) {
   lua_setfield(L, 3, "socket");
   s->sref = luaL_ref(L, LUA_REGISTRYINDEX);
   s->server = sv;
+  s->ready = conn_ready;
   lg_fiber *f = adopt(L, s); /* its first run calls with_init */
   lua_pushcfunction(f->th, conn_run);
   lua_pushlightuserdata(f->th, s);

@@ -40,16 +40,14 @@ const char *lg_reason_name(int reason) { return reason_names[reason]; }
 
 /* --- core callbacks ------------------------------------------------------ */
 
-/* Input, a message or the end arrived: wake the reader, or start the
- * callbacks of a parked served connection. */
+/* Input, a message or the end arrived: start the callbacks of an idle
+ * served connection (its ready hook), or wake the reader. */
 static void wake_reader(lg_socket *s) {
   /* Decide before waking: a fiber resumed at once may drop the socket and
-   * the collector free it, so s must not be read afterwards. A parked
-   * served socket stays anchored (CONNS) while it is unparked. */
-  if (s->server && !s->owner)
-    lg_conn_unpark(s);
-  else
-    lg_wake_all(&s->rq);
+   * the collector free it, so s must not be read afterwards. An idle
+   * served socket stays anchored (CONNS) while its hook runs. */
+  if (!s->owner && s->ready && s->ready(s)) return;
+  lg_wake_all(&s->rq);
 }
 
 static void on_data(gl_conn *c) {
@@ -188,7 +186,7 @@ void lg_socket_release(lg_socket *s) {
   if (s->sref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, s->sref);
   s->sref = LUA_NOREF;
   lg_push_socket(L, s);
-  if (!lua_isnil(L, -1)) lg_unsubscribe_all(L, -1, s);
+  if (!lua_isnil(L, -1) && s->rt->released) s->rt->released(L, -1, s);
   lua_pop(L, 1);
   forget(s);
 }
@@ -771,8 +769,6 @@ static const luaL_Reg sock_methods[] = {{"send", sock_send},
                                         {"settimeout", sock_settimeout},
                                         {"getpeername", sock_getpeername},
                                         {"getsockname", sock_getsockname},
-                                        {"subscribe", lg_sock_subscribe},
-                                        {"unsubscribe", lg_sock_unsubscribe},
                                         {NULL, NULL}};
 
 static const luaL_Reg socket_funcs[] = {{"connect", glisten_connect},
@@ -794,6 +790,15 @@ static void hidden_mt(lua_State *L, const char *key, lua_CFunction gc,
   lua_pushboolean(L, 0);
   lua_setfield(L, -2, "__metatable");
   lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
+
+/* [-0, +0, m] Adds methods to the socket type, for a module above this one
+ * (messaging adds subscribe and unsubscribe). */
+void lg_socket_methods(lua_State *L, const luaL_Reg *methods) {
+  luaL_getmetatable(L, LG_SOCKET);
+  lua_getfield(L, -1, "__index");
+  luaL_setfuncs(L, methods, 0);
+  lua_pop(L, 2);
 }
 
 /* [-0, +0, m] Registers the socket type and adds connect to the module

@@ -179,7 +179,7 @@ static int glisten_publish(lua_State *L) {
 }
 
 /* sock:subscribe(topic) -> true */
-int lg_sock_subscribe(lua_State *L) {
+static int sock_subscribe(lua_State *L) {
   lg_socket *s = lg_check_socket(L, 1);
   luaL_checkstring(L, 2);
   if (!s->server)
@@ -234,7 +234,7 @@ static void leave(lua_State *L, lg_rt *rt, int topic, lua_Integer id) {
 }
 
 /* sock:unsubscribe(topic) -> true */
-int lg_sock_unsubscribe(lua_State *L) {
+static int sock_unsubscribe(lua_State *L) {
   lg_socket *s = lg_check_socket(L, 1);
   luaL_checkstring(L, 2);
   lua_settop(L, 2);
@@ -248,8 +248,9 @@ int lg_sock_unsubscribe(lua_State *L) {
   return 1;
 }
 
-/* [-0, +0, -] Ends every subscription of s (its socket userdata at idx). */
-void lg_unsubscribe_all(lua_State *L, int idx, lg_socket *s) {
+/* [-0, +0, -] Ends every subscription of s (its socket userdata at idx):
+ * the runtime's released hook. */
+static void unsubscribe_all(lua_State *L, int idx, lg_socket *s) {
   idx = lua_absindex(L, idx);
   if (lua_getiuservalue(L, idx, 2) == LUA_TTABLE) {
     lua_pushnil(L);
@@ -366,7 +367,12 @@ static const luaL_Reg worker_funcs[] = {{"post", glisten_post},
 int lg_workers_open(lua_State *L) {
   static const lg_rt_hooks hooks = {NULL, NULL, workers_detach};
   lg_rt *rt = lg_rt_get(L);
+  static const luaL_Reg sock_methods[] = {{"subscribe", sock_subscribe},
+                                          {"unsubscribe", sock_unsubscribe},
+                                          {NULL, NULL}};
   if (lg_rt_hook(rt, &hooks)) workers_attach(L, rt);
+  rt->released = unsubscribe_all;
+  lg_socket_methods(L, sock_methods);
   luaL_setfuncs(L, worker_funcs, 0);
   return 0;
 }
