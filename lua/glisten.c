@@ -87,7 +87,7 @@ int luaopen_glisten(lua_State *L) {
   lg_server_open(L);
   lg_workers_open(L);
   lg_shared_open(L);
-  lg_pool_open(L);
+  lg_pool_open(L, luaopen_glisten);
   lua_pushcfunction(L, glisten_stats);
   lua_setfield(L, -2, "stats");
   lua_pushliteral(L, GLISTEN_VERSION);

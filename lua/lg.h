@@ -139,6 +139,8 @@ struct lg_rt {
   } flood[LG_FLOOD_KINDS];
   struct gl_resolver *resolver; /* name lookups for connect, made on first use */
   atomic_int nsubs;      /* subscriptions here: publish skips states with none */
+  /* The pool's hook for a control message (LG_CTL_*) from the inbox. */
+  void (*control)(lg_rt *rt, int cmd, double arg);
   /* Messaging's hook: a served socket (its userdata at idx) is being
    * forgotten; end its subscriptions. */
   void (*released)(lua_State *L, int idx, lg_socket *s);
@@ -179,6 +181,15 @@ struct lg_socket {
 
 #define LG_PARK_MAX 64 /* accepted connections waiting for a free slot */
 
+/* What the server of a pool's worker shares with the other workers: the
+ * count max_connections limits, and how to wake them when a slot frees
+ * (the pool, a higher layer, fills it in). */
+typedef struct lg_share {
+  atomic_long *count;
+  void (*resume)(const struct lg_share *sh);
+  lg_pool *pool;
+} lg_share;
+
 /* A server's callbacks, as registry refs (LUA_NOREF: not given). */
 enum { LG_CB_HANDLER, LG_CB_INIT, LG_CB_CLOSE, LG_CB_MESSAGE, LG_NCB };
 
@@ -196,7 +207,7 @@ struct lg_server {
   lg_server *next;  /* in rt->servers */
   atomic_long own_count; /* open connections, when no pool shares a count */
   atomic_long *count;    /* the count max_connections limits */
-  lg_pool *pool;         /* set when count is a pool's */
+  const lg_share *share;  /* set when it serves as a pool's worker */
   int parked[LG_PARK_MAX]; /* accepted past max_connections, not yet served */
   int nparked;
 };
@@ -259,7 +270,7 @@ int lg_socket_open(lua_State *L);
 /* server.c */
 int lg_server_open(lua_State *L);
 void lg_server_resume(lg_server *sv);
-int lg_serve(lua_State *L, int idx, lg_pool *pool);
+int lg_serve(lua_State *L, int idx, const lg_share *share);
 void lg_limit_memory(lua_State *L, size_t limit);
 
 /* value.c */
@@ -283,10 +294,7 @@ void lg_script_options(lua_State *L, int t, int from_table, int opts);
 
 /* pool.c */
 enum { LG_CTL_SHUTDOWN = 1, LG_CTL_RESUME };
-void lg_pool_control(lg_rt *rt, int cmd, double arg);
-int lg_pool_open(lua_State *L);
-int lg_pool_serve(lua_State *L, int idx, const lg_opts *o);
-atomic_long *lg_pool_count(lg_pool *p);
+int lg_pool_open(lua_State *L, lua_CFunction open_module);
 lg_rt *lg_pool_host(lg_pool *p);
 
 /* glisten.c */

@@ -44,6 +44,8 @@ struct lg_pool {
   int port;
   char host[64];
   atomic_long conns; /* max_connections counts across the pool */
+  lg_share share;    /* what each worker's server shares: conns, resume */
+  lua_CFunction open_module; /* luaopen_glisten, for each worker's state */
   pthread_t threads[LG_MAX_WORKERS];
   lg_rt *host_rt;
   ev_async done; /* in the host's loop: a worker exited */
@@ -60,7 +62,6 @@ typedef struct wctx {
 static wctx ctxs[LG_SLOTS]; /* one per possible worker; ids are small */
 static pthread_mutex_t ctx_mu = PTHREAD_MUTEX_INITIALIZER;
 
-atomic_long *lg_pool_count(lg_pool *p) { return &p->conns; }
 lg_rt *lg_pool_host(lg_pool *p) { return p->host_rt; }
 
 /* --- in a worker --------------------------------------------------- */
@@ -95,7 +96,7 @@ static int worker_setup(lua_State *L) {
     return luaL_error(L, "%s defines no handler(msg, state)", p->script);
   lua_pop(L, 1);
   lg_script_options(L, 3, from_table, 2); /* 4 */
-  if (lg_serve(L, 4, p) == 2) return lua_error(L);
+  if (lg_serve(L, 4, &p->share) == 2) return lua_error(L);
   lg_server *sv = lua_touserdata(L, -1);
   lua_pushinteger(L, sv->l.port);
   return 1;
@@ -115,7 +116,7 @@ static void *worker_main(void *arg) {
     goto out;
   }
   luaL_openlibs(L);
-  luaL_requiref(L, "glisten", luaopen_glisten, 1);
+  luaL_requiref(L, "glisten", p->open_module, 1);
   lua_pop(L, 1);
   lg_rt *rt = lg_rt_get(L);
   lg_registry_set_pool(rt, p);
@@ -157,10 +158,10 @@ out:
 }
 
 /* On a worker's loop: a command from the host or another worker. */
-void lg_pool_control(lg_rt *rt, int cmd, double arg) {
+static void pool_control(lg_rt *rt, int cmd, double arg) {
   if (cmd == LG_CTL_RESUME) {
     for (lg_server *sv = rt->servers; sv; sv = sv->next)
-      if (sv->pool) lg_server_resume(sv);
+      if (sv->share) lg_server_resume(sv);
     return;
   }
   if (cmd == LG_CTL_SHUTDOWN) lg_rt_shutdown(rt, arg);
@@ -264,9 +265,17 @@ static int pool_gc(lua_State *L) {
   return 0;
 }
 
+/* A worker's server freed a slot under max_connections: the others may
+ * have connections waiting for one (the share's resume hook). */
+static void share_resume(const lg_share *sh) {
+  lg_registry_control(sh->pool, LG_CTL_RESUME, 0);
+}
+
 /* [-0, +1|2, e] glisten.serve{script =, workers =, ...} for the options
- * table at idx (read into o). Pushes the pool, or nil and a message. */
-int lg_pool_serve(lua_State *L, int idx, const lg_opts *o) {
+ * table at idx (read into o); open_module opens glisten in each worker's
+ * state. Pushes the pool, or nil and a message. */
+static int pool_serve(lua_State *L, int idx, const lg_opts *o,
+                      lua_CFunction open_module) {
   lg_rt *rt = lg_rt_get(L);
   int n = o->workers ? o->workers : 1;
   idx = lua_absindex(L, idx);
@@ -298,6 +307,10 @@ int lg_pool_serve(lua_State *L, int idx, const lg_opts *o) {
   memset(p, 0, sizeof *p);
   p->ref = LUA_NOREF;
   p->n = n;
+  p->open_module = open_module;
+  p->share.count = &p->conns;
+  p->share.resume = share_resume;
+  p->share.pool = p;
   p->host_rt = rt;
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);
@@ -373,14 +386,40 @@ static int pool_tostring(lua_State *L) {
   return 1;
 }
 
-/* [-0, +0, m] Registers the pool type. */
+/* glisten.serve{...} -> server | nil, err. With script (and workers), the
+ * script is served by a pool of worker threads; else by this state alone
+ * (lg_serve). Upvalue 1 opens the module in a worker's state. */
+static int glisten_serve(lua_State *L) {
+  lg_opts o;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lg_opts_read(L, 1, &o, LG_IN_SERVE);
+  if (o.script || o.workers > 1) {
+    if (!o.script)
+      return luaL_error(L, "glisten.serve: more than one worker needs "
+                           "script = \"path.lua\" (functions cannot move "
+                           "between Lua states)");
+    return pool_serve(L, 1, &o, lua_tocfunction(L, lua_upvalueindex(1)));
+  }
+  return lg_serve(L, 1, NULL);
+}
+
 /* The runtime's hooks: a shutdown closes every pool this state started,
  * passing the grace to their workers, and waits until they have exited. */
 static long pools_busy(lg_rt *rt) { return rt->pools; }
 
-int lg_pool_open(lua_State *L) {
+/* [-0, +0, m] Registers the pool type, takes the control messages of the
+ * state's inbox, and adds serve to the module table on top; open_module
+ * (luaopen_glisten, from the front above) opens the module in a worker's
+ * state. */
+int lg_pool_open(lua_State *L, lua_CFunction open_module) {
   static const lg_rt_hooks hooks = {pools_close_all, pools_busy, NULL};
-  lg_rt_hook(lg_rt_get(L), &hooks);
+  lg_rt *rt = lg_rt_get(L);
+  lg_rt_hook(rt, &hooks);
+  rt->control = pool_control;
+  lua_pushcfunction(L, open_module);
+  lua_pushcclosure(L, glisten_serve, 1);
+  lua_setfield(L, -2, "serve");
   if (luaL_newmetatable(L, LG_POOL)) {
     lua_pushcfunction(L, pool_index);
     lua_setfield(L, -2, "__index");

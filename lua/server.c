@@ -107,7 +107,7 @@ static void conn_release(lg_socket *s, lg_server *sv) {
       atomic_fetch_sub(sv->count, 1) >= sv->o.max_connections) {
     /* someone may be waiting for this slot: here, or on another worker */
     lg_server_resume(sv);
-    if (sv->pool) lg_registry_control(sv->pool, LG_CTL_RESUME, 0);
+    if (sv->share) sv->share->resume(sv->share);
   }
   if (!sv->open && !sv->nconns) {
     ev_timer_stop(sv->rt->loop, &sv->grace);
@@ -510,10 +510,10 @@ void lg_limit_memory(lua_State *L, size_t limit) {
 }
 
 /* [-0, +1|2, e] Serves the options table at idx (validated; handler
- * required); pool, when given, is the pool this worker belongs to: the
- * socket is shared with SO_REUSEPORT and max_connections counts across the
- * pool. Pushes the server, or nil and a message. */
-int lg_serve(lua_State *L, int idx, lg_pool *pool) {
+ * required); share, when given, is what this worker shares with the rest
+ * of its pool: the socket is bound with SO_REUSEPORT and max_connections
+ * counts across the pool. Pushes the server, or nil and a message. */
+int lg_serve(lua_State *L, int idx, const lg_share *share) {
   lg_rt *rt = lg_rt_get(L);
   lg_opts o;
   char err[GL_ERRLEN];
@@ -544,8 +544,8 @@ int lg_serve(lua_State *L, int idx, lg_pool *pool) {
   sv->o.host = sv->host;
   sv->o.script = NULL;
   atomic_init(&sv->own_count, 0);
-  sv->count = pool ? lg_pool_count(pool) : &sv->own_count;
-  sv->pool = pool;
+  sv->count = share ? share->count : &sv->own_count;
+  sv->share = share;
   ev_timer_init(&sv->grace, on_grace, 0., 0.);
   sv->grace.data = sv;
   luaL_setmetatable(L, LG_SERVER);
@@ -557,7 +557,7 @@ int lg_serve(lua_State *L, int idx, lg_pool *pool) {
     else
       lua_pop(L, 1);
   if (gl_listener_open(&sv->l, rt->loop, sv->host, o.port, o.backlog,
-                       pool ? GL_LISTEN_REUSEPORT : 0, on_accept, sv, err,
+                       share ? GL_LISTEN_REUSEPORT : 0, on_accept, sv, err,
                        sizeof err) != 0) {
     lua_pushnil(L);
     lua_pushstring(L, err);
@@ -571,24 +571,6 @@ int lg_serve(lua_State *L, int idx, lg_pool *pool) {
   rt->servers = sv;
   if (full(sv)) gl_listener_pause(&sv->l, 1);
   return 1;
-}
-
-/* glisten.serve{...} -> server | nil, err. With script (and workers), the
- * script is served by a pool of worker threads (pool.c). */
-static int glisten_serve(lua_State *L) {
-  lg_opts o;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
-  lg_opts_read(L, 1, &o, LG_IN_SERVE);
-  if (o.script || o.workers > 1) {
-    if (!o.script)
-      return luaL_error(L, "glisten.serve: more than one worker needs "
-                           "script = \"path.lua\" (functions cannot move "
-                           "between Lua states)");
-    return lg_pool_serve(L, 1, &o);
-  }
-  int n = lg_serve(L, 1, NULL);
-  return n;
 }
 
 static lg_server *check_server(lua_State *L) {
@@ -779,11 +761,12 @@ static int glisten_listen(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg server_funcs[] = {
-    {"serve", glisten_serve}, {"listen", glisten_listen}, {NULL, NULL}};
+static const luaL_Reg server_funcs[] = {{"listen", glisten_listen},
+                                        {NULL, NULL}};
 
-/* [-0, +0, m] Registers the server and listener types, and adds serve
- * and listen to the module table on top. */
+/* [-0, +0, m] Registers the server and listener types, and adds listen to
+ * the module table on top (pool.c adds serve, which serves with lg_serve
+ * or a pool). */
 /* The runtime's hooks (lg_rt_hooks): a shutdown closes every server with
  * the grace; it waits for every served connection to end; at teardown the
  * listeners close and no grace timer is left on the loop. */

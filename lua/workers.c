@@ -282,7 +282,7 @@ static void handle(lua_State *L, lg_rt *rt, gl_msg *m) {
     case MSG_CONTROL: {
       double arg;
       memcpy(&arg, m->data, sizeof arg);
-      lg_pool_control(rt, (int)m->target, arg);
+      if (rt->control) rt->control(rt, (int)m->target, arg);
       break;
     }
   }
