@@ -100,8 +100,7 @@ struct lg_fiber {
   lg_fiber *rnext;       /* link in the ready queue */
   ev_timer timer;        /* the wait's timeout */
   lg_done_fn *done;      /* NULL: log errors and forget */
-  lg_socket *sock;       /* for connection fibers */
-  int phase;             /* connection fibers: 0 serving, 1 in with_close */
+  void *ud;              /* its user's: a served connection's socket */
 };
 
 struct lg_rt {
@@ -170,6 +169,7 @@ struct lg_socket {
   int max_mail;        /* mailbox slots */
   int started;         /* a served connection's with_init has been called */
   int idle;            /* its last run ended with nothing left to do */
+  int in_close;        /* its fiber (owner) runs with_close */
   int stop;            /* shut down from its own callback: end after it */
   lua_State *writer;   /* the send that has taken part of its data and
                           waits to take the rest: no other takes any */

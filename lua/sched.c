@@ -550,8 +550,7 @@ void lg_fiber_pool_put(lg_fiber *f) {
     return;
   }
   lua_settop(f->th, 0);
-  f->sock = NULL;
-  f->phase = 0;
+  f->ud = NULL;
   f->nargs = 0;
   f->rnext = rt->fpool;
   rt->fpool = f;

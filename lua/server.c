@@ -116,11 +116,11 @@ static void conn_release(lg_socket *s, lg_server *sv) {
 }
 
 static void conn_finish(lg_fiber *f) {
-  lg_socket *s = f->sock;
+  lg_socket *s = f->ud;
   lg_server *sv = s->server;
   /* the fiber goes back to the pool first: a connection waiting for a
    * slot under max_connections may take it at once */
-  f->sock = NULL;
+  f->ud = NULL;
   s->owner = NULL;
   s->server = NULL; /* so closing does not look for a fiber to run it */
   lg_fiber_pool_put(f);
@@ -160,9 +160,9 @@ static int close_run(lua_State *L) {
  * but for a detail string on its top when detail_on_top. detail (static
  * text) is used otherwise; NULL: none. Allocates nothing. */
 static void start_close(lg_fiber *f, const char *detail, int detail_on_top) {
-  lg_socket *s = f->sock;
+  lg_socket *s = f->ud;
   lua_State *co = f->th;
-  f->phase = 1;
+  s->in_close = 1;
   if (s->server->cb[LG_CB_CLOSE] == LUA_NOREF) {
     lua_settop(co, 0);
     conn_finish(f);
@@ -185,7 +185,7 @@ static void start_close(lg_fiber *f, const char *detail, int detail_on_top) {
 }
 
 static void conn_done(lg_fiber *f, int status) {
-  lg_socket *s = f->sock;
+  lg_socket *s = f->ud;
   lg_rt *rt = f->rt;
   lua_State *co = f->th;
   char what[128], peer[80];
@@ -193,10 +193,10 @@ static void conn_done(lg_fiber *f, int status) {
   if (status != LUA_OK) {
     lg_socket_peer(s, peer, sizeof peer);
     snprintf(what, sizeof what, "conn %lld (%s): %s", (long long)s->id, peer,
-             f->phase ? "error in with_close" : "script error");
+             s->in_close ? "error in with_close" : "script error");
     described = lg_log_error(rt, what, co, status);
   }
-  if (f->phase) {
+  if (s->in_close) {
     conn_finish(f);
     return;
   }
@@ -219,7 +219,7 @@ static void conn_done(lg_fiber *f, int status) {
   }
   if (s->idle && s->conn) {
     s->owner = NULL; /* idle: the next input or message runs it again */
-    f->sock = NULL;
+    f->ud = NULL;
     lg_fiber_pool_put(f);
     return;
   }
@@ -233,8 +233,8 @@ static lg_fiber *adopt(lua_State *L, lg_socket *s) {
   lg_fiber *f = lg_fiber_pooled(s->rt);
   if (!f) f = lg_fiber_new(L, conn_done);
   f->done = conn_done;
-  f->sock = s;
-  f->phase = 0;
+  f->ud = s;
+  s->in_close = 0;
   s->owner = f;
   return f;
 }
@@ -306,11 +306,11 @@ static void conn_shutdown(lg_socket *s) {
     if (lua_pcall(L, 1, 0, 0) == LUA_OK) return;
     lua_pop(L, 1);
   }
-  if (f && f->phase == 0 && lg_fiber_kill(f)) {
+  if (f && !s->in_close && lg_fiber_kill(f)) {
     start_close(f, s->reason == LG_R_ERROR ? s->detail : NULL, 0);
     return;
   }
-  if (f && f->phase == 1 && f->waiting && lg_fiber_kill(f)) {
+  if (f && s->in_close && f->waiting && lg_fiber_kill(f)) {
     conn_finish(f);
     return;
   }

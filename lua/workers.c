@@ -100,7 +100,7 @@ void lg_registry_each(lg_pool *p, void (*fn)(lg_rt *, void *), void *ud) {
 static int deliver(lua_State *L, lua_Integer id, const char *p, size_t len) {
   lg_socket *s = lg_find_socket(L, id);
   if (!s || !s->conn || !s->server || s->stop ||
-      (s->owner && s->owner->phase != 0))
+      (s->owner && s->in_close))
     return LG_FAIL_NO_CONNECTION;
   if (s->server->cb[LG_CB_MESSAGE] == LUA_NOREF) return LG_FAIL_NO_WITH_MESSAGE;
   if (s->nmail >= s->max_mail) return LG_FAIL_MAILBOX_FULL;
