@@ -244,12 +244,15 @@ static int adopt_protected(lua_State *L) {
   return 0;
 }
 
-/* [-0, +0, -] Runs a parked connection's loop again, at once when called
- * from a loop callback. Allocates only when the fiber pool is empty. */
-static void conn_unpark(lg_socket *s) {
+/* [-0, +0, -] The socket's ready hook (lg_socket.ready) for a served
+ * connection: runs a parked connection's loop again, at once when called
+ * from a loop callback, and returns 1; returns 0 when the connection is
+ * served no more. Allocates only when the fiber pool is empty. */
+static int conn_unpark(lg_socket *s) {
   lg_rt *rt = s->rt;
   lua_State *L = rt->L;
-  if (rt->closing || s->owner || !s->server) return;
+  if (!s->server) return 0;
+  if (rt->closing || s->owner) return 1;
   if (!rt->fpool) {
     lua_pushcfunction(L, adopt_protected);
     lua_pushlightuserdata(L, s);
@@ -266,7 +269,7 @@ static void conn_unpark(lg_socket *s) {
       s->detail = "not enough memory";
       lg_socket_close(s, LG_R_ERROR, 0);
       conn_release(s, sv);
-      return;
+      return 1;
     }
   } else {
     adopt(L, s);
@@ -275,12 +278,6 @@ static void conn_unpark(lg_socket *s) {
   lua_pushcfunction(f->th, conn_run);
   lua_pushlightuserdata(f->th, s);
   lg_fiber_go(f, 1);
-}
-
-/* The socket's ready hook (lg_socket.ready) for a served connection. */
-static int conn_ready(lg_socket *s) {
-  if (!s->server) return 0;
-  conn_unpark(s);
   return 1;
 }
 
@@ -401,7 +398,7 @@ static int serve_conn(lua_State *L) {
   lua_setfield(L, 3, "socket");
   s->sref = luaL_ref(L, LUA_REGISTRYINDEX);
   s->server = sv;
-  s->ready = conn_ready;
+  s->ready = conn_unpark;
   lg_fiber *f = adopt(L, s); /* its first run calls with_init */
   lua_pushcfunction(f->th, conn_run);
   lua_pushlightuserdata(f->th, s);
