@@ -419,21 +419,7 @@ describe("glisten-lua with workers", function()
   after_each(H.no_leaks)
 
   it("stops the start with exit 1 when a worker cannot bind, leaving nothing listening", function()
-    local blocker, port
-    for _ = 1, 20 do -- a port held on 127.0.0.2 and free on 127.0.0.1
-      blocker = assert(glisten.listen(0, "127.0.0.2"))
-      local probe = glisten.listen(blocker.port, "127.0.0.1")
-      if probe then probe:close(); port = blocker.port; break end
-      blocker:close()
-    end
-    assert(port, "no port free on 127.0.0.1 and 127.0.0.2 at once")
-    local script = H.script([[
-      local glisten = require "glisten"
-      return {
-        host = glisten.worker_id() == 1 and "127.0.0.1" or "127.0.0.2",
-        handler = function(m, s) s.socket:send(m) end,
-      }
-    ]])
+    local blocker, port, script = H.split_pool()
     local rc, out, err = H.run(("-w 2 --port=%d %s"):format(port, script), 30)
     blocker:close()
     assert.equal(1, rc, err)

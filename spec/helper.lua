@@ -179,6 +179,28 @@ local S = dofile(stream_path)
 H.stream, H.flood, H.read_stream = S.stream, S.flood, S.read_stream
 H.STREAM = ("local S = dofile(%q)\n"):format(stream_path)
 
+-- For a pool whose second worker cannot bind: a port held (by the returned
+-- listener) on 127.0.0.2 and free on 127.0.0.1, and a script whose worker 1
+-- serves echo on 127.0.0.1 and whose other workers on 127.0.0.2. Returns
+-- the listener, the port and the script's path.
+function H.split_pool()
+  local blocker, port
+  for _ = 1, 20 do
+    blocker = assert(glisten.listen(0, "127.0.0.2"))
+    local probe = glisten.listen(blocker.port, "127.0.0.1")
+    if probe then probe:close(); port = blocker.port; break end
+    blocker:close()
+  end
+  assert(port, "no port free on 127.0.0.1 and 127.0.0.2 at once")
+  return blocker, port, H.script([[
+    local glisten = require "glisten"
+    return {
+      host = glisten.worker_id() == 1 and "127.0.0.1" or "127.0.0.2",
+      handler = function(m, s) s.socket:send(m) end,
+    }
+  ]])
+end
+
 -- n bytes from /dev/urandom.
 function H.random_bytes(n)
   local f = assert(io.open("/dev/urandom", "rb"))

@@ -96,21 +96,7 @@ describe("glisten.serve", function()
   -- bind (it serves with the others) instead of failing the start: worker 2
   -- binds 127.0.0.2 on the port this test holds there, worker 1 127.0.0.1.
   it("fails the start of a pool whose second worker cannot bind, and leaves nothing listening", function()
-    local blocker, port
-    for _ = 1, 20 do -- a port held on 127.0.0.2 and free on 127.0.0.1
-      blocker = assert(glisten.listen(0, "127.0.0.2"))
-      local probe = glisten.listen(blocker.port, "127.0.0.1")
-      if probe then probe:close(); port = blocker.port; break end
-      blocker:close()
-    end
-    assert(port, "no port free on 127.0.0.1 and 127.0.0.2 at once")
-    local script = H.script([[
-      local glisten = require "glisten"
-      return {
-        host = glisten.worker_id() == 1 and "127.0.0.1" or "127.0.0.2",
-        handler = function(m, s) s.socket:send(m) end,
-      }
-    ]])
+    local blocker, port, script = H.split_pool()
     local srv, err = glisten.serve{ script = script, workers = 2, port = port }
     if srv then srv:close(); glisten.run() end -- a failed check must not leave it running
     blocker:close()
