@@ -5,7 +5,7 @@
  * runs on a thread of its own and its result comes back to the loop through
  * an ev_async; the loop keeps serving meanwhile. At most GL_LOOKUP_THREADS
  * lookups of one resolver run at a time; the rest wait their turn in order.
- * Numeric addresses need no lookup: gl_sock_addrs resolves them at once.
+ * Numeric addresses need no lookup: gl_sock_numeric resolves them at once.
  */
 #ifndef GL_RESOLVE_H
 #define GL_RESOLVE_H
