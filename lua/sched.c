@@ -109,8 +109,9 @@ static void on_drained(EV_P_ ev_timer *w, int revents) {
 static void on_grace_up(EV_P_ ev_timer *w, int revents) {
   lg_rt *rt = w->data;
   (void)revents;
-  gl_log(GL_LOG_WARN, "%ld connection(s) still open after the grace "
-                      "period and the flush; ending", busy(rt));
+  if (!rt->pool) /* a pool's workers end quietly: their host says it */
+    gl_log(GL_LOG_WARN, "connections still open after the grace period "
+                        "and the flush; ending");
   ev_timer_stop(EV_A_ & rt->drain);
   rt->stopped = 1;
   ev_break(EV_A_ EVBREAK_ALL);

@@ -344,8 +344,6 @@ static void on_grace(EV_P_ ev_timer *w, int revents) {
   shutdown_all(w->data);
 }
 
-/* Stops accepting at once; open connections are closed with "shutdown"
- * after grace seconds (0: now). */
 /* Stops sv accepting and takes it off the runtime's list of servers. */
 static void server_unlist(lg_server *sv) {
   gl_listener_close(&sv->l);
@@ -357,6 +355,8 @@ static void server_unlist(lg_server *sv) {
     }
 }
 
+/* Stops accepting at once; open connections are closed with "shutdown"
+ * after grace seconds (0: now). */
 static void server_stop(lg_server *sv, double grace) {
   lg_rt *rt = sv->rt;
   if (sv->open) {
@@ -761,9 +761,6 @@ static int glisten_listen(lua_State *L) {
 static const luaL_Reg server_funcs[] = {{"listen", glisten_listen},
                                         {NULL, NULL}};
 
-/* [-0, +0, m] Registers the server and listener types, and adds listen to
- * the module table on top (pool.c adds serve, which serves with lg_serve
- * or a pool). */
 /* The runtime's hooks (lg_rt_hooks): a shutdown closes every server with
  * the grace; it waits for every served connection to end; at teardown the
  * listeners close and no grace timer is left on the loop. */
@@ -780,6 +777,9 @@ static void servers_teardown(lg_rt *rt) {
   }
 }
 
+/* [-0, +0, m] Registers the server and listener types, and adds listen to
+ * the module table on top (pool.c adds serve, which serves with lg_serve
+ * or a pool). */
 int lg_server_open(lua_State *L) {
   static const lg_rt_hooks hooks = {servers_shutdown, servers_busy,
                                     servers_teardown};

@@ -325,11 +325,12 @@ static void on_mail(gl_inbox *in) {
 
 /* [-0, +0, m] Registers rt in the process and starts its inbox. */
 static void workers_attach(lua_State *L, lg_rt *rt) {
+  /* the inbox first: once in the registry, other threads may post */
+  gl_inbox_init(&rt->inbox, rt->loop, LG_INBOX_MAX, on_mail, rt);
   rt->slot = lg_registry_add(rt);
   if (rt->slot < 0)
     luaL_error(L, "glisten: too many Lua states in one process (at most %d)",
                LG_SLOTS - 1);
-  gl_inbox_init(&rt->inbox, rt->loop, LG_INBOX_MAX, on_mail, rt);
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &SUBS_KEY);
 }
