@@ -84,6 +84,7 @@ int luaopen_glisten(lua_State *L) {
   lua_newtable(L);
   lg_sched_open(L);
   lg_socket_open(L);
+  lg_connect_open(L);
   lg_server_open(L);
   lg_workers_open(L);
   lg_shared_open(L);

@@ -265,6 +265,11 @@ void lg_socket_peer(lg_socket *s, char *buf, size_t len);
 const char *lg_reason_name(int reason);
 extern const gl_conn_cbs lg_socket_cbs;
 void lg_socket_methods(lua_State *L, const luaL_Reg *methods);
+void lg_hidden_mt(lua_State *L, const char *key, lua_CFunction gc,
+                  lua_CFunction close);
+
+/* connect.c */
+int lg_connect_open(lua_State *L);
 int lg_socket_open(lua_State *L);
 
 /* server.c */

@@ -10,7 +10,7 @@
 #   0  state.c value.c options.c    Lua states, values as bytes, the options,
 #      fail.c                       the words of failure
 #   1  sched.c                      the runtime, fibers, waits, timers
-#   2  socket.c                     the socket object
+#   2  socket.c connect.c           the socket object; connect
 #   3  server.c                     serve, served connections, listen/accept
 #   4  workers.c shared.c           messages between states; glisten.shared
 #   5  script.c pool.c              loading a script; the worker pool
@@ -31,7 +31,7 @@ layer() {
   case "$1" in
     state|value|options|fail) echo 0 ;;
     sched) echo 1 ;;
-    socket) echo 2 ;;
+    socket|connect) echo 2 ;;
     server) echo 3 ;;
     workers|shared) echo 4 ;;
     script|pool) echo 5 ;;

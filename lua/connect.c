@@ -1,0 +1,159 @@
+/*
+ * connect.c: glisten.connect, the outbound socket: a name looked up off
+ * the loop's thread (core/resolve.c), then each of its addresses tried in
+ * turn until one accepts.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "lg.h"
+#include "resolve.h"
+#include "sock.h"
+
+/* What one connect works through: the addresses of its host (from a lookup
+ * off the loop's thread, or at once for a numeric host) and the next one to
+ * try. A to-be-closed userdata on the connecting coroutine's stack, so a
+ * connect that ends in any way, its coroutine killed included (which closes
+ * pending to-be-closed values), cancels a lookup still in flight at once. */
+typedef struct attempt {
+  lg_rt *rt;
+  gl_lookup *q; /* in flight, or NULL */
+  struct addrinfo *addrs, *next;
+  lg_waitq wq; /* the connecting fiber, while the lookup runs */
+  char err[GL_ERRLEN]; /* why the last address failed */
+} attempt;
+
+static char ATTEMPT_MT_KEY;
+
+static void attempt_end(attempt *a) {
+  if (a->q) gl_lookup_cancel(a->q);
+  a->q = NULL;
+  if (a->addrs) freeaddrinfo(a->addrs);
+  a->addrs = a->next = NULL;
+}
+
+static int attempt_close(lua_State *L) {
+  attempt_end(lua_touserdata(L, 1));
+  return 0;
+}
+
+static int attempt_gc(lua_State *L) {
+  attempt *a = lua_touserdata(L, 1);
+  attempt_end(a);
+  for (lg_fiber *f = a->wq.head; f; f = f->next) f->q = NULL; /* lua_close */
+  return 0;
+}
+
+static void on_lookup(gl_lookup *q) {
+  attempt *a = q->data;
+  a->q = NULL;
+  a->addrs = a->next = q->addrs;
+  q->addrs = NULL; /* a owns them now */
+  if (!a->addrs) snprintf(a->err, sizeof a->err, "%s", q->err);
+  lg_wake_all(&a->wq);
+}
+
+/* Stack: host, port, timeout, the socket object, its handle, deadline, the
+ * attempt. One deadline covers the lookup and every address tried. */
+static int connect_k(lua_State *L, int status, lua_KContext ctx) {
+  lg_socket *s = lua_touserdata(L, 5);
+  double deadline = lua_tonumber(L, 6);
+  attempt *a = lua_touserdata(L, 7);
+  int why = lg_woken(ctx);
+  (void)status;
+  for (;;) {
+    if (why == LG_WAKE_TIMEOUT) {
+      lg_socket_close(s, LG_R_LOCAL, 0);
+      attempt_end(a);
+      return lg_fail(L, LG_FAIL_TIMEOUT, NULL);
+    }
+    if (a->q) { /* the lookup is still running */
+      why = lg_wait(L, &a->wq, deadline, connect_k);
+      continue;
+    }
+    if (s->conn) {
+      if (!(s->conn->flags & GL_CONN_CONNECTING)) {
+        attempt_end(a);
+        lua_pushvalue(L, 4);
+        return 1;
+      }
+      why = lg_wait(L, &s->wq, deadline, connect_k);
+      continue;
+    }
+    if (s->reason) { /* the last address refused: keep why, try the next */
+      snprintf(a->err, sizeof a->err, "%s", s->detail ? s->detail : "closed");
+      s->reason = 0;
+      s->detail = NULL;
+      s->eof = 0;
+    }
+    struct addrinfo *ai = a->next;
+    if (!ai) { /* every address failed: one error for the whole connect */
+      if (a->addrs) GL_STAT_ADD(s->rt->stats.errors, 1);
+      lg_fail(L, LG_FAIL_MESSAGE, a->err[0] ? a->err : "no address to connect to");
+      attempt_end(a);
+      return 2;
+    }
+    a->next = ai->ai_next;
+    int fd = gl_sock_connect_ai(ai, a->err, sizeof a->err);
+    if (fd < 0) continue;
+    gl_conn *c = gl_conn_new(&s->rt->env, fd, 1, &lg_socket_cbs, NULL);
+    if (!c) { /* gl_conn_new closed fd */
+      attempt_end(a);
+      return lg_nomem(L);
+    }
+    lg_socket_attach(s, c);
+  }
+}
+
+/* glisten.connect(host, port [, timeout | {timeout=, max_line=,
+ * max_receive=, max_output=}]) -> socket | nil, err. Tries each address of
+ * host in turn (as getaddrinfo orders them) until one accepts. A name is
+ * looked up off the loop's thread (core/resolve.c). */
+static int glisten_connect(lua_State *L) {
+  lg_rt *rt = lg_rt_get(L);
+  const char *host = luaL_checkstring(L, 1);
+  lua_Integer port = luaL_checkinteger(L, 2);
+  lg_opts o;
+  double t = -1;
+  luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
+  lua_settop(L, 3);
+  if (lua_type(L, 3) == LUA_TTABLE) {
+    lg_opts_read(L, 3, &o, LG_IN_CONNECT);
+    t = o.timeout;
+  } else {
+    o = lg_defaults;
+    t = lg_opt_seconds(L, 3, -1);
+  }
+  rt->started_work = 1;
+  lg_socket *s = lg_socket_new(L, rt, NULL); /* 4 */
+  lg_socket_limits(s, &o);
+  lua_rawgeti(L, 4, 1);                      /* 5 */
+  lua_pushnumber(L, lg_deadline(rt, t));     /* 6 */
+  attempt *a = lua_newuserdatauv(L, sizeof *a, 0); /* 7 */
+  memset(a, 0, sizeof *a);
+  a->rt = rt;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &ATTEMPT_MT_KEY);
+  lua_setmetatable(L, 7);
+  lua_toclose(L, 7); /* a connect cut short cancels its lookup at once */
+  int rc = gl_sock_numeric(host, (int)port, &a->addrs, a->err, sizeof a->err);
+  if (rc == GL_ERR) return lg_fail(L, LG_FAIL_MESSAGE, a->err);
+  if (rc == GL_AGAIN) {
+    if (!rt->resolver) rt->resolver = gl_resolver_new(rt->loop);
+    if (rt->resolver)
+      a->q = gl_lookup_start(rt->resolver, host, (int)port, on_lookup, a);
+    if (!a->q) return lg_nomem(L); /* the attempt is closed on the way */
+  }
+  a->next = a->addrs;
+  (void)s;
+  return connect_k(L, LUA_OK, 0);
+}
+
+static const luaL_Reg connect_funcs[] = {{"connect", glisten_connect},
+                                         {NULL, NULL}};
+
+/* [-0, +0, m] Adds connect to the module table on top. */
+int lg_connect_open(lua_State *L) {
+  lg_hidden_mt(L, &ATTEMPT_MT_KEY, attempt_gc, attempt_close); /* a connect's */
+  luaL_setfuncs(L, connect_funcs, 0);
+  return 0;
+}
