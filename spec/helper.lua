@@ -115,11 +115,11 @@ function H.start(args, opts)
   error("glisten-lua did not start within 5 s; stderr:\n" .. p:stderr())
 end
 
--- A client connection to 127.0.0.1:port with a 5 s timeout on every call,
--- so no spec can hang.
-function H.connect(port, host)
+-- A client connection to 127.0.0.1:port (or host) with a timeout of limit
+-- seconds (5 unless given) on every call, so no spec can hang.
+function H.connect(port, host, limit)
   local s = assert(glisten.connect(host or "127.0.0.1", port, 5))
-  s:settimeout(5)
+  s:settimeout(limit or 5)
   return s
 end
 

@@ -30,11 +30,7 @@ local random_bytes = H.random_bytes
 local LONG = 60
 
 -- A client whose every call waits at most LONG seconds.
-local function connect(port)
-  local c = H.connect(port)
-  c:settimeout(LONG)
-  return c
-end
+local function connect(port) return H.connect(port, nil, LONG) end
 
 describe("scripts/echo.lua", function()
   after_each(cleanup)

@@ -58,11 +58,7 @@ return {
 local LONG = 60
 
 -- A client whose every call waits at most LONG seconds.
-local function connect(port)
-  local c = H.connect(port)
-  c:settimeout(LONG)
-  return c
-end
+local function connect(port) return H.connect(port, nil, LONG) end
 
 -- Reads the greeting: worker id, worker count, connection id.
 local function greet(c)
