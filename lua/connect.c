@@ -6,9 +6,26 @@
 #include <math.h>
 #include <string.h>
 
-#include "lg.h"
+#include "connect.h"
+#include "gl.h"
 #include "resolve.h"
 #include "sock.h"
+#include "socket.h"
+
+/* The outbound part of a runtime: name lookups, made on first use. */
+typedef struct connects {
+  gl_resolver *resolver;
+} connects;
+
+/* The runtime's teardown: waits for lookups still running. */
+static void connects_teardown(lg_rt *rt, void *self) {
+  connects *cs = self;
+  (void)rt;
+  gl_resolver_free(cs->resolver);
+  cs->resolver = NULL;
+}
+
+static const lg_rt_hooks connect_hooks = {NULL, NULL, connects_teardown};
 
 /* What one connect works through: the addresses of its host (from a lookup
  * off the loop's thread, or at once for a numeric host) and the next one to
@@ -40,7 +57,7 @@ static int attempt_close(lua_State *L) {
 static int attempt_gc(lua_State *L) {
   attempt *a = lua_touserdata(L, 1);
   attempt_end(a);
-  for (lg_fiber *f = a->wq.head; f; f = f->next) f->q = NULL; /* lua_close */
+  lg_waitq_orphan(&a->wq);
   return 0;
 }
 
@@ -138,9 +155,10 @@ static int glisten_connect(lua_State *L) {
   int rc = gl_sock_numeric(host, (int)port, &a->addrs, a->err, sizeof a->err);
   if (rc == GL_ERR) return lg_fail(L, LG_FAIL_MESSAGE, a->err);
   if (rc == GL_AGAIN) {
-    if (!rt->resolver) rt->resolver = gl_resolver_new(rt->loop);
-    if (rt->resolver)
-      a->q = gl_lookup_start(rt->resolver, host, (int)port, on_lookup, a);
+    connects *cs = lg_rt_state(rt, &connect_hooks);
+    if (!cs->resolver) cs->resolver = gl_resolver_new(rt->loop);
+    if (cs->resolver)
+      a->q = gl_lookup_start(cs->resolver, host, (int)port, on_lookup, a);
     if (!a->q) return lg_nomem(L); /* the attempt is closed on the way */
   }
   a->next = a->addrs;
@@ -151,8 +169,9 @@ static int glisten_connect(lua_State *L) {
 static const luaL_Reg connect_funcs[] = {{"connect", glisten_connect},
                                          {NULL, NULL}};
 
-/* [-0, +0, m] Adds connect to the module table on top. */
 int lg_connect_open(lua_State *L) {
+  int first;
+  lg_rt_attach(L, &connect_hooks, sizeof(connects), &first);
   lg_hidden_mt(L, &ATTEMPT_MT_KEY, attempt_gc, attempt_close); /* a connect's */
   luaL_setfuncs(L, connect_funcs, 0);
   return 0;

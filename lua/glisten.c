@@ -6,7 +6,14 @@
  */
 #include <string.h>
 
-#include "lg.h"
+#include "connect.h"
+#include "glisten.h"
+#include "messages.h"
+#include "options.h"
+#include "pool.h"
+#include "server.h"
+#include "shared.h"
+#include "timer.h"
 
 static void push_stats(lua_State *L, const gl_stats *st) {
   lua_createtable(L, 0, 9);
@@ -37,6 +44,7 @@ static void add_stats(gl_stats *t, const gl_stats *st) {
 
 typedef struct gather {
   lg_rt *self;
+  void *group; /* self's pool, when it is a worker */
   gl_stats total;
   int n;
   struct {
@@ -47,15 +55,15 @@ typedef struct gather {
 
 /* Takes the runtimes that make up this server: this one, the other workers
  * of its pool, and the workers of pools it started. */
-static void take(lg_rt *o, void *ud) {
+static void take(lg_rt *o, void *group, int member, void *ud) {
   gather *g = ud;
   lg_rt *self = g->self;
-  int mine = o == self || (self->pool && o->pool == self->pool) ||
-             (o->pool && lg_pool_host(o->pool) == self);
+  int mine = o == self || (g->group && group == g->group) ||
+             (group && lg_pool_host(group) == self);
   if (!mine) return;
   add_stats(&g->total, &o->stats);
-  if (o->pool && g->n < LG_MAX_WORKERS) {
-    g->w[g->n].id = o->worker_id;
+  if (group && g->n < LG_MAX_WORKERS) {
+    g->w[g->n].id = member;
     memset(&g->w[g->n].st, 0, sizeof g->w[g->n].st);
     add_stats(&g->w[g->n].st, &o->stats); /* atomic loads, field by field */
     g->n++;
@@ -68,7 +76,8 @@ static int glisten_stats(lua_State *L) {
   gather *g = lua_newuserdatauv(L, sizeof *g, 0);
   memset(g, 0, sizeof *g);
   g->self = lg_rt_get(L);
-  lg_registry_each(NULL, take, g);
+  g->group = lg_msg_group(g->self);
+  lg_msg_each(NULL, take, g);
   push_stats(L, &g->total);
   lua_createtable(L, g->n, 0);
   for (int i = 0; i < g->n; i++) {
@@ -82,11 +91,12 @@ static int glisten_stats(lua_State *L) {
 int luaopen_glisten(lua_State *L) {
   lg_rt_open(L);
   lua_newtable(L);
-  lg_sched_open(L);
+  lg_fiber_open(L);
+  lg_timer_open(L);
   lg_socket_open(L);
   lg_connect_open(L);
   lg_server_open(L);
-  lg_workers_open(L);
+  lg_messages_open(L);
   lg_shared_open(L);
   lg_pool_open(L, luaopen_glisten);
   lua_pushcfunction(L, glisten_stats);

@@ -17,8 +17,12 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "lg.h"
+#include "glisten.h"
 #include "lualib.h"
+#include "options.h"
+#include "script.h"
+#include "server.h"
+#include "state.h"
 
 static const char USAGE_HEAD[] =
     "usage: glisten-lua [options] SCRIPT [PORT]\n"
@@ -88,6 +92,7 @@ static int serve_opts_valid(lua_State *L) {
 
 static ev_signal sigint_w, sigterm_w;
 static int stopping;
+static double grace; /* of a shutdown on SIGINT/SIGTERM */
 
 /* [-0, +1, e] Connections open in this state and its pools. */
 static int open_connections(lua_State *L) {
@@ -101,7 +106,6 @@ static int open_connections(lua_State *L) {
 
 static void on_signal(EV_P_ ev_signal *w, int revents) {
   lg_rt *rt = w->data;
-  double grace = rt->shutdown_timeout;
   (void)revents;
   if (stopping) {
     fprintf(stderr, "%s: second signal; exiting now\n", progname);
@@ -217,13 +221,13 @@ static int start(lua_State *L) {
   const char *script = lua_tostring(L, 2);
   int check = lua_toboolean(L, 3);
   int from_table = lg_script_load(L, script); /* 4: where the callbacks are */
-  rt->shutdown_timeout = lg_defaults.shutdown_timeout;
+  grace = lg_defaults.shutdown_timeout;
   int t = lua_getfield(L, 4, "handler");
   lua_pop(L, 1);
   if (t != LUA_TNIL && t != LUA_TFUNCTION)
     return luaL_error(L, "%s: 'handler' must be a function, not a %s", script,
                       lua_typename(L, t));
-  if (t == LUA_TNIL && !rt->servers && !rt->started_work)
+  if (t == LUA_TNIL && !rt->started_work)
     return luaL_error(L, "%s defines no handler(msg, state) and starts "
                          "nothing (no server, connection, coroutine or timer)",
                       script);
@@ -240,7 +244,7 @@ static int start(lua_State *L) {
       return 0;
     }
     lg_opts_read(L, 5, &o, LG_IN_SERVE);
-    rt->shutdown_timeout = o.shutdown_timeout;
+    grace = o.shutdown_timeout;
     if (lg_serve(L, 5, NULL) == 2) return lua_error(L);
   } else if (from_table) {
     lg_opts o; /* no handler: only the grace is taken from the table */
@@ -248,12 +252,12 @@ static int start(lua_State *L) {
     lua_getfield(L, 4, "shutdown_timeout");
     lua_setfield(L, -2, "shutdown_timeout");
     lg_opts_read(L, -1, &o, 0);
-    rt->shutdown_timeout = o.shutdown_timeout;
+    grace = o.shutdown_timeout;
   }
   if (lua_getfield(L, 1, "shutdown_timeout") != LUA_TNIL) /* the flag wins */
-    rt->shutdown_timeout = lua_tonumber(L, -1);
+    grace = lua_tonumber(L, -1);
   if (!check)
-    for (lg_server *sv = rt->servers; sv; sv = sv->next)
+    for (lg_server *sv = lg_servers_of(rt); sv; sv = sv->next)
       announce(sv->host, sv->l.port);
   return 0;
 }
@@ -264,7 +268,7 @@ static int start(lua_State *L) {
 static int start_pool(lua_State *L) {
   lg_opts o;
   lg_opts_read(L, 1, &o, 0);
-  lg_rt_get(L)->shutdown_timeout = o.shutdown_timeout;
+  grace = o.shutdown_timeout;
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_getfield(L, -1, "glisten");
   lua_getfield(L, -1, "serve");

@@ -26,11 +26,36 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lg.h"
 #include "log.h"
 #include "lualib.h"
+#include "messages.h"
+#include "pool.h"
+#include "script.h"
+#include "server.h"
+#include "state.h"
+#include "value.h"
 
 #define LG_POOL "glisten.pool"
+
+typedef struct lg_pool lg_pool;
+
+/* The commands a pool sends its workers (lg_msg_control). */
+enum { CTL_SHUTDOWN = 1, CTL_RESUME };
+
+/* The pools' part of a runtime: the pool it is a worker of, if any, and
+ * the pools it started. */
+typedef struct pools {
+  lg_pool *pool;     /* NULL: not a worker */
+  int worker_id, worker_count;
+  int running;       /* pools it started that still run */
+  lg_pool *list;     /* those pools */
+} pools;
+
+static void pools_close_all(lg_rt *rt, void *self, double grace);
+static long pools_busy(lg_rt *rt, void *self);
+static const lg_rt_hooks pool_hooks = {pools_close_all, pools_busy, NULL};
+
+static pools *pools_of(lg_rt *rt) { return lg_rt_state(rt, &pool_hooks); }
 
 struct lg_pool {
   int n;
@@ -62,7 +87,7 @@ typedef struct wctx {
 static wctx ctxs[LG_SLOTS]; /* one per possible worker; ids are small */
 static pthread_mutex_t ctx_mu = PTHREAD_MUTEX_INITIALIZER;
 
-lg_rt *lg_pool_host(lg_pool *p) { return p->host_rt; }
+lg_rt *lg_pool_host(void *pool) { return ((lg_pool *)pool)->host_rt; }
 
 /* --- in a worker --------------------------------------------------- */
 
@@ -119,9 +144,12 @@ static void *worker_main(void *arg) {
   luaL_requiref(L, "glisten", p->open_module, 1);
   lua_pop(L, 1);
   lg_rt *rt = lg_rt_get(L);
-  lg_registry_set_pool(rt, p);
-  rt->worker_id = w->id;
-  rt->worker_count = p->n;
+  pools *ps = pools_of(rt);
+  ps->pool = p;
+  ps->worker_id = w->id;
+  ps->worker_count = p->n;
+  rt->hosted = 1;
+  lg_msg_join(rt, p, w->id);
   lua_createtable(L, 1, 0); /* arg, as the command sets it */
   lua_pushstring(L, p->script);
   lua_rawseti(L, -2, 0);
@@ -159,12 +187,12 @@ out:
 
 /* On a worker's loop: a command from the host or another worker. */
 static void pool_control(lg_rt *rt, int cmd, double arg) {
-  if (cmd == LG_CTL_RESUME) {
-    for (lg_server *sv = rt->servers; sv; sv = sv->next)
+  if (cmd == CTL_RESUME) {
+    for (lg_server *sv = lg_servers_of(rt); sv; sv = sv->next)
       if (sv->share) lg_server_resume(sv);
     return;
   }
-  if (cmd == LG_CTL_SHUTDOWN) lg_rt_shutdown(rt, arg);
+  if (cmd == CTL_SHUTDOWN) lg_rt_shutdown(rt, arg);
 }
 
 /* --- in the host -------------------------------------------------------- */
@@ -213,9 +241,10 @@ static void join_all(lg_pool *p) {
 static void pool_release(lg_pool *p) {
   lg_rt *rt = p->host_rt;
   if (ev_is_active(&p->done)) {
+    pools *ps = pools_of(rt);
     ev_async_stop(rt->loop, &p->done);
-    rt->pools--;
-    for (lg_pool **q = &rt->pool_list; *q; q = &(*q)->next)
+    ps->running--;
+    for (lg_pool **q = &ps->list; *q; q = &(*q)->next)
       if (*q == p) {
         *q = p->next;
         break;
@@ -242,12 +271,22 @@ static void pool_close(lg_pool *p, double grace) {
   pthread_mutex_lock(&p->mu);
   p->closing = 1;
   pthread_mutex_unlock(&p->mu);
-  lg_registry_control(p, LG_CTL_SHUTDOWN, grace);
+  lg_msg_control(p, CTL_SHUTDOWN, grace);
 }
 
-/* Closes every pool rt started, with grace. */
-static void pools_close_all(lg_rt *rt, double grace) {
-  for (lg_pool *p = rt->pool_list; p; p = p->next) pool_close(p, grace);
+/* The runtime's shutdown hook: closes every pool rt started, passing the
+ * grace to their workers. */
+static void pools_close_all(lg_rt *rt, void *self, double grace) {
+  (void)rt;
+  for (lg_pool *p = ((pools *)self)->list; p; p = p->next)
+    pool_close(p, grace);
+}
+
+/* The runtime's busy hook: a shutdown waits until those pools' workers
+ * have exited. */
+static long pools_busy(lg_rt *rt, void *self) {
+  (void)rt;
+  return ((pools *)self)->running;
 }
 
 static int pool_gc(lua_State *L) {
@@ -268,7 +307,7 @@ static int pool_gc(lua_State *L) {
 /* A worker's server freed a slot under max_connections: the others may
  * have connections waiting for one (the share's resume hook). */
 static void share_resume(const lg_share *sh) {
-  lg_registry_control(sh->pool, LG_CTL_RESUME, 0);
+  lg_msg_control(sh->pool, CTL_RESUME, 0);
 }
 
 /* [-0, +1|2, e] glisten.serve{script =, workers =, ...} for the options
@@ -277,10 +316,11 @@ static void share_resume(const lg_share *sh) {
 static int pool_serve(lua_State *L, int idx, const lg_opts *o,
                       lua_CFunction open_module) {
   lg_rt *rt = lg_rt_get(L);
+  pools *ps = pools_of(rt);
   int n = o->workers ? o->workers : 1;
   idx = lua_absindex(L, idx);
   rt->started_work = 1;
-  if (rt->pool)
+  if (ps->pool)
     return luaL_error(L, "glisten.serve: a worker cannot start a pool");
   /* the options each worker serves: all but script and workers */
   lua_newtable(L);
@@ -325,9 +365,9 @@ static int pool_serve(lua_State *L, int idx, const lg_opts *o,
   ev_async_init(&p->done, on_done);
   p->done.data = p;
   ev_async_start(rt->loop, &p->done);
-  rt->pools++;
-  p->next = rt->pool_list;
-  rt->pool_list = p;
+  ps->running++;
+  p->next = ps->list;
+  ps->list = p;
 
   int rc = start_worker(p, 1);
   int ok = !rc && wait_ready(p, 1);
@@ -354,7 +394,9 @@ static int pool_close_m(lua_State *L) {
   return 0;
 }
 
-static void count_conns(lg_rt *o, void *ud) {
+static void count_conns(lg_rt *o, void *group, int member, void *ud) {
+  (void)group;
+  (void)member;
   *(long long *)ud += GL_STAT_GET(o->stats.connections);
 }
 
@@ -369,7 +411,7 @@ static int pool_index(lua_State *L) {
     lua_pushinteger(L, p->n);
   } else if (strcmp(k, "connections") == 0) {
     long long n = 0;
-    lg_registry_each(p, count_conns, &n);
+    lg_msg_each(p, count_conns, &n);
     lua_pushinteger(L, (lua_Integer)n);
   } else if (strcmp(k, "close") == 0) {
     lua_pushcfunction(L, pool_close_m);
@@ -404,22 +446,28 @@ static int glisten_serve(lua_State *L) {
   return lg_serve(L, 1, NULL);
 }
 
-/* The runtime's hooks: a shutdown closes every pool this state started,
- * passing the grace to their workers, and waits until they have exited. */
-static long pools_busy(lg_rt *rt) { return rt->pools; }
+static int glisten_worker_id(lua_State *L) {
+  lua_pushinteger(L, pools_of(lg_rt_get(L))->worker_id);
+  return 1;
+}
 
-/* [-0, +0, m] Registers the pool type, takes the control messages of the
- * state's inbox, and adds serve to the module table on top; open_module
- * (luaopen_glisten, from the front above) opens the module in a worker's
- * state. */
+static int glisten_worker_count(lua_State *L) {
+  lua_pushinteger(L, pools_of(lg_rt_get(L))->worker_count);
+  return 1;
+}
+
 int lg_pool_open(lua_State *L, lua_CFunction open_module) {
-  static const lg_rt_hooks hooks = {pools_close_all, pools_busy, NULL};
-  lg_rt *rt = lg_rt_get(L);
-  lg_rt_hook(rt, &hooks);
-  rt->control = pool_control;
+  int first;
+  pools *ps = lg_rt_attach(L, &pool_hooks, sizeof(pools), &first);
+  if (first) ps->worker_id = ps->worker_count = 1;
+  lg_msg_on_control(L, pool_control);
   lua_pushcfunction(L, open_module);
   lua_pushcclosure(L, glisten_serve, 1);
   lua_setfield(L, -2, "serve");
+  lua_pushcfunction(L, glisten_worker_id);
+  lua_setfield(L, -2, "worker_id");
+  lua_pushcfunction(L, glisten_worker_count);
+  lua_setfield(L, -2, "worker_count");
   if (luaL_newmetatable(L, LG_POOL)) {
     lua_pushcfunction(L, pool_index);
     lua_setfield(L, -2, "__index");

@@ -4,7 +4,11 @@
  */
 #include <string.h>
 
-#include "lg.h"
+#include "options.h"
+#include "script.h"
+#include "state.h"
+
+#include "lauxlib.h"
 
 static int msghandler(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
@@ -18,10 +22,6 @@ static int msghandler(lua_State *L) {
   return 1;
 }
 
-/* [-0, +1, e] Loads and runs the script at path, then pushes the table that
- * holds its callbacks: the table it returned, or the globals. Returns 1 for
- * a returned table. A load or run error raises with the file and line (and
- * a traceback for run errors); running out of memory, with the path. */
 int lg_script_load(lua_State *L, const char *path) {
   int base = lua_gettop(L), st;
   lua_pushcfunction(L, msghandler);
@@ -40,9 +40,6 @@ int lg_script_load(lua_State *L, const char *path) {
   return 0;
 }
 
-/* [-0, +1, e] Pushes the options to serve the callbacks of table t: its
- * callbacks, its option fields when it is a returned table (from_table),
- * then every field of the table at opts (0: none), which win. */
 void lg_script_options(lua_State *L, int t, int from_table, int opts) {
   t = lua_absindex(L, t);
   if (opts) opts = lua_absindex(L, opts);

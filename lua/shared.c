@@ -16,8 +16,10 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "buf.h"
 #include "dict.h"
-#include "lg.h"
+#include "runtime.h"
+#include "shared.h"
 
 #define LG_SHARED_BYTES (64u << 20)
 
@@ -36,10 +38,16 @@ static void shared_acquire(void) {
   pthread_mutex_unlock(&shared_mu);
 }
 
+/* The dictionary's part of a runtime: a scratch buffer for get. */
+typedef struct shared_rt {
+  gl_buf tmp;
+} shared_rt;
+
 /* The runtime's teardown: lets go of the process-wide dictionary (freed
  * with its last user) and of this state's scratch buffer. */
-static void shared_teardown(lg_rt *rt) {
-  gl_buf_free(&rt->tmp);
+static void shared_teardown(lg_rt *rt, void *self) {
+  (void)rt;
+  gl_buf_free(&((shared_rt *)self)->tmp);
   pthread_mutex_lock(&shared_mu);
   if (--users == 0) {
     gl_dict_free(shared);
@@ -56,6 +64,8 @@ static gl_dict *dict(lua_State *L) {
   if (!d) lg_nomem(L);
   return d;
 }
+
+static const lg_rt_hooks shared_hooks = {NULL, NULL, shared_teardown};
 
 static const char *key(lua_State *L, size_t *kl) {
   luaL_checkudata(L, 1, "glisten.shared");
@@ -119,9 +129,9 @@ static int fail(lua_State *L, int rc) {
 static int shared_get(lua_State *L) {
   size_t kl;
   const char *k = key(L, &kl);
-  lg_rt *rt = lg_rt_get(L);
+  shared_rt *sr = lg_rt_state(lg_rt_get(L), &shared_hooks);
   gl_dval v;
-  int rc = gl_dict_get(dict(L), k, kl, &v, &rt->tmp);
+  int rc = gl_dict_get(dict(L), k, kl, &v, &sr->tmp);
   if (rc == GL_DICT_NOTFOUND) {
     lua_pushnil(L);
     return 1;
@@ -203,8 +213,8 @@ static int keybuf_gc(lua_State *L) {
 
 /* The keys are copied out under the lock into a buffer of this call's own
  * (a userdata that frees it when collected, should a Lua allocation below
- * raise): rt->tmp would not do, since any allocation here can run a
- * finalizer that uses glisten.shared, and so rt->tmp, itself. */
+ * raise): get's scratch would not do, since any allocation here can run
+ * a finalizer that uses glisten.shared, and so that scratch, itself. */
 static int shared_keys(lua_State *L) {
   luaL_checkudata(L, 1, "glisten.shared");
   lua_Integer max = luaL_optinteger(L, 2, 1024);
@@ -237,10 +247,10 @@ static const luaL_Reg shared_methods[] = {
     {"incr", shared_incr},     {"delete", shared_delete},
     {"keys", shared_keys},     {NULL, NULL}};
 
-/* [-0, +0, m] Sets glisten.shared in the module table on top. */
 int lg_shared_open(lua_State *L) {
-  static const lg_rt_hooks hooks = {NULL, NULL, shared_teardown};
-  if (lg_rt_hook(lg_rt_get(L), &hooks)) shared_acquire();
+  int first;
+  lg_rt_attach(L, &shared_hooks, sizeof(shared_rt), &first);
+  if (first) shared_acquire();
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, keybuf_gc);
   lua_setfield(L, -2, "__gc");

@@ -13,10 +13,9 @@
  * connection is open and until its with_close has run; glisten.post finds
  * it there. Closing clears the pointer to the core connection.
  *
- * The handle's user values: 1 the mailbox (a ring of max_mailbox slots, made
- * on first post), 2 the topics it subscribes to (workers.c). A served
- * connection's state table is held by a registry ref (s->sref), its
- * callbacks by its server's (server.c).
+ * The handle's user values: 1 the mailbox (mailbox.c), 2 the topics it
+ * subscribes to (messages.c). A served connection's state table is held by
+ * a registry ref (s->sref), its callbacks by its server's (server.c).
  */
 #include <errno.h>
 #include <math.h>
@@ -25,11 +24,18 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "lg.h"
 #include "log.h"
 #include "sock.h"
+#include "socket.h"
 
 static char CONNS_KEY, HANDLE_MT_KEY;
+
+/* The sockets' part of a runtime: who hears of a socket being forgotten. */
+typedef struct sockets {
+  void (*released)(lua_State *L, int idx, lg_socket *s);
+} sockets;
+
+static const lg_rt_hooks socket_hooks = {NULL, NULL, NULL};
 static atomic_llong next_seq = 1; /* ids: (seq << 8) | the runtime's slot */
 
 static const char *const reason_names[] = {"", "closed", "local", "timeout",
@@ -39,9 +45,7 @@ const char *lg_reason_name(int reason) { return reason_names[reason]; }
 
 /* --- core callbacks ------------------------------------------------------ */
 
-/* Input, a message or the end arrived: start the callbacks of an idle
- * served connection (its ready hook), or wake the reader. */
-static void wake_reader(lg_socket *s) {
+void lg_socket_notify(lg_socket *s) {
   /* Decide before waking: a fiber resumed at once may drop the socket and
    * the collector free it, so s must not be read afterwards. An idle
    * served socket stays anchored (CONNS) while its hook runs. */
@@ -53,7 +57,7 @@ static void on_data(gl_conn *c) {
   lg_socket *s = c->data;
   if (!s) return;
   if (c->flags & GL_CONN_EOF) s->eof = 1;
-  wake_reader(s);
+  lg_socket_notify(s);
 }
 
 static void on_drain(gl_conn *c) {
@@ -87,18 +91,16 @@ static void on_close(gl_conn *c) {
     }
   }
   /* one fiber at a time may be resumed here: queue all but the last wake */
-  s->rt->defer++;
+  lg_defer_begin(s->rt);
   lg_wake_all(&s->wq);
-  s->rt->defer--;
-  wake_reader(s);
+  lg_defer_end(s->rt);
+  lg_socket_notify(s);
 }
 
 const gl_conn_cbs lg_socket_cbs = {on_data, on_drain, on_close};
 
 /* --- life ---------------------------------------------------------------- */
 
-/* [-0, +1, m] Wraps c (which may be NULL, to be attached later with
- * lg_socket_attach) in a new socket object, pushed. */
 lg_socket *lg_socket_new(lua_State *L, lg_rt *rt, gl_conn *c) {
   lg_socket *s;
   lua_createtable(L, 1, 1);
@@ -121,10 +123,9 @@ lg_socket *lg_socket_new(lua_State *L, lg_rt *rt, gl_conn *c) {
   return s;
 }
 
-/* [-0, +0, m] Anchors the handle of the socket object on top of L in
- * CONNS, where glisten.post finds it, until lg_socket_release. Only served
- * connections are anchored: a socket from connect or accept that the script
- * drops is collected and closed, as in LuaSocket. */
+/* The handle goes in CONNS. Only served connections are anchored: a socket
+ * from connect or accept that the script drops is collected and closed, as
+ * in LuaSocket. */
 void lg_socket_anchor(lua_State *L, lg_socket *s) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
   lua_rawgeti(L, -2, 1);
@@ -132,7 +133,6 @@ void lg_socket_anchor(lua_State *L, lg_socket *s) {
   lua_pop(L, 1);
 }
 
-/* Sets s's limits from o (before lg_socket_attach). */
 void lg_socket_limits(lg_socket *s, const lg_opts *o) {
   s->max_line = o->max_line;
   s->max_receive = o->max_receive;
@@ -140,7 +140,6 @@ void lg_socket_limits(lg_socket *s, const lg_opts *o) {
   s->max_mail = o->max_mailbox;
 }
 
-/* Connects s to c after its limits are set; starts reading. */
 void lg_socket_attach(lg_socket *s, gl_conn *c) {
   s->conn = c;
   c->data = s;
@@ -154,9 +153,6 @@ void lg_socket_attach(lg_socket *s, gl_conn *c) {
   gl_conn_read(c, 1);
 }
 
-/* Closes s: reason (LG_R_*) is kept unless one is known already; queued
- * output is flushed for at most linger seconds (0: dropped). Waiters are
- * woken and see "closed". */
 void lg_socket_close(lg_socket *s, int reason, double linger) {
   gl_conn *c = s->conn;
   if (!s->reason) s->reason = reason;
@@ -164,30 +160,34 @@ void lg_socket_close(lg_socket *s, int reason, double linger) {
   s->conn = NULL;
   c->data = NULL;
   gl_conn_close(c, GL_CLOSE_LOCAL, linger);
-  s->rt->defer++;
+  lg_defer_begin(s->rt);
   lg_wake_all(&s->wq);
-  s->rt->defer--;
-  wake_reader(s);
+  lg_defer_end(s->rt);
+  lg_socket_notify(s);
 }
 
-/* [-0, +1, -] Pushes s's handle (s must not be forgotten yet). */
 void lg_push_socket(lua_State *L, lg_socket *s) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
   lua_rawgeti(L, -1, s->id);
   lua_remove(L, -2);
 }
 
-/* Forgets a served connection once its fiber is done, ending its
- * subscriptions. */
 void lg_socket_release(lg_socket *s) {
   lua_State *L = s->rt->L;
+  sockets *m = lg_rt_state(s->rt, &socket_hooks);
   if (s->rt->closing) return;
   if (s->sref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, s->sref);
   s->sref = LUA_NOREF;
   lg_push_socket(L, s);
-  if (!lua_isnil(L, -1) && s->rt->released) s->rt->released(L, -1, s);
+  if (!lua_isnil(L, -1) && m->released) m->released(L, -1, s);
   lua_pop(L, 1);
   forget(s);
+}
+
+void lg_socket_on_release(lua_State *L,
+                          void (*fn)(lua_State *L, int idx, lg_socket *s)) {
+  sockets *m = lg_rt_state(lg_rt_get(L), &socket_hooks);
+  m->released = fn;
 }
 
 void lg_socket_peer(lg_socket *s, char *buf, size_t len) {
@@ -222,9 +222,6 @@ static lg_socket *push_handle(lua_State *L, int idx) {
   return NULL;
 }
 
-/* [-0, +0, v] Checks that the value at idx is a socket object and replaces
- * it there with its handle, so continuations find the handle with
- * lua_touserdata; raises otherwise. */
 lg_socket *lg_check_socket(lua_State *L, int idx) {
   lg_socket *s;
   idx = lua_absindex(L, idx);
@@ -235,7 +232,6 @@ lg_socket *lg_check_socket(lua_State *L, int idx) {
 
 static int handle_gc(lua_State *L) {
   lg_socket *s = lua_touserdata(L, 1);
-  lg_fiber *f;
   if (!s || lua_rawlen(L, 1) != sizeof *s || s->tag != &HANDLE_MT_KEY)
     return 0; /* not a handle: someone called __gc by hand */
   if (s->conn) {
@@ -244,9 +240,8 @@ static int handle_gc(lua_State *L) {
     c->data = NULL;
     if (s->rt->loop) gl_conn_close(c, GL_CLOSE_LOCAL, s->rt->closing ? 0 : LG_LINGER);
   }
-  /* Only at lua_close can fibers still wait here. */
-  for (f = s->rq.head; f; f = f->next) f->q = NULL;
-  for (f = s->wq.head; f; f = f->next) f->q = NULL;
+  lg_waitq_orphan(&s->rq);
+  lg_waitq_orphan(&s->wq);
   return 0;
 }
 
@@ -573,28 +568,13 @@ static int sock_tostring(lua_State *L) {
   return 1;
 }
 
-/* --- what a served connection's run takes: input and messages --------- */
+/* --- what a served connection's run takes --------------------------------- */
 
-/* [-0, +1, -] Pops the oldest message of s's mailbox onto L. */
-void lg_mail_pop(lua_State *L, lg_socket *s) {
-  lg_push_socket(L, s);
-  lua_getiuservalue(L, -1, 1);
-  lua_rawgeti(L, -1, s->mhead);
-  lua_pushnil(L);
-  lua_rawseti(L, -3, s->mhead);
-  lua_replace(L, -3);
-  lua_pop(L, 1);
-  s->mhead = s->mhead % s->max_mail + 1;
-  s->nmail--;
-}
-
-/* [-0, +1, -] Takes all the buffered input of s, as a string onto L. */
 void lg_socket_take(lua_State *L, lg_socket *s) {
   size_t n = s->conn->in.len;
   take(L, s, n, n);
 }
 
-/* [-0, +1, -] The served socket with that id in this state, or NULL. */
 lg_socket *lg_find_socket(lua_State *L, lua_Integer id) {
   lg_socket *s;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
@@ -602,24 +582,6 @@ lg_socket *lg_find_socket(lua_State *L, lua_Integer id) {
   s = lua_touserdata(L, -1);
   lua_pop(L, 2);
   return s;
-}
-
-/* [-1, +0, m] Moves the value on top into s's mailbox (which must have
- * room) and wakes its fiber. */
-void lg_mail_push(lua_State *L, lg_socket *s) {
-  lg_push_socket(L, s);
-  if (lua_getiuservalue(L, -1, 1) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_createtable(L, s->max_mail < 64 ? s->max_mail : 64, 0);
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, -3, 1);
-    s->mhead = 1;
-  }
-  lua_rotate(L, -3, -1); /* sock, mailbox, value */
-  lua_rawseti(L, -2, (s->mhead - 1 + s->nmail) % s->max_mail + 1);
-  lua_pop(L, 2);
-  s->nmail++;
-  wake_reader(s);
 }
 
 static const luaL_Reg sock_methods[] = {{"send", sock_send},
@@ -630,26 +592,6 @@ static const luaL_Reg sock_methods[] = {{"send", sock_send},
                                         {"getsockname", sock_getsockname},
                                         {NULL, NULL}};
 
-/* [-0, +0, m] Makes the metatable of a userdata only C sees, with __gc
- * and __close (each may be NULL), hidden from getmetatable, under key. */
-void lg_hidden_mt(lua_State *L, const char *key, lua_CFunction gc,
-                  lua_CFunction close) {
-  lua_createtable(L, 0, 3);
-  if (gc) {
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  if (close) {
-    lua_pushcfunction(L, close);
-    lua_setfield(L, -2, "__close");
-  }
-  lua_pushboolean(L, 0);
-  lua_setfield(L, -2, "__metatable");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
-}
-
-/* [-0, +0, m] Adds methods to the socket type, for a module above this one
- * (messaging adds subscribe and unsubscribe). */
 void lg_socket_methods(lua_State *L, const luaL_Reg *methods) {
   luaL_getmetatable(L, LG_SOCKET);
   lua_getfield(L, -1, "__index");
@@ -657,9 +599,10 @@ void lg_socket_methods(lua_State *L, const luaL_Reg *methods) {
   lua_pop(L, 2);
 }
 
-/* [-0, +0, m] Registers the socket type (connect.c adds connect to the
- * module table). */
+/* connect.c adds connect to the module table. */
 int lg_socket_open(lua_State *L) {
+  int first;
+  lg_rt_attach(L, &socket_hooks, sizeof(sockets), &first);
   luaL_newmetatable(L, LG_SOCKET);
   lua_pushcfunction(L, sock_tostring);
   lua_setfield(L, -2, "__tostring");

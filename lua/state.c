@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "lg.h"
+#include "state.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 /* malloc's blocks, which the checker sees (it cannot see into chunks) */
@@ -89,9 +89,6 @@ static void warn(void *ud, const char *msg, int tocont) {
   h->cont = tocont;
 }
 
-/* A new state on a heap of its own, or NULL when out of memory. Close it
- * with lg_closestate. The warning switch lives in a block of the heap,
- * found through the registry. */
 lua_State *lg_newstate(void) {
   gl_alloc *a = HEAP_NEW();
   heap_state *h;
@@ -129,7 +126,6 @@ static heap_state *heap_of(lua_State *L) {
   return h;
 }
 
-/* Closes a state made by lg_newstate and frees its heap. */
 void lg_closestate(lua_State *L) {
   heap_state *h = heap_of(L);
   void *heap = h->heap;
@@ -138,15 +134,11 @@ void lg_closestate(lua_State *L) {
   gl_alloc_free(heap);
 }
 
-/* The cap set by lg_setlimit, or 0. */
 size_t lg_getlimit(lua_State *L) {
   heap_state *h = heap_of(L);
   return h ? h->limit : 0;
 }
 
-/* Caps what L may hold at limit bytes (0: no cap). Returns 0; -1 when L
- * was not made by lg_newstate (a host's state keeps its allocator); -2
- * when it already holds more than limit. */
 int lg_setlimit(lua_State *L, size_t limit) {
   heap_state *h = heap_of(L);
   size_t used;

@@ -16,7 +16,10 @@
  */
 #include <string.h>
 
-#include "lg.h"
+#include "buf.h"
+#include "fail.h"
+#include "lauxlib.h"
+#include "value.h"
 
 #define MAX_DEPTH 64
 
@@ -113,7 +116,6 @@ static void encode(lua_State *L, encbuf *b, int idx, int seen,
   }
 }
 
-/* [-0, +1, e] Pushes the encoding of the value at idx as a string. */
 void lg_value_encode(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
   encbuf *e = lua_newuserdatauv(L, sizeof *e, 0);
@@ -189,7 +191,6 @@ static void decode(lua_State *L, reader *r) {
   }
 }
 
-/* [-0, +1, e] Pushes the value encoded in p[0..len). */
 void lg_value_decode(lua_State *L, const char *p, size_t len) {
   reader r = {p, p + len};
   decode(L, &r);
