@@ -80,10 +80,10 @@ static void q_remove(lg_fiber *f) {
   f->prev = f->next = NULL;
 }
 
-/* The watchers that drain the ready queue run only while it is not empty
- * (none costs anything per loop turn otherwise): the prepare watcher runs
- * queued fibers before each poll, even when events keep coming, and the
- * idle watcher keeps the poll from blocking. Only the idle one keeps the
+/* The watchers that run the ready queue are active only while it is not
+ * empty (none costs anything per loop turn otherwise): the prepare watcher
+ * runs queued fibers before each poll, even when events keep coming, and
+ * the idle watcher keeps the poll from blocking. Only the idle one keeps the
  * loop alive. */
 static void ready_watch(lg_rt *rt, int on) {
   if (on) {
@@ -300,7 +300,7 @@ void lg_fiber_start(lg_fiber *f, int nargs) {
 }
 
 /* Starts f like lg_fiber_start, but at once when called from a loop
- * callback (the hot path: input for a parked connection). */
+ * callback (the hot path: input for an idle connection). */
 void lg_fiber_go(lg_fiber *f, int nargs) {
   lg_rt *rt = f->rt;
   f->nargs = nargs;
@@ -310,8 +310,8 @@ void lg_fiber_go(lg_fiber *f, int nargs) {
     ready_push(f);
 }
 
-/* A fiber from the pool (its thread empty and ready for a function), or
- * NULL when the pool is empty. */
+/* A spare fiber (its thread empty and ready for a function), or NULL
+ * when there is none. */
 lg_fiber *lg_fiber_spare(lg_rt *rt) {
   lg_fiber *f = rt->spare;
   if (!f) return NULL;
@@ -321,8 +321,8 @@ lg_fiber *lg_fiber_spare(lg_rt *rt) {
   return f;
 }
 
-/* Gives a fiber whose function has ended back to the pool, for a later
- * connection callback to run in; past LG_FIBER_POOL, it is released. */
+/* Keeps a fiber whose function has ended as a spare, for a later
+ * connection callback to run in; past LG_SPARE_FIBERS, it is released. */
 void lg_fiber_retire(lg_fiber *f) {
   lg_rt *rt = f->rt;
   disarm(f);
@@ -489,6 +489,12 @@ static int glisten_stop(lua_State *L) {
 
 void lg_defer_begin(lg_rt *rt) { rt->defer++; }
 void lg_defer_end(lg_rt *rt) { rt->defer--; }
+
+void lg_wake_first(lg_waitq *q) {
+  if (q->head) lg_wake(q->head, LG_WAKE_EVENT);
+}
+
+int lg_waitq_empty(const lg_waitq *q) { return q->head == NULL; }
 
 void lg_waitq_orphan(lg_waitq *q) {
   for (lg_fiber *f = q->head; f; f = f->next) f->q = NULL;

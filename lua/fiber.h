@@ -104,6 +104,12 @@ void lg_wake(lg_fiber *f, int why);
 /* Wakes every fiber of q, in order. */
 void lg_wake_all(lg_waitq *q);
 
+/* Wakes the first fiber of q, if any. */
+void lg_wake_first(lg_waitq *q);
+
+/* Whether no fiber waits in q. */
+int lg_waitq_empty(const lg_waitq *q);
+
 /* Between lg_defer_begin and its lg_defer_end, wakes go through the ready
  * queue: for a caller that wakes several fibers, or must run no Lua. */
 void lg_defer_begin(lg_rt *rt);

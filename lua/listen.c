@@ -26,7 +26,8 @@ typedef struct lg_lsock {
 } lg_lsock;
 
 static void lsock_update(lg_lsock *ls) {
-  gl_listener_pause(&ls->l, !ls->aq.head || ls->npending >= PENDING_MAX);
+  gl_listener_pause(&ls->l,
+                    lg_waitq_empty(&ls->aq) || ls->npending >= PENDING_MAX);
 }
 
 static void on_lsock_accept(gl_listener *l, int fd) {
@@ -39,7 +40,7 @@ static void on_lsock_accept(gl_listener *l, int fd) {
   lsock_update(ls);
   /* through the ready queue: no Lua may run (and free ls) inside on_io */
   lg_defer_begin(ls->rt);
-  if (ls->aq.head) lg_wake(ls->aq.head, LG_WAKE_EVENT);
+  lg_wake_first(&ls->aq);
   lg_defer_end(ls->rt);
 }
 

@@ -5,8 +5,9 @@
  *
  * Loads SCRIPT, serves its handler (a returned table's or the globals'),
  * prints "listening on HOST:PORT" on stderr, and runs until SIGINT/SIGTERM,
- * then drains. Exit codes: 0 after a graceful shutdown, 1 when the script
- * fails to load or a port cannot be bound, 2 for bad arguments.
+ * then shuts down with grace. Exit codes: 0 after a graceful shutdown, 1
+ * when the script fails to load or a port cannot be bound, 2 for bad
+ * arguments.
  */
 #include <errno.h>
 #include <signal.h>

@@ -6,11 +6,12 @@
  *
  * A value for another worker is encoded (value.c) into a message and queued
  * in that worker's inbox (core/inbox.c); the worker decodes it on its own
- * loop into the connection's mailbox (mailbox.c). The inbox hands each
- * message to the handler of its kind: a post, a publish, or a control
- * command for a higher layer (the pool's shutdown and resume). A value for this worker is encoded and
- * decoded on the spot, so posts copy in every case and order between one
- * sender and one receiver is kept either way (one FIFO per receiver).
+ * loop into the connection's mailbox (mailbox.c). A value for this worker
+ * is encoded and decoded on the spot, so posts copy in every case and order
+ * between one sender and one receiver is kept either way (one FIFO per
+ * receiver). The inbox hands each message to the handler of its kind: a
+ * post, a publish, or a control command for a higher layer (the pool's
+ * shutdown and resume).
  *
  * Delivery never makes a sender wait: a full mailbox or inbox drops the
  * message and counts it in stats().dropped (a local post reports

@@ -135,7 +135,8 @@ void *lg_rt_state(lg_rt *rt, const lg_rt_hooks *h) {
 static long busy(lg_rt *rt) {
   long n = 0;
   for (int i = 0; i < rt->nmod; i++)
-    if (rt->mod[i].hooks->busy) n += rt->mod[i].hooks->busy(rt, rt->mod[i].self);
+    if (rt->mod[i].hooks->busy)
+      n += rt->mod[i].hooks->busy(rt, rt->mod[i].self);
   return n;
 }
 

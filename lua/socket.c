@@ -380,7 +380,7 @@ static int sock_receive(lua_State *L) {
   if (s->server && (!s->owner || lg_current(L) != s->owner))
     return luaL_error(L, "socket %d is a served connection: only its own "
                          "callbacks can receive on it", (int)s->id);
-  if (s->rq.head)
+  if (!lg_waitq_empty(&s->rq))
     return luaL_error(L, "socket %d is already being read by another "
                          "coroutine", (int)s->id);
   lua_settop(L, 3);

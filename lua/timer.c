@@ -75,8 +75,8 @@ static void on_timer(EV_P_ ev_timer *w, int revents) {
     /* no memory for its coroutine: a one-shot timer tries again shortly,
      * so the run that would free memory is not lost */
     GL_STAT_ADD(t->rt->stats.errors, 1);
-    lg_log_flood(t->rt, &((timers *)lg_rt_state(t->rt, &timer_hooks))->cannot_run,
-                 "timer: cannot run yet: %s",
+    timers *ts = lg_rt_state(t->rt, &timer_hooks);
+    lg_log_flood(t->rt, &ts->cannot_run, "timer: cannot run yet: %s",
                  lua_tostring(L, -1));
     lua_pop(L, 1);
     if (t->w.repeat == 0) {

@@ -436,7 +436,7 @@ describe("glisten-lua with workers", function()
   -- --max-connections 1 over two workers: one client is served and the
   -- rest wait, whichever worker's socket the kernel hands them to (the
   -- worker that served the first has paused; the other accepts the next and
-  -- must park it, not serve it); each freed slot lets exactly one more in.
+  -- must hold it, not serve it); each freed slot lets exactly one more in.
   -- Catches a limit checked one off (the idle worker serves a second
   -- client) and a freed slot that wakes no one.
   it("holds --max-connections across workers: one in, the rest wait, one more per freed slot", function()

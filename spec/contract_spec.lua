@@ -402,7 +402,7 @@ describe("the script contract", function()
     end)
   end)
 
-  it("parks idle connections: they hold no coroutine", function()
+  it("holds no coroutine for an idle connection", function()
     local n = 1500 -- enough that the few kept ready (64) and pooled (64) count little
     H.serving({ handler = function(msg, state) state.socket:send(msg) end }, function(srv)
       collectgarbage(); collectgarbage()
@@ -417,7 +417,7 @@ describe("the script contract", function()
       -- both ends live in this Lua state: a client socket, and the served
       -- socket and state table; a suspended coroutine alone is ~1 KiB more
       assert.is_true(per < 1100, ("%.0f bytes of Lua memory per idle connection"):format(per))
-      -- and every parked connection still answers, in order
+      -- and every idle connection still answers, in order
       for i = 1, n do cs[i]:send(tostring(i) .. ";") end
       for i = 1, n do assert.equal(tostring(i) .. ";", cs[i]:receive(#tostring(i) + 1)) end
       for i = 1, n do cs[i]:close() end
