@@ -509,10 +509,8 @@ static const luaL_Reg fiber_funcs[] = {{"spawn", glisten_spawn},
                                        {NULL, NULL}};
 
 int lg_fiber_open(lua_State *L) {
-  luaL_newmetatable(L, LG_FIBER);
-  lua_pushcfunction(L, fiber_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = {{"__gc", fiber_gc}, {NULL, NULL}};
+  lg_class(L, LG_FIBER, meta, NULL);
   luaL_setfuncs(L, fiber_funcs, 0);
   return 0;
 }

@@ -157,12 +157,10 @@ static const luaL_Reg listen_funcs[] = {{"listen", glisten_listen},
                                         {NULL, NULL}};
 
 int lg_listen_open(lua_State *L) {
-  luaL_newmetatable(L, LG_LISTENER);
-  lua_pushcfunction(L, lsock_index);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, lsock_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = {{"__index", lsock_index},
+                                  {"__gc", lsock_gc},
+                                  {NULL, NULL}};
+  lg_class(L, LG_LISTENER, meta, NULL);
   luaL_setfuncs(L, listen_funcs, 0);
   return 0;
 }

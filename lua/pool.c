@@ -468,14 +468,10 @@ int lg_pool_open(lua_State *L, lua_CFunction open_module) {
   lua_setfield(L, -2, "worker_id");
   lua_pushcfunction(L, glisten_worker_count);
   lua_setfield(L, -2, "worker_count");
-  if (luaL_newmetatable(L, LG_POOL)) {
-    lua_pushcfunction(L, pool_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, pool_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, pool_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = {{"__index", pool_index},
+                                  {"__tostring", pool_tostring},
+                                  {"__gc", pool_gc},
+                                  {NULL, NULL}};
+  lg_class(L, LG_POOL, meta, NULL);
   return 0;
 }

@@ -269,6 +269,19 @@ void lg_log_flood(lg_rt *rt, lg_flood *fl, const char *fmt, ...) {
   fl->skipped = 0;
 }
 
+void lg_class(lua_State *L, const char *name, const luaL_Reg *meta,
+              const luaL_Reg *methods) {
+  if (luaL_newmetatable(L, name)) {
+    luaL_setfuncs(L, meta, 0);
+    if (methods) {
+      lua_newtable(L);
+      luaL_setfuncs(L, methods, 0);
+      lua_setfield(L, -2, "__index");
+    }
+  }
+  lua_pop(L, 1);
+}
+
 void lg_hidden_mt(lua_State *L, const char *key, lua_CFunction gc,
                   lua_CFunction close) {
   lua_createtable(L, 0, 3);

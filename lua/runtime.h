@@ -129,4 +129,10 @@ void lg_log_flood(lg_rt *rt, lg_flood *fl, const char *fmt, ...)
 void lg_hidden_mt(lua_State *L, const char *key, lua_CFunction gc,
                   lua_CFunction close);
 
+/* [-0, +0, m] Registers the type name (luaL_newmetatable, so errors name
+ * it) with the metamethods meta and, when methods is not NULL, an __index
+ * table of methods. A second call changes nothing. */
+void lg_class(lua_State *L, const char *name, const luaL_Reg *meta,
+              const luaL_Reg *methods);
+
 #endif

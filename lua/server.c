@@ -213,14 +213,11 @@ lg_server *lg_servers_of(lg_rt *rt) {
 int lg_server_open(lua_State *L) {
   int first;
   lg_rt_attach(L, &server_hooks, sizeof(lg_servers), &first);
-  luaL_newmetatable(L, LG_SERVER);
-  lua_pushcfunction(L, server_index);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, server_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pushcfunction(L, server_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = {{"__index", server_index},
+                                  {"__tostring", server_tostring},
+                                  {"__gc", server_gc},
+                                  {NULL, NULL}};
+  lg_class(L, LG_SERVER, meta, NULL);
   lg_listen_open(L);
   return 0;
 }

@@ -603,12 +603,9 @@ void lg_socket_methods(lua_State *L, const luaL_Reg *methods) {
 int lg_socket_open(lua_State *L) {
   int first;
   lg_rt_attach(L, &socket_hooks, sizeof(sockets), &first);
-  luaL_newmetatable(L, LG_SOCKET);
-  lua_pushcfunction(L, sock_tostring);
-  lua_setfield(L, -2, "__tostring");
-  luaL_newlib(L, sock_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = {{"__tostring", sock_tostring},
+                                  {NULL, NULL}};
+  lg_class(L, LG_SOCKET, meta, sock_methods);
   lg_hidden_mt(L, &HANDLE_MT_KEY, handle_gc, NULL);
   lg_hidden_mt(L, &SEND_TURN_MT_KEY, NULL, send_turn_close); /* a send's turn */
   lua_newtable(L);

@@ -132,17 +132,12 @@ static int timer_gc(lua_State *L) {
 int lg_timer_open(lua_State *L) {
   int first;
   lg_rt_attach(L, &timer_hooks, sizeof(timers), &first);
-  luaL_newmetatable(L, LG_TIMER);
-  lua_pushcfunction(L, timer_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_newtable(L);
-  lua_pushcfunction(L, timer_cancel);
-  lua_setfield(L, -2, "cancel");
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-  lua_pushcfunction(L, glisten_after);
-  lua_setfield(L, -2, "after");
-  lua_pushcfunction(L, glisten_every);
-  lua_setfield(L, -2, "every");
+  static const luaL_Reg meta[] = {{"__gc", timer_gc}, {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"cancel", timer_cancel}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"after", glisten_after},
+                                   {"every", glisten_every},
+                                   {NULL, NULL}};
+  lg_class(L, LG_TIMER, meta, methods);
+  luaL_setfuncs(L, funcs, 0);
   return 0;
 }
