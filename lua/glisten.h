@@ -8,7 +8,8 @@
 #include "lua.h"
 
 /* [-0, +1, m] Opens the glisten module in L's state and pushes its table;
- * for require "glisten" (and luaL_requiref). */
-int luaopen_glisten(lua_State *L);
+ * for require "glisten" (and luaL_requiref). The one symbol the module
+ * exports. */
+__attribute__((visibility("default"))) int luaopen_glisten(lua_State *L);
 
 #endif
