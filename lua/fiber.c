@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "fiber.h"
+#include "preempt.h"
 
 static char FIBERS_KEY;
 
@@ -101,6 +102,7 @@ static void ready_push(lg_fiber *f) {
   lg_rt *rt = f->rt;
   if (f->queued) return;
   f->queued = 1;
+  f->turn = rt->turn;
   f->rnext = NULL;
   if (rt->ready_tail)
     rt->ready_tail->rnext = f;
@@ -226,8 +228,20 @@ static void resume(lg_fiber *f) {
   int nres, nargs = f->nargs, st;
   f->nargs = 0;
   rt->running++;
+  lg_watch_begin(rt->watch, co, f->spell);
   st = lua_resume(co, rt->L, nargs, &nres);
+  f->spell = lg_watch_end(rt->watch, f->spell);
   rt->running--;
+  if (st != LUA_OK && lg_watch_killed(rt->watch)) { /* max_callback_time */
+    if (st != LUA_YIELD) {
+      f->worn = 1; /* raised from the hook: no hook runs in its thread now */
+    } else if (!f->waiting) { /* yielded for it: the run fails here */
+      lua_pop(co, nres);
+      nres = 0;
+      lua_pushliteral(co, LG_TOO_LONG);
+      st = LUA_ERRRUN;
+    }
+  }
   if (st == LUA_YIELD) {
     lua_pop(co, nres);
     /* A bare coroutine.yield(): not a glisten wait, so run again next turn. */
@@ -242,10 +256,14 @@ static void resume(lg_fiber *f) {
   lg_fiber_release(f);
 }
 
+/* Runs the fibers queued before this turn (those queued while it runs,
+ * a fiber that yielded included, wait for the next one: I/O comes
+ * between). */
 static void run_ready(lg_rt *rt) {
   int n = 0;
+  unsigned turn = ++rt->turn;
   rt->in_loop++;
-  while (rt->ready && n++ < READY_PER_TURN) {
+  while (rt->ready && rt->ready->turn != turn && n++ < READY_PER_TURN) {
     lg_fiber *f = rt->ready;
     rt->ready = f->rnext;
     if (!rt->ready) rt->ready_tail = NULL;
@@ -290,6 +308,7 @@ int lg_fiber_kill(lg_fiber *f) {
   lua_resetthread(f->th);
   lua_settop(f->th, 0);
   f->nargs = 0;
+  f->spell = 0;
   return 1;
 }
 
@@ -327,7 +346,7 @@ void lg_fiber_retire(lg_fiber *f) {
   lg_rt *rt = f->rt;
   disarm(f);
   ready_remove(f);
-  if (rt->closing || rt->nspare >= LG_SPARE_FIBERS || !f->th ||
+  if (rt->closing || rt->nspare >= LG_SPARE_FIBERS || !f->th || f->worn ||
       lua_status(f->th) != LUA_OK) {
     lg_fiber_release(f);
     return;
@@ -335,6 +354,7 @@ void lg_fiber_retire(lg_fiber *f) {
   lua_settop(f->th, 0);
   f->ud = NULL;
   f->nargs = 0;
+  f->spell = 0;
   f->rnext = rt->spare;
   rt->spare = f;
   rt->nspare++;
@@ -379,6 +399,7 @@ int lg_wait_in(lua_State *L, lg_fiber *f, lg_waitq *q, double deadline,
   if (rt->running || rt->closing)
     luaL_error(L, "cannot wait in a coroutine glisten does not manage "
                   "(start it with glisten.spawn)");
+  lg_watch_thread(rt);
   fiber_init(&tmp, rt, L, 0);
   tmp.waiting = 1;
   if (q) q_push(q, &tmp);
@@ -407,6 +428,7 @@ void lg_check_loop_allowed(lua_State *L, const char *fn) {
 
 void lg_run(lg_rt *rt) {
   rt->stopped = 0;
+  lg_watch_thread(rt);
   rt->in_loop++;
   while (!rt->stopped && ev_run(rt->loop, 0)) {
   }
@@ -463,6 +485,7 @@ static int glisten_step(lua_State *L) {
   ev_timer t;
   int active;
   lg_check_loop_allowed(L, "step");
+  lg_watch_thread(rt);
   rt->in_loop++;
   if (timeout > 0) {
     ev_timer_init(&t, on_step_timeout, timeout, 0.);

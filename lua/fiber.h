@@ -41,6 +41,9 @@ struct lg_fiber {
   int managed;  /* 0: the stack-allocated waiter of an unmanaged thread */
   int woken;    /* LG_WAKE_* of the last wait */
   int queued;   /* in the ready queue */
+  unsigned turn; /* the runtime's turn when it was queued */
+  long spell;   /* us it has run in runs cut short for others (preempt.h) */
+  int worn;     /* its thread is not to be used again (preempt.h) */
   int nargs;    /* values to pass at the next resume */
   lg_waitq *q;  /* the queue it waits in, or NULL */
   lg_fiber *prev, *next; /* links in q */

@@ -10,7 +10,9 @@
  * arguments.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,7 @@
 
 #include "glisten.h"
 #include "lualib.h"
+#include "messages.h"
 #include "options.h"
 #include "script.h"
 #include "server.h"
@@ -91,34 +94,79 @@ static int serve_opts_valid(lua_State *L) {
 
 /* --- shutdown on signals ---------------------------------------------- */
 
-static ev_signal sigint_w, sigterm_w;
-static int stopping;
-static double grace; /* of a shutdown on SIGINT/SIGTERM */
+/* SIGINT and SIGTERM are blocked in every thread and taken by one thread of
+ * their own (sigwait), which no script can hold up: a callback that never
+ * returns, even one that cannot be preempted, stops neither a shutdown nor
+ * the exit. Before the command serves, a signal ends the process as it
+ * would by default. Serving, the first starts the graceful shutdown on the
+ * main loop; a second one, or the shutdown's end not come grace +
+ * LG_LINGER + STOP_MARGIN seconds later (a worker that never returns),
+ * exits at once with status 1. */
+#define STOP_MARGIN 3.0
 
-/* [-0, +1, e] Connections open in this state and its pools. */
-static int open_connections(lua_State *L) {
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  lua_getfield(L, -1, "glisten");
-  lua_getfield(L, -1, "stats");
-  lua_call(L, 0, 1);
-  lua_getfield(L, -1, "connections");
-  return 1;
+static struct {
+  sigset_t set;         /* SIGINT, SIGTERM */
+  ev_async stop;        /* in the main loop: start the shutdown */
+  struct ev_loop *loop; /* the main loop, once serving */
+  lg_rt *rt;
+  atomic_int serving;
+  double grace; /* of a shutdown on SIGINT/SIGTERM */
+} sig;
+
+static void add_conns(lg_rt *o, void *group, int member, void *ud) {
+  (void)group;
+  (void)member;
+  *(long long *)ud += GL_STAT_GET(o->stats.connections);
 }
 
-static void on_signal(EV_P_ ev_signal *w, int revents) {
-  lg_rt *rt = w->data;
+static void on_stop(EV_P_ ev_async *w, int revents) {
+  (void)loop;
+  (void)w;
   (void)revents;
-  if (stopping) {
-    fprintf(stderr, "%s: second signal; exiting now\n", progname);
-    _exit(1);
+  lg_rt_shutdown(sig.rt, sig.grace);
+}
+
+static void *signal_main(void *arg) {
+  int signo;
+  long long open = 0;
+  (void)arg;
+  if (sigwait(&sig.set, &signo) != 0) return NULL;
+  if (!atomic_load(&sig.serving)) { /* as if no one had taken it */
+    signal(signo, SIG_DFL);
+    pthread_sigmask(SIG_UNBLOCK, &sig.set, NULL);
+    raise(signo);
+    _exit(128 + signo);
   }
-  stopping = 1;
-  lua_pushcfunction(rt->L, open_connections);
-  int open = lua_pcall(rt->L, 0, 1, 0) == LUA_OK ? (int)lua_tointeger(rt->L, -1) : -1;
-  lua_pop(rt->L, 1);
-  fprintf(stderr, "%s: stopping (%s); %d connection(s) open, %.3gs grace\n",
-          progname, w->signum == SIGINT ? "SIGINT" : "SIGTERM", open, grace);
-  lg_rt_shutdown(rt, grace);
+  lg_msg_each(NULL, add_conns, &open);
+  fprintf(stderr, "%s: stopping (%s); %lld connection(s) open, %.3gs grace\n",
+          progname, signo == SIGINT ? "SIGINT" : "SIGTERM", open, sig.grace);
+  ev_async_send(sig.loop, &sig.stop);
+  double wait = sig.grace + LG_LINGER + STOP_MARGIN;
+  struct timespec ts = {(time_t)wait,
+                        (long)((wait - (double)(time_t)wait) * 1e9)};
+  if (sigtimedwait(&sig.set, NULL, &ts) > 0)
+    fprintf(stderr, "%s: second signal; exiting now\n", progname);
+  else
+    fprintf(stderr, "%s: still running %.3gs after the signal; exiting now\n",
+            progname, wait);
+  _exit(1);
+  return NULL;
+}
+
+/* Blocks SIGINT and SIGTERM here (so in every thread made after) and
+ * starts the thread that takes them. */
+static void take_signals(void) {
+  pthread_t t;
+  signal(SIGPIPE, SIG_IGN);
+  sigemptyset(&sig.set);
+  sigaddset(&sig.set, SIGINT);
+  sigaddset(&sig.set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sig.set, NULL);
+  if (pthread_create(&t, NULL, signal_main, NULL) != 0) {
+    fprintf(stderr, "%s: cannot start a thread\n", progname);
+    exit(1);
+  }
+  pthread_detach(t);
 }
 
 /* Concurrent connections should be limited only by the hard limit on
@@ -131,16 +179,14 @@ static void raise_nofile(void) {
   }
 }
 
-static void watch_signals(lg_rt *rt) {
-  signal(SIGPIPE, SIG_IGN);
-  ev_signal_init(&sigint_w, on_signal, SIGINT);
-  sigint_w.data = rt;
-  ev_signal_start(rt->loop, &sigint_w);
+/* From here a signal stops the command gracefully (see take_signals). */
+static void serve_signals(lg_rt *rt) {
+  sig.rt = rt;
+  sig.loop = rt->loop;
+  ev_async_init(&sig.stop, on_stop);
+  ev_async_start(rt->loop, &sig.stop);
   ev_unref(rt->loop);
-  ev_signal_init(&sigterm_w, on_signal, SIGTERM);
-  sigterm_w.data = rt;
-  ev_signal_start(rt->loop, &sigterm_w);
-  ev_unref(rt->loop);
+  atomic_store(&sig.serving, 1);
 }
 
 /* --- main ------------------------------------------------------------- */
@@ -222,7 +268,7 @@ static int start(lua_State *L) {
   const char *script = lua_tostring(L, 2);
   int check = lua_toboolean(L, 3);
   int from_table = lg_script_load(L, script); /* 4: where the callbacks are */
-  grace = lg_defaults.shutdown_timeout;
+  sig.grace = lg_defaults.shutdown_timeout;
   int t = lua_getfield(L, 4, "handler");
   lua_pop(L, 1);
   if (t != LUA_TNIL && t != LUA_TFUNCTION)
@@ -245,7 +291,7 @@ static int start(lua_State *L) {
       return 0;
     }
     lg_opts_read(L, 5, &o, LG_IN_SERVE);
-    grace = o.shutdown_timeout;
+    sig.grace = o.shutdown_timeout;
     if (lg_serve(L, 5, NULL) == 2) return lua_error(L);
   } else if (from_table) {
     lg_opts o; /* no handler: only the grace is taken from the table */
@@ -253,10 +299,10 @@ static int start(lua_State *L) {
     lua_getfield(L, 4, "shutdown_timeout");
     lua_setfield(L, -2, "shutdown_timeout");
     lg_opts_read(L, -1, &o, 0);
-    grace = o.shutdown_timeout;
+    sig.grace = o.shutdown_timeout;
   }
   if (lua_getfield(L, 1, "shutdown_timeout") != LUA_TNIL) /* the flag wins */
-    grace = lua_tonumber(L, -1);
+    sig.grace = lua_tonumber(L, -1);
   if (!check)
     for (lg_server *sv = lg_servers_of(rt); sv; sv = sv->next)
       announce(sv->host, sv->l.port);
@@ -269,7 +315,7 @@ static int start(lua_State *L) {
 static int start_pool(lua_State *L) {
   lg_opts o;
   lg_opts_read(L, 1, &o, 0);
-  grace = o.shutdown_timeout;
+  sig.grace = o.shutdown_timeout;
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_getfield(L, -1, "glisten");
   lua_getfield(L, -1, "serve");
@@ -288,6 +334,7 @@ int main(int argc, char **argv) {
   cmdline c;
   lg_opts cli;
   raise_nofile();
+  take_signals();
   lua_State *L = lg_newstate();
   if (!L) {
     fprintf(stderr, "%s: cannot create a Lua state\n", progname);
@@ -323,7 +370,7 @@ int main(int argc, char **argv) {
     printf("%s: ok\n", c.script);
   } else {
     lg_rt *rt = lg_rt_get(L);
-    watch_signals(rt);
+    serve_signals(rt);
     lg_run(rt);
   }
   lg_closestate(L);

@@ -67,6 +67,10 @@ enum { LG_KIND_STRING, LG_KIND_INT, LG_KIND_BYTES, LG_KIND_SECONDS,
     "BYTES", "Lua memory each worker's state may hold (0: no cap)")          \
   X(shutdown_timeout, SECONDS, 5, 0, 0, LG_IN_SERVER, "--shutdown-timeout",  \
     "SECONDS", "grace for open connections on SIGINT/SIGTERM")               \
+  X(callback_slice, SECONDS, 0.01, 0, 0, LG_IN_SERVER, "--callback-slice",    \
+    "SECONDS", "run time after which a callback lets others run (0: never)")  \
+  X(max_callback_time, SECONDS, 0, 0, 0, LG_IN_SERVER, "--max-callback-time", \
+    "SECONDS", "run time after which a callback fails (0: no limit)")          \
   X(workers, WORKERS, 1, 1, LG_MAX_WORKERS, LG_IN_SERVE, "-w, --workers",    \
     "N|auto", "worker threads, each with its own loop and Lua state")        \
   X(script, STRING, NULL, 0, 0, LG_IN_SERVE, NULL, "PATH",                   \

@@ -11,6 +11,7 @@
 
 #include "fiber.h"
 #include "log.h"
+#include "preempt.h"
 
 static char RT_KEY;
 
@@ -68,6 +69,7 @@ static int rt_gc(lua_State *L) {
   rt->nmod = 0;
   gl_env_flush_close_all(&rt->env); /* what close() queued still goes out */
   lg_sched_close(rt);
+  lg_watch_close(rt);
   ev_loop_destroy(rt->loop);
   rt->loop = NULL;
   free(rt->env.scratch);
@@ -105,6 +107,7 @@ lg_rt *lg_rt_open(lua_State *L) {
   rt->env.loop = rt->loop;
   rt->env.stats = &rt->stats;
   lg_sched_init(L, rt);
+  lg_watch_open(L, rt);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &RT_KEY);
   return rt;
 }

@@ -29,6 +29,7 @@
 
 typedef struct lg_rt lg_rt;
 typedef struct lg_fiber lg_fiber;
+struct lg_watch;
 
 /* A module's part in its runtime's life, given to lg_rt_attach with the
  * module's state (self). The runtime calls them; any may be NULL. */
@@ -72,11 +73,13 @@ struct lg_rt {
   ev_prepare prepare;
   ev_idle idle;
   lg_fiber *ready, *ready_tail; /* fibers to resume, in order */
+  unsigned turn;    /* runs of the ready queue */
   int in_loop; /* ev_run frames on the C stack */
   int running; /* fiber resumes on the C stack */
   int defer;   /* > 0: wakes go through the ready queue */
   lg_fiber *spare; /* fibers whose function ended, kept for reuse */
   int nspare;
+  struct lg_watch *watch; /* what the watchdog sees of it (preempt.c) */
 };
 
 /* [-0, +0, v] The runtime of L's state; raises when glisten is not open

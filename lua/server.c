@@ -9,6 +9,7 @@
 
 #include "gl.h"
 #include "listen.h"
+#include "preempt.h"
 #include "served.h"
 #include "sock.h"
 #include "state.h"
@@ -85,6 +86,7 @@ int lg_serve(lua_State *L, int idx, const lg_share *share) {
   rt->started_work = 1;
   lg_opts_read(L, idx, &o, LG_IN_SERVE);
   if (o.max_memory) lg_limit_memory(L, o.max_memory);
+  lg_watch_set(rt, o.callback_slice, o.max_callback_time);
   lua_createtable(L, 0, 4); /* handlers */
   int h = lua_gettop(L);
   for (const char *const *k = cbs; *k; k++) {

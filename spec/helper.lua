@@ -60,7 +60,8 @@ local runner_pid = tonumber((readfile("/proc/self/stat") or ""):match("^(%d+)"))
 assert(runner_pid, "cannot read /proc/self/stat")
 
 -- Starts glisten-lua with args in the background and waits (at most 5 s)
--- for its "listening on" line. Returns a process handle:
+-- for its "listening on" line (opts.no_listen: only for its pid; opts.
+-- may_exit: an exit is no error). Returns a process handle:
 --   p.pid, p.port, p:stderr(), p:signal(name), p:wait(limit) -> exit code
 function H.start(args, opts)
   opts = opts or {}
@@ -99,6 +100,7 @@ function H.start(args, opts)
   while glisten.now() < deadline do
     local pid = readfile(base .. ".pid")
     if pid and pid:match("%d+\n") then p.pid = tonumber(pid) end
+    if p.pid and opts.no_listen then return p end
     local port = p:stderr():match("listening on [^\n]*:(%d+)\n")
     if p.pid and port then
       p.port = tonumber(port)

@@ -11,7 +11,8 @@ set(GLISTEN_SPECS
   faults
   scripts
   workers
-  shared)
+  shared
+  runaway)
 
 # Under the sanitizers the stock interpreter loads an instrumented module, so
 # the sanitizer runtimes must be loaded first.

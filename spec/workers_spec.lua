@@ -473,7 +473,8 @@ return {
   -- reported as anything but "worker inbox full", and a burst of posts
   -- delivered out of order.
   it("refuse posts with \"worker inbox full\" once 65536 wait, and deliver the 65536 in order", function()
-    p = H.start("-w 2 --max-mailbox 100000 " .. H.script(INBOX))
+    -- (no slice: the spin must hold worker 1, not yield to its inbox)
+    p = H.start("-w 2 --callback-slice 0 --max-mailbox 100000 " .. H.script(INBOX))
     local by, spare = spread(p.port, 2, 1)
     for _, s in ipairs(spare) do s:close() end
     local target, sender = by[1][1], by[2][1].sock

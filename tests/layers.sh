@@ -10,7 +10,8 @@
 # The layers of lua/, lowest first (docs/internals.md explains them):
 #   0  state value options fail        Lua states, values as bytes, the
 #                                      options, the words of failure
-#   1  runtime fiber timer             the runtime, the scheduler, timers
+#   1  runtime fiber timer preempt     the runtime, the scheduler, timers,
+#                                      late callbacks
 #   2  socket connect                  the socket object; connect
 #   3  server served acceptor mailbox  serve: the server, a served
 #      listen                          connection's life, accepting under
@@ -36,7 +37,7 @@ trap 'rm -rf "$tmp"' EXIT
 layer() {
   case "$1" in
     state|value|options|fail) echo 0 ;;
-    runtime|fiber|timer) echo 1 ;;
+    runtime|fiber|timer|preempt) echo 1 ;;
     socket|connect) echo 2 ;;
     server|served|acceptor|mailbox|listen) echo 3 ;;
     messages|shared) echo 4 ;;
