@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "glisten.h"
@@ -141,10 +142,19 @@ static void *signal_main(void *arg) {
   fprintf(stderr, "%s: stopping (%s); %lld connection(s) open, %.3gs grace\n",
           progname, signo == SIGINT ? "SIGINT" : "SIGTERM", open, sig.grace);
   ev_async_send(sig.loop, &sig.stop);
-  double wait = sig.grace + LG_LINGER + STOP_MARGIN;
-  struct timespec ts = {(time_t)wait,
-                        (long)((wait - (double)(time_t)wait) * 1e9)};
-  if (sigtimedwait(&sig.set, NULL, &ts) > 0)
+  double wait = sig.grace + LG_LINGER + STOP_MARGIN, left = wait, end;
+  struct timespec now;
+  int rc;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  end = (double)now.tv_sec + (double)now.tv_nsec / 1e9 + wait;
+  do { /* again when interrupted (a checker stopping every thread at exit) */
+    struct timespec ts = {(time_t)left,
+                          (long)((left - (double)(time_t)left) * 1e9)};
+    rc = sigtimedwait(&sig.set, NULL, &ts);
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    left = end - ((double)now.tv_sec + (double)now.tv_nsec / 1e9);
+  } while (rc < 0 && errno == EINTR && left > 0);
+  if (rc > 0)
     fprintf(stderr, "%s: second signal; exiting now\n", progname);
   else
     fprintf(stderr, "%s: still running %.3gs after the signal; exiting now\n",
