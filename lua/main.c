@@ -10,20 +10,16 @@
  * arguments.
  */
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "glisten.h"
 #include "lualib.h"
-#include "messages.h"
 #include "options.h"
 #include "script.h"
 #include "server.h"
@@ -95,88 +91,70 @@ static int serve_opts_valid(lua_State *L) {
 
 /* --- shutdown on signals ---------------------------------------------- */
 
-/* SIGINT and SIGTERM are blocked in every thread and taken by one thread of
- * their own (sigwait), which no script can hold up: a callback that never
- * returns, even one that cannot be preempted, stops neither a shutdown nor
- * the exit. Before the command serves, a signal ends the process as it
- * would by default. Serving, the first starts the graceful shutdown on the
- * main loop; a second one, or the shutdown's end not come grace +
- * LG_LINGER + STOP_MARGIN seconds later (a worker that never returns),
- * exits at once with status 1. */
-#define STOP_MARGIN 3.0
+/* Once the command serves, SIGINT and SIGTERM have a handler of their own,
+ * which runs whatever the loop is doing, so no script can hold it up: the
+ * first signal wakes the main loop to start the graceful shutdown and arms
+ * an alarm at grace + LG_LINGER + STOP_MARGIN seconds; a second signal, or
+ * the alarm (the shutdown has not ended: a worker stuck where it cannot be
+ * preempted), exits at once with status 1. Before the command serves, a
+ * signal ends it as it would any program. The handlers call only what may
+ * be called from one (write, alarm, _exit, ev_async_send). */
+#define STOP_MARGIN 3
 
 static struct {
-  sigset_t set;         /* SIGINT, SIGTERM */
   ev_async stop;        /* in the main loop: start the shutdown */
   struct ev_loop *loop; /* the main loop, once serving */
   lg_rt *rt;
-  atomic_int serving;
+  volatile sig_atomic_t signo; /* the first signal, once one came */
   double grace; /* of a shutdown on SIGINT/SIGTERM */
 } sig;
 
-static void add_conns(lg_rt *o, void *group, int member, void *ud) {
-  (void)group;
-  (void)member;
-  *(long long *)ud += GL_STAT_GET(o->stats.connections);
+static void say(const char *what) {
+  ssize_t rc = write(2, progname, strlen(progname));
+  rc = write(2, what, strlen(what));
+  (void)rc;
 }
 
+static void on_signal(int signo) {
+  if (sig.signo) {
+    say(": second signal; exiting now\n");
+    _exit(1);
+  }
+  sig.signo = signo;
+  alarm((unsigned)sig.grace + LG_LINGER + STOP_MARGIN + 1);
+  ev_async_send(sig.loop, &sig.stop);
+}
+
+static void on_alarm(int signo) {
+  (void)signo;
+  say(": still running after the grace period, the flush and 3 s more; "
+      "exiting now\n");
+  _exit(1);
+}
+
+/* [-0, +1, e] Connections open in this state and its pools. */
+static int open_connections(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "glisten");
+  lua_getfield(L, -1, "stats");
+  lua_call(L, 0, 1);
+  lua_getfield(L, -1, "connections");
+  return 1;
+}
+
+/* The first signal, on the main loop: says so and starts the shutdown. */
 static void on_stop(EV_P_ ev_async *w, int revents) {
+  lua_State *L = sig.rt->L;
   (void)loop;
   (void)w;
   (void)revents;
+  lua_pushcfunction(L, open_connections);
+  int open = lua_pcall(L, 0, 1, 0) == LUA_OK ? (int)lua_tointeger(L, -1) : -1;
+  lua_pop(L, 1);
+  fprintf(stderr, "%s: stopping (%s); %d connection(s) open, %.3gs grace\n",
+          progname, sig.signo == SIGINT ? "SIGINT" : "SIGTERM", open,
+          sig.grace);
   lg_rt_shutdown(sig.rt, sig.grace);
-}
-
-static void *signal_main(void *arg) {
-  int signo;
-  long long open = 0;
-  (void)arg;
-  if (sigwait(&sig.set, &signo) != 0) return NULL;
-  if (!atomic_load(&sig.serving)) { /* as if no one had taken it */
-    signal(signo, SIG_DFL);
-    pthread_sigmask(SIG_UNBLOCK, &sig.set, NULL);
-    raise(signo);
-    _exit(128 + signo);
-  }
-  lg_msg_each(NULL, add_conns, &open);
-  fprintf(stderr, "%s: stopping (%s); %lld connection(s) open, %.3gs grace\n",
-          progname, signo == SIGINT ? "SIGINT" : "SIGTERM", open, sig.grace);
-  ev_async_send(sig.loop, &sig.stop);
-  double wait = sig.grace + LG_LINGER + STOP_MARGIN, left = wait, end;
-  struct timespec now;
-  int rc;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  end = (double)now.tv_sec + (double)now.tv_nsec / 1e9 + wait;
-  do { /* again when interrupted (a checker stopping every thread at exit) */
-    struct timespec ts = {(time_t)left,
-                          (long)((left - (double)(time_t)left) * 1e9)};
-    rc = sigtimedwait(&sig.set, NULL, &ts);
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    left = end - ((double)now.tv_sec + (double)now.tv_nsec / 1e9);
-  } while (rc < 0 && errno == EINTR && left > 0);
-  if (rc > 0)
-    fprintf(stderr, "%s: second signal; exiting now\n", progname);
-  else
-    fprintf(stderr, "%s: still running %.3gs after the signal; exiting now\n",
-            progname, wait);
-  _exit(1);
-  return NULL;
-}
-
-/* Blocks SIGINT and SIGTERM here (so in every thread made after) and
- * starts the thread that takes them. */
-static void take_signals(void) {
-  pthread_t t;
-  signal(SIGPIPE, SIG_IGN);
-  sigemptyset(&sig.set);
-  sigaddset(&sig.set, SIGINT);
-  sigaddset(&sig.set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sig.set, NULL);
-  if (pthread_create(&t, NULL, signal_main, NULL) != 0) {
-    fprintf(stderr, "%s: cannot start a thread\n", progname);
-    exit(1);
-  }
-  pthread_detach(t);
 }
 
 /* Concurrent connections should be limited only by the hard limit on
@@ -189,14 +167,22 @@ static void raise_nofile(void) {
   }
 }
 
-/* From here a signal stops the command gracefully (see take_signals). */
+/* From here a signal stops the command gracefully (see on_signal). */
 static void serve_signals(lg_rt *rt) {
+  struct sigaction sa;
   sig.rt = rt;
   sig.loop = rt->loop;
   ev_async_init(&sig.stop, on_stop);
   ev_async_start(rt->loop, &sig.stop);
   ev_unref(rt->loop);
-  atomic_store(&sig.serving, 1);
+  memset(&sa, 0, sizeof sa);
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sa.sa_handler = on_alarm;
+  sigaction(SIGALRM, &sa, NULL);
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
 }
 
 /* --- main ------------------------------------------------------------- */
@@ -344,7 +330,7 @@ int main(int argc, char **argv) {
   cmdline c;
   lg_opts cli;
   raise_nofile();
-  take_signals();
+  signal(SIGPIPE, SIG_IGN);
   lua_State *L = lg_newstate();
   if (!L) {
     fprintf(stderr, "%s: cannot create a Lua state\n", progname);

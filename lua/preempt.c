@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "log.h"
 #include "options.h"
 #include "preempt.h"
 
@@ -34,6 +35,8 @@ static pthread_mutex_t life_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv;
 static pthread_t dog;
 static int users, stopping;
+static atomic_int running; /* the watchdog thread is */
+static int top; /* one past the highest slot watched; under mu */
 static struct sigaction old_action;
 
 static double now_mono(void) {
@@ -143,14 +146,16 @@ static void *watchdog(void *arg) {
     double now = now_mono();
     long tick = 0;
     int busy = 0;
-    for (int i = 1; i < LG_SLOTS; i++) {
+    for (int i = 1; i < top; i++) {
       if (!atomic_load(&watches[i].active)) continue;
       long t = look(&watches[i], owners[i], now, &busy);
       if (t && (!tick || t < tick)) tick = t;
     }
     if (busy) quiet = now;
     if (tick && tick < 1000) tick = 1000;
-    if (!tick || now - quiet > 1.0) { /* doze: nothing runs, or late */
+    if (!tick) { /* nothing to watch: lg_watch_set wakes it */
+      tick = 1000000;
+    } else if (now - quiet > 1.0) { /* doze: the next resume rouses it */
       atomic_store(&lg_watch_dozing, 1);
       tick = 1000000;
     }
@@ -206,28 +211,25 @@ static int start(void) {
 
 void lg_watch_open(lua_State *L, lg_rt *rt) {
   lg_watch *w = &watches[rt->slot];
-  int rc = 0;
+  (void)L;
   pthread_mutex_lock(&life_mu);
   pthread_mutex_lock(&mu);
-  if (users == 0) rc = start();
-  if (!rc) {
-    users++;
-    w->nruns = w->seen = w->signalled_run = 0;
-    atomic_store(&w->runs, 0);
-    atomic_store(&w->current, NULL);
-    atomic_store(&w->due, 0);
-    atomic_store(&w->kill, 0);
-    atomic_store(&w->yielded, 0);
-    atomic_store(&w->carried, 0);
-    atomic_store(&w->slice_us, (long)(lg_defaults.callback_slice * 1e6));
-    atomic_store(&w->limit_us, (long)(lg_defaults.max_callback_time * 1e6));
-    owners[rt->slot] = pthread_self();
-    atomic_store(&w->active, 1);
-    rt->watch = w;
-  }
+  users++;
+  w->nruns = w->seen = w->signalled_run = 0;
+  atomic_store(&w->runs, 0);
+  atomic_store(&w->current, NULL);
+  atomic_store(&w->due, 0);
+  atomic_store(&w->kill, 0);
+  atomic_store(&w->yielded, 0);
+  atomic_store(&w->carried, 0);
+  atomic_store(&w->slice_us, (long)(lg_defaults.callback_slice * 1e6));
+  atomic_store(&w->limit_us, (long)(lg_defaults.max_callback_time * 1e6));
+  owners[rt->slot] = pthread_self();
+  atomic_store(&w->active, 1);
+  if (rt->slot >= top) top = rt->slot + 1;
+  rt->watch = w;
   pthread_mutex_unlock(&mu);
   pthread_mutex_unlock(&life_mu);
-  if (rc) luaL_error(L, "glisten: cannot start a thread: %s", strerror(rc));
 }
 
 void lg_watch_close(lg_rt *rt) {
@@ -237,8 +239,9 @@ void lg_watch_close(lg_rt *rt) {
   pthread_mutex_lock(&mu);
   atomic_store(&rt->watch->active, 0);
   atomic_store(&rt->watch->current, NULL);
+  while (top > 1 && !atomic_load(&watches[top - 1].active)) top--;
   rt->watch = NULL;
-  last = --users == 0;
+  last = --users == 0 && atomic_load(&running);
   if (last) {
     stopping = 1;
     pthread_cond_signal(&cv);
@@ -248,13 +251,38 @@ void lg_watch_close(lg_rt *rt) {
     pthread_join(dog, NULL);
     sigaction(PREEMPT_SIGNAL, &old_action, NULL);
     pthread_cond_destroy(&cv);
+    atomic_store(&running, 0);
   }
   pthread_mutex_unlock(&life_mu);
 }
 
+/* Starts the watchdog, once, when rt has something for it to watch: at
+ * the first run of a loop, so a process that asks for no slice and no
+ * limit has no thread of it. */
+static void need(lg_rt *rt) {
+  int rc = 0;
+  if (atomic_load(&running) || (!atomic_load(&rt->watch->slice_us) &&
+                                !atomic_load(&rt->watch->limit_us)))
+    return;
+  pthread_mutex_lock(&life_mu);
+  pthread_mutex_lock(&mu);
+  if (!atomic_load(&running) && users > 0) {
+    rc = start();
+    if (!rc) atomic_store(&running, 1);
+  }
+  pthread_mutex_unlock(&mu);
+  pthread_mutex_unlock(&life_mu);
+  if (rc)
+    gl_log(GL_LOG_WARN, "cannot start the watchdog (%s): callbacks run "
+                        "without callback_slice or max_callback_time",
+           strerror(rc));
+}
+
 void lg_watch_thread(lg_rt *rt) {
   pthread_t self = pthread_self();
-  if (!rt->watch || pthread_equal(owners[rt->slot], self)) return;
+  if (!rt->watch) return;
+  need(rt);
+  if (pthread_equal(owners[rt->slot], self)) return;
   pthread_mutex_lock(&mu);
   owners[rt->slot] = self;
   pthread_mutex_unlock(&mu);
@@ -264,5 +292,8 @@ void lg_watch_set(lg_rt *rt, double slice, double limit) {
   if (!rt->watch) return;
   atomic_store(&rt->watch->slice_us, (long)(slice * 1e6));
   atomic_store(&rt->watch->limit_us, (long)(limit * 1e6));
-  lg_watch_rouse();
+  pthread_mutex_lock(&mu);
+  if (atomic_load(&running)) pthread_cond_signal(&cv);
+  pthread_mutex_unlock(&mu);
+  need(rt);
 }

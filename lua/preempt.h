@@ -75,15 +75,16 @@ static inline int lg_watch_killed(lg_watch *w) {
   return atomic_load_explicit(&w->kill, memory_order_relaxed) == w->nruns;
 }
 
-/* [-0, +0, m] Watches rt (made with slot rt->slot), from the thread that
- * calls it; starts the watchdog with the first runtime of the process. */
+/* Watches rt (made with slot rt->slot), from the thread that calls it. */
 void lg_watch_open(lua_State *L, lg_rt *rt);
 
 /* Stops watching rt; the last runtime stops the watchdog and puts the
  * signal's former handler back. */
 void lg_watch_close(lg_rt *rt);
 
-/* The thread that runs rt's loop now (the one the watchdog signals). */
+/* The thread that runs rt's loop now (the one the watchdog signals); at a
+ * loop's start, so the watchdog starts with the first loop that has a
+ * slice or a limit. */
 void lg_watch_thread(lg_rt *rt);
 
 /* Sets rt's callback_slice and max_callback_time (seconds; 0: off). */
