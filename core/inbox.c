@@ -64,6 +64,8 @@ gl_msg *gl_inbox_take(gl_inbox *in) {
   return m;
 }
 
+void gl_inbox_wake(gl_inbox *in) { ev_async_send(in->loop, &in->async); }
+
 void gl_inbox_close(gl_inbox *in) {
   gl_msg *m = gl_inbox_take(in), *next;
   for (; m; m = next) {

@@ -51,6 +51,10 @@ int gl_inbox_push(gl_inbox *in, gl_msg *m);
  * caller frees each with free(). */
 gl_msg *gl_inbox_take(gl_inbox *in);
 
+/* On the owner's thread: calls on_mail again on a later turn of the loop,
+ * after what else is ready (for an owner that handles its mail in parts). */
+void gl_inbox_wake(gl_inbox *in);
+
 /* On the owner's thread: stops the watcher and frees what is queued. */
 void gl_inbox_close(gl_inbox *in);
 

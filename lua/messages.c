@@ -28,7 +28,8 @@
 #include "server.h"
 #include "value.h"
 
-#define LG_INBOX_MAX 65536 /* messages queued for one runtime */
+#define LG_INBOX_MAX 65536   /* messages queued for one runtime */
+#define DELIVER_PER_TURN 256 /* deliveries between two polls of the loop */
 
 static char SUBS_KEY; /* topic -> { [id] = true }: this state's subscribers */
 
@@ -42,6 +43,7 @@ typedef struct msgs {
   atomic_int nsubs;        /* subscriptions here: publish skips states
                               with none */
   lg_control_fn *control;  /* the handler of MSG_CONTROL */
+  int budget;              /* deliveries left in this turn (on_mail) */
   lg_flood undelivered;
 } msgs;
 
@@ -139,23 +141,29 @@ static int glisten_post(lua_State *L) {
 
 /* [-0, +0, e] Delivers an encoded value to this state's subscribers of
  * topic (the string at idx). */
-static void publish_here(lua_State *L, lg_rt *rt, int topic, const char *p,
-                         size_t len) {
+static int publish_here(lua_State *L, lg_rt *rt, int topic, const char *p,
+                        size_t len) {
+  int n = 0;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &SUBS_KEY);
   lua_pushvalue(L, topic);
   if (lua_rawget(L, -2) == LUA_TTABLE) {
     lua_pushnil(L);
     while (lua_next(L, -2)) {
       lua_pop(L, 1);
+      n++;
       if (lg_mail_deliver(L, lua_tointeger(L, -1), p, len) >= 0)
         GL_STAT_ADD(rt->stats.dropped, 1);
     }
   }
   lua_pop(L, 2);
+  return n;
 }
 
 /* glisten.publish(topic, value) -> true. Every subscriber of topic, on
- * every worker, gets a copy through its with_message. */
+ * every worker, this one included, gets a copy through its with_message:
+ * the value goes to the inbox of each runtime that has subscribers, where
+ * the fan-out runs in bounded parts (on_mail), so a burst of publishes
+ * costs the publisher a copy each, not everyone's latency. */
 static int glisten_publish(lua_State *L) {
   lg_rt *rt = lg_rt_get(L);
   size_t tl, len;
@@ -164,10 +172,9 @@ static int glisten_publish(lua_State *L) {
   lua_settop(L, 2);
   lg_value_encode(L, 2); /* 3 */
   const char *p = lua_tolstring(L, 3, &len);
-  publish_here(L, rt, 1, p, len);
   pthread_mutex_lock(&dir_mu);
   for (int i = 1; i < LG_SLOTS; i++) {
-    if (!dir[i].m || i == rt->slot || !atomic_load(&dir[i].m->nsubs)) continue;
+    if (!dir[i].m || !atomic_load(&dir[i].m->nsubs)) continue;
     gl_msg *m = gl_msg_new(MSG_PUBLISH, (long long)tl, tl + len);
     if (!m) continue;
     memcpy(m->data, topic, tl);
@@ -269,53 +276,64 @@ static void unsubscribe_all(lua_State *L, int idx, lg_socket *s) {
 
 /* --- the inbox ------------------------------------------------------------ */
 
-static void on_post(lua_State *L, msgs *ms, gl_msg *m) {
+/* A handler of a kind of message returns how many deliveries it made
+ * (at least 1), which on_mail counts against its budget. */
+static int on_post(lua_State *L, msgs *ms, gl_msg *m) {
   if (lg_mail_deliver(L, m->target, m->data, m->len) >= 0)
     GL_STAT_ADD(ms->rt->stats.dropped, 1);
+  return 1;
 }
 
-static void on_publish(lua_State *L, msgs *ms, gl_msg *m) {
+static int on_publish(lua_State *L, msgs *ms, gl_msg *m) {
   size_t tl = (size_t)m->target;
+  int n;
   lua_pushlstring(L, m->data, tl);
-  publish_here(L, ms->rt, lua_gettop(L), m->data + tl, m->len - tl);
+  n = publish_here(L, ms->rt, lua_gettop(L), m->data + tl, m->len - tl);
   lua_pop(L, 1);
+  return n > 0 ? n : 1;
 }
 
-static void on_control(lua_State *L, msgs *ms, gl_msg *m) {
+static int on_control(lua_State *L, msgs *ms, gl_msg *m) {
   double arg;
   (void)L;
   memcpy(&arg, m->data, sizeof arg);
   if (ms->control) ms->control(ms->rt, (int)m->target, arg);
+  return 1;
 }
 
 /* The handler of each kind of message (MSG_*). */
-static void (*const handlers[])(lua_State *, msgs *, gl_msg *) = {
+static int (*const handlers[])(lua_State *, msgs *, gl_msg *) = {
     [MSG_POST] = on_post, [MSG_PUBLISH] = on_publish,
     [MSG_CONTROL] = on_control};
 
-static int deliver_all(lua_State *L) {
+/* [-0, +0, e] Handles taken messages until none is left or the budget is
+ * spent. */
+static int deliver_some(lua_State *L) {
   msgs *ms = lua_touserdata(L, 1);
-  while (ms->mail) {
+  while (ms->mail && ms->budget > 0) {
     gl_msg *m = ms->mail;
     ms->mail = m->next;
     ms->mail_cur = m;
-    handlers[m->kind](L, ms, m);
+    ms->budget -= handlers[m->kind](L, ms, m);
     ms->mail_cur = NULL;
     free(m);
   }
   return 0;
 }
 
+/* The inbox's callback: handles messages, DELIVER_PER_TURN deliveries at
+ * the most (a publish's fan-out is not cut), then lets the loop poll and
+ * comes back for the rest. It takes from the inbox only what it has
+ * handled all of before, so the inbox's bound holds for senders. */
 static void on_mail(gl_inbox *in) {
   msgs *ms = in->data;
   lg_rt *rt = ms->rt;
   lua_State *L = rt->L;
-  gl_msg *m = gl_inbox_take(in), **tail = &ms->mail;
-  while (*tail) tail = &(*tail)->next;
-  *tail = m;
+  ms->budget = DELIVER_PER_TURN;
   lg_defer_begin(rt); /* deliveries wake fibers through the ready queue */
-  while (ms->mail) {
-    lua_pushcfunction(L, deliver_all);
+  while (ms->budget > 0) {
+    if (!ms->mail && !(ms->mail = gl_inbox_take(in))) break;
+    lua_pushcfunction(L, deliver_some);
     lua_pushlightuserdata(L, ms);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
       GL_STAT_ADD(rt->stats.errors, 1);
@@ -328,9 +346,11 @@ static void on_mail(gl_inbox *in) {
       }
       free(ms->mail_cur);
       ms->mail_cur = NULL;
+      ms->budget--;
     }
   }
   lg_defer_end(rt);
+  if (ms->budget <= 0) gl_inbox_wake(in); /* the rest on a later turn */
 }
 
 /* [-0, +0, m] Lists ms in the directory and starts its inbox. */

@@ -8,7 +8,26 @@
 -- A client that stops reading only fills its own bounded mailbox: lines for
 -- it are then dropped (counted in glisten.stats().dropped) and nobody else
 -- waits.
+--
+-- One client cannot make the server work for everyone: empty lines are
+-- ignored, and a client may send RATE lines a second (BURST at once); past
+-- that its handler waits, so its input waits in the kernel (TCP slows the
+-- sender down) and every line still goes out, in order.
 local glisten = require "glisten"
+
+local RATE, BURST = 100, 100
+
+-- Waits until state may publish one more line (a token bucket).
+local function pace(state)
+  local now = glisten.now()
+  state.tokens = math.min(BURST, state.tokens + (now - state.at) * RATE)
+  state.at = now
+  if state.tokens < 1 then
+    glisten.sleep((1 - state.tokens) / RATE)
+    state.tokens, state.at = 1, glisten.now()
+  end
+  state.tokens = state.tokens - 1
+end
 
 return {
   with_init = function(state)
@@ -17,6 +36,7 @@ return {
     local here = glisten.shared:incr("chat:clients", 1, 0)
     sock:send(("* you are %d; %d other(s) here\n"):format(sock.id, here - 1))
     state.buf = ""
+    state.tokens, state.at = BURST, glisten.now()
   end,
 
   handler = function(msg, state)
@@ -25,8 +45,11 @@ return {
       local nl = buf:find("\n", start, true)
       if not nl then break end
       local line = buf:sub(start, buf:byte(nl - 1) == 13 and nl - 2 or nl - 1)
-      glisten.publish("chat", { from = state.socket.id, line = line })
       start = nl + 1
+      if line ~= "" then
+        pace(state)
+        glisten.publish("chat", { from = state.socket.id, line = line })
+      end
     end
     state.buf = buf:sub(start)
     if #state.buf > 4096 then

@@ -233,6 +233,30 @@ describe("scripts/chat.lua", function()
     for i = 1, N do cs[i]:close() end
     assert.equal(0, stop(p))
   end)
+
+  -- Catches empty lines published (the first line the others read would be
+  -- empty) and a rate kept by dropping lines instead of slowing the sender.
+  it("ignores empty lines, and slows a flooding client down without losing a line", function()
+    local p = start("scripts/chat.lua")
+    local flooder, a, b = join(p.port), join(p.port), join(p.port)
+    flooder:send(("\n"):rep(1024 * 1024))
+    flooder:send("after the blank ones\n")
+    for _, c in ipairs{ a, b } do
+      assert.equal("after the blank ones", c:receive("*l", LONG))
+    end
+    -- 300 lines at once, past the burst of 100: all arrive, in order
+    local t = {}
+    for k = 1, 300 do t[k] = ("flood %03d\n"):format(k) end
+    flooder:send(table.concat(t))
+    for _, c in ipairs{ a, b } do
+      for k = 1, 300 do
+        assert.equal(("flood %03d"):format(k), c:receive("*l", LONG))
+      end
+    end
+    quiet{ flooder, a, b }
+    flooder:close(); a:close(); b:close()
+    assert.equal(0, stop(p))
+  end)
 end)
 
 describe("scripts/handshake.lua", function()

@@ -704,6 +704,56 @@ describe("glisten.serve with script and workers", function()
   end)
 end)
 
+describe("a burst of publishes", function()
+  after_each(H.no_leaks)
+
+  -- "sub" subscribes and counts what it gets in shared "got"; "burst N"
+  -- publishes N values in one callback and answers "done"; "count"
+  -- answers "got" so far.
+  local FANOUT = [[
+local glisten = require "glisten"
+return {
+  handler = function(msg, state)
+    local sock = state.socket
+    local cmd, n = msg:match("^(%S+) ?(%d*)")
+    if cmd == "sub" then
+      sock:subscribe("t")
+      sock:send("subscribed\n")
+    elseif cmd == "burst" then
+      for i = 1, tonumber(n) do glisten.publish("t", i) end
+      sock:send("done\n")
+    elseif cmd == "count" then
+      sock:send(("got %d\n"):format(glisten.shared:get("got") or 0))
+    end
+  end,
+  with_message = function(v, state) glisten.shared:incr("got", 1, 0) end,
+}
+]]
+
+  -- Catches a fan-out run inside the publisher's callback: then every copy
+  -- is delivered before "done" goes out, and "count" answers them all.
+  it("costs the publisher a copy each; the fan-out runs in parts between the loop's polls", function()
+    local SUBS, N = 20, 50000
+    local p = H.start(H.script(FANOUT))
+    local subs = {}
+    for i = 1, SUBS do
+      subs[i] = connect(p.port)
+      assert.equal("subscribed", ask(subs[i], "sub"))
+    end
+    local pub, other = connect(p.port), connect(p.port)
+    assert.equal("done", ask(pub, "burst " .. N))
+    local got = tonumber(ask(other, "count"):match("%d+"))
+    assert.is_true(got < SUBS * N, ("all %d copies were delivered before the next request was served"):format(got))
+    -- and then every copy arrives (each mailbox keeps up: nothing dropped)
+    assert.is_true(H.wait_for(function()
+      return ask(other, "count") == ("got %d"):format(SUBS * N)
+    end, 120))
+    for _, s in ipairs(subs) do s:close() end
+    pub:close(); other:close()
+    assert.equal(0, p:stop(20))
+  end)
+end)
+
 describe("subscriptions", function()
   after_each(H.no_leaks)
 
