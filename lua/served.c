@@ -21,9 +21,11 @@
  * then the socket is closed (after flushing) and forgotten.
  */
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "served.h"
+#include "state.h"
 
 /* The body of a served connection's fiber, each time it has something to
  * do (see the top of this file): with_init the first time, then, one at a
@@ -108,6 +110,8 @@ static void conn_finish(lg_fiber *f) {
   f->ud = NULL;
   s->owner = NULL;
   s->server = NULL; /* so closing does not look for a fiber to run it */
+  if (s->reserve) lg_reserve(s->rt->L, 0);
+  s->reserve = 0;
   lg_fiber_retire(f);
   conn_release(s, sv);
 }
@@ -193,6 +197,12 @@ static void conn_done(lg_fiber *f, int status) {
     if (keep) lua_xmove(co, L, 1);
     lua_resetthread(co);
     if (keep) lua_xmove(L, co, 1);
+    /* out of memory: with_close may go past max_memory by a reserve, so
+     * it can finish while the state still holds what filled it */
+    if ((status == LUA_ERRMEM || described == LUA_ERRMEM ||
+         (keep && strstr(lua_tostring(co, -1), "not enough memory"))) &&
+        lg_reserve(L, 1))
+      s->reserve = 1;
     s->reason = LG_R_ERROR;
     lg_socket_close(s, LG_R_ERROR, LG_LINGER);
     start_close(f, keep ? NULL

@@ -58,6 +58,7 @@ struct lg_socket {
   int idle;            /* its last run ended with nothing left to do */
   int in_close;        /* its fiber (owner) runs with_close */
   int stop;            /* shut down from its own callback: end after it */
+  int reserve;         /* its with_close holds a memory reserve (state.h) */
   int nmail, mhead;    /* mailbox (mailbox.c): count, index of the oldest */
   int max_mail;        /* mailbox slots */
 };

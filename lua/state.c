@@ -52,15 +52,17 @@ typedef struct heap_state {
   void *heap;   /* HEAP_FN's ud */
   size_t limit; /* bytes the state may hold; 0: no limit */
   size_t used;  /* bytes it holds, while a limit is set */
+  int reserved; /* lg_reserve calls in force: the limit is LG_RESERVE more */
 } heap_state;
 
 /* HEAP_FN with a cap on what the blocks add up to; ud is the heap_state.
  * Freeing and shrinking never fail. */
 static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   heap_state *h = ud;
-  size_t old = ptr ? osize : 0;
+  size_t old = ptr ? osize : 0, cap = h->limit + (h->reserved ? LG_RESERVE : 0);
   void *p;
-  if (nsize > old && nsize - old > h->limit - h->used) return NULL;
+  if (nsize > old && (h->used > cap || nsize - old > cap - h->used))
+    return NULL;
   p = HEAP_FN(h->heap, ptr, osize, nsize);
   if (p || nsize == 0) h->used = h->used - old + nsize;
   return p;
@@ -155,4 +157,11 @@ int lg_setlimit(lua_State *L, size_t limit) {
   h->limit = limit;
   lua_setallocf(L, limited_alloc, h);
   return 0;
+}
+
+int lg_reserve(lua_State *L, int on) {
+  heap_state *h = heap_of(L);
+  if (!h || !h->limit) return 0;
+  h->reserved += on ? 1 : -1;
+  return 1;
 }

@@ -23,4 +23,12 @@ size_t lg_getlimit(lua_State *L);
  * when it already holds more than limit. */
 int lg_setlimit(lua_State *L, size_t limit);
 
+#define LG_RESERVE (256u << 10) /* what lg_reserve adds to the cap */
+
+/* Lets L hold LG_RESERVE bytes past its cap while at least one reserve is
+ * on: for with_close after a callback ran out of memory, so it can finish.
+ * on: 1 to take one, 0 to give it back. Returns 1 when L is capped (a
+ * reserve was taken or given), else 0 (nothing to do). */
+int lg_reserve(lua_State *L, int on);
+
 #endif

@@ -670,6 +670,41 @@ end
     assert.matches("timer: cannot run yet: not enough memory", p:stderr())
   end)
 
+  -- The handler fills the state and fails with "not enough memory",
+  -- keeping all it took; with_close then needs 128 KiB more (two strings
+  -- of 64 KiB), which only
+  -- the reserve for a with_close after running out of memory gives.
+  it("gives with_close a reserve after a callback ran out of memory, so it can finish", function()
+    local p = start("--max-memory 3000000 " .. H.script([[
+function handler(msg, state)
+  hoard = {}
+  for _, size in ipairs{ 4096, 256, 16 } do
+    pcall(function() while true do hoard[#hoard + 1] = ("x"):rep(size) .. #hoard end end)
+  end
+  hoard[#hoard + 1] = ("y"):rep(65536) .. #hoard -- fails: the callback ends here
+end
+function with_close(state, reason, detail)
+  local s = ("z"):rep(64 * 1024) .. tostring(detail):sub(1, 40)
+  io.stderr:write("with_close ", reason, " made ", #s, " bytes\n")
+  hoard = nil -- and the worker is itself again
+end
+]]))
+    for round = 1, 3 do
+      local c = H.connect(p.port)
+      c:send("fill\n")
+      local got, err = c:receive("*l")
+      assert.is_nil(got)
+      assert.equal("closed", err)
+      c:close()
+      assert.is_true(H.wait_for(function()
+        local _, n = p:stderr():gsub("with_close error made 65576 bytes", "")
+        return n >= round
+      end, 10), p:stderr())
+      assert.not_matches("error in with_close", p:stderr())
+    end
+    assert.equal(0, stop(p))
+  end)
+
   it("caps each worker, and refuses a cap below what the state holds", function()
     local p = start("-w 2 --max-memory 3000000 " .. H.script(FILL))
     local full = {}
