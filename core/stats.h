@@ -15,6 +15,8 @@ typedef struct gl_stats {
   unsigned long long errors;    /* socket failures, script errors, refusals */
   unsigned long long accept_errors; /* failed accept calls */
   unsigned long long dropped;   /* messages a full mailbox or inbox refused */
+  unsigned long long refused;   /* connections closed at once: past a cap per
+                                   client address */
 } gl_stats;
 
 #define GL_STAT_ADD(field, n)                                              \

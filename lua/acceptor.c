@@ -1,12 +1,27 @@
 /*
- * acceptor.c: a server's accepting, held to max_connections. The count is
- * the server's own, or its pool's (lg_share), so the limit holds across
- * workers.
+ * acceptor.c: a server's accepting, held to max_connections and to
+ * max_connections_per_address. Both counts are the server's own, or its
+ * pool's (lg_share), so the limits hold across workers.
  */
 #include <string.h>
 #include <unistd.h>
 
 #include "served.h"
+#include "sock.h"
+
+/* A place for fd's client address under max_connections_per_address:
+ * *addr is its entry (NULL when there is no cap). Returns 0 when that
+ * address is at its cap (or, unable to tell, out of memory). */
+static int per_address(lg_server *sv, int fd, gl_addr **addr) {
+  char ip[64];
+  int port, fam, full;
+  *addr = NULL;
+  if (!sv->o.max_connections_per_address || !sv->addrs) return 1;
+  if (gl_sock_name(fd, 1, ip, sizeof ip, &port, &fam) != 0) return 1;
+  *addr = gl_addrs_take(sv->addrs, ip, strlen(ip),
+                        sv->o.max_connections_per_address, &full);
+  return *addr != NULL;
+}
 
 /* Takes a slot under max_connections (counted across a pool). */
 static int claim(lg_server *sv) {
@@ -30,11 +45,19 @@ int lg_server_full(lg_server *sv) {
  * when a slot frees. */
 void lg_acceptor_accept(gl_listener *l, int fd) {
   lg_server *sv = l->data;
+  gl_addr *addr;
+  if (!per_address(sv, fd, &addr)) { /* as nginx's limit_conn: refused */
+    close(fd);
+    GL_STAT_ADD(sv->rt->stats.refused, 1);
+    return;
+  }
   if (sv->nheld || !claim(sv)) {
     if (sv->nheld < LG_HOLD_MAX) {
-      sv->held[sv->nheld++] = fd;
+      sv->held[sv->nheld].fd = fd;
+      sv->held[sv->nheld++].addr = addr;
     } else {
       close(fd); /* cannot happen: accepting pauses first */
+      if (addr) gl_addrs_give(sv->addrs, addr);
       GL_STAT_ADD(sv->rt->stats.errors, 1);
     }
     gl_listener_pause(&sv->l, 1);
@@ -43,19 +66,25 @@ void lg_acceptor_accept(gl_listener *l, int fd) {
     if (!lg_server_full(sv)) lg_server_resume(sv);
     return;
   }
-  lg_served_start(sv, fd);
+  lg_served_start(sv, fd, addr);
   if (lg_server_full(sv)) gl_listener_pause(&sv->l, 1);
 }
 
 void lg_server_resume(lg_server *sv) {
   if (!sv->open) {
-    while (sv->nheld) close(sv->held[--sv->nheld]);
+    while (sv->nheld) {
+      sv->nheld--;
+      close(sv->held[sv->nheld].fd);
+      if (sv->held[sv->nheld].addr)
+        gl_addrs_give(sv->addrs, sv->held[sv->nheld].addr);
+    }
     return;
   }
   while (sv->nheld && claim(sv)) {
-    int fd = sv->held[0];
-    memmove(sv->held, sv->held + 1, (size_t)--sv->nheld * sizeof(int));
-    lg_served_start(sv, fd);
+    int fd = sv->held[0].fd;
+    gl_addr *addr = sv->held[0].addr;
+    memmove(sv->held, sv->held + 1, (size_t)--sv->nheld * sizeof sv->held[0]);
+    lg_served_start(sv, fd, addr);
   }
   if (!sv->nheld && !lg_server_full(sv)) gl_listener_pause(&sv->l, 0);
 }

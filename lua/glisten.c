@@ -16,7 +16,7 @@
 #include "timer.h"
 
 static void push_stats(lua_State *L, const gl_stats *st) {
-  lua_createtable(L, 0, 9);
+  lua_createtable(L, 0, 10);
 #define F(k)                                      \
   lua_pushinteger(L, (lua_Integer)GL_STAT_GET(st->k)); \
   lua_setfield(L, -2, #k)
@@ -28,6 +28,7 @@ static void push_stats(lua_State *L, const gl_stats *st) {
   F(errors);
   F(accept_errors);
   F(dropped);
+  F(refused);
 #undef F
 }
 
@@ -40,6 +41,7 @@ static void add_stats(gl_stats *t, const gl_stats *st) {
   t->errors += GL_STAT_GET(st->errors);
   t->accept_errors += GL_STAT_GET(st->accept_errors);
   t->dropped += GL_STAT_GET(st->dropped);
+  t->refused += GL_STAT_GET(st->refused);
 }
 
 typedef struct gather {

@@ -53,6 +53,9 @@ enum { LG_KIND_STRING, LG_KIND_INT, LG_KIND_BYTES, LG_KIND_SECONDS,
     "N", "the kernel's queue of connections not yet accepted")               \
   X(max_connections, INT, 0, 0, 100000000, LG_IN_SERVER,                     \
     "--max-connections", "N", "open connections at once (0: no cap)")        \
+  X(max_connections_per_address, INT, 0, 0, 100000000, LG_IN_SERVER,         \
+    "--max-connections-per-address", "N",                                    \
+    "open connections from one client address (0: no cap)")                 \
   X(idle_timeout, SECONDS, 0, 0, 0, LG_IN_SERVER, "--idle-timeout",          \
     "SECONDS", "close a connection idle this long: no byte read or written")   \
   X(max_output, BYTES, 4194304, 1, 1099511627776, LG_IN_SOCKET,              \

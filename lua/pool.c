@@ -298,6 +298,7 @@ static int pool_gc(lua_State *L) {
     ev_async_stop(p->host_rt->loop, &p->done);
   free(p->script);
   free(p->opts);
+  gl_addrs_free(p->share.addrs);
   pthread_mutex_destroy(&p->mu);
   pthread_cond_destroy(&p->cv);
   p->host_rt = NULL;
@@ -358,8 +359,11 @@ static int pool_serve(lua_State *L, int idx, const lg_opts *o,
   snprintf(p->host, sizeof p->host, "%s", o->host);
   p->script = strdup(o->script);
   p->opts = malloc(len ? len : 1);
+  if (o->max_connections_per_address) p->share.addrs = gl_addrs_new();
   luaL_setmetatable(L, LG_POOL);
-  if (!p->script || !p->opts) return lg_nomem(L);
+  if (!p->script || !p->opts ||
+      (o->max_connections_per_address && !p->share.addrs))
+    return lg_nomem(L);
   memcpy(p->opts, enc, len);
   p->opts_len = len;
   ev_async_init(&p->done, on_done);

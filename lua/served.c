@@ -85,6 +85,8 @@ static void conn_release(lg_socket *s, lg_server *sv) {
     s->sprev = s->snext = NULL;
     sv->nconns--;
     sv->all->served--;
+    if (s->addr) gl_addrs_give(sv->addrs, s->addr);
+    s->addr = NULL;
   }
   s->owner = NULL;
   s->server = NULL;
@@ -342,6 +344,7 @@ void lg_served_shutdown_all(lg_server *sv) {
 typedef struct accept_ctx {
   lg_server *sv;
   int fd;
+  gl_addr *addr;
   lg_socket *s; /* once made */
 } accept_ctx;
 
@@ -353,6 +356,7 @@ static int serve_conn(lua_State *L) {
   lg_socket *s = lg_socket_new(L, rt, NULL); /* 2 */
   lg_socket_anchor(L, s);
   a->s = s;
+  s->addr = a->addr;
   lg_socket_limits(s, &sv->o);
   lua_createtable(L, 0, 2); /* 3: state */
   lua_pushvalue(L, 2);
@@ -377,10 +381,10 @@ static int serve_conn(lua_State *L) {
   return 0;
 }
 
-void lg_served_start(lg_server *sv, int fd) {
+void lg_served_start(lg_server *sv, int fd, gl_addr *addr) {
   lg_rt *rt = sv->rt;
   lua_State *L = rt->L;
-  accept_ctx a = {sv, fd, NULL};
+  accept_ctx a = {sv, fd, addr, NULL};
   lua_pushcfunction(L, serve_conn);
   lua_pushlightuserdata(L, &a);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
@@ -397,6 +401,7 @@ void lg_served_start(lg_server *sv, int fd) {
     } else {
       if (a.s) lg_socket_release(a.s);
       if (sv->o.max_connections) atomic_fetch_sub(sv->count, 1);
+      if (addr) gl_addrs_give(sv->addrs, addr);
     }
   }
 }

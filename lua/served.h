@@ -15,8 +15,9 @@ void lg_acceptor_accept(gl_listener *l, int fd);
 /* Whether sv is at max_connections. */
 int lg_server_full(lg_server *sv);
 
-/* Serves fd, an accepted connection that holds a slot. */
-void lg_served_start(lg_server *sv, int fd);
+/* Serves fd, an accepted connection that holds a slot (and addr, its
+ * place under max_connections_per_address, or NULL). */
+void lg_served_start(lg_server *sv, int fd, gl_addr *addr);
 /* Ends every connection of sv for a shutdown (see served.c). */
 void lg_served_shutdown_all(lg_server *sv);
 

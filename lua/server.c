@@ -115,6 +115,11 @@ int lg_serve(lua_State *L, int idx, const lg_share *share) {
   ev_timer_init(&sv->grace, on_grace, 0., 0.);
   sv->grace.data = sv;
   luaL_setmetatable(L, LG_SERVER);
+  if (o.max_connections_per_address) {
+    sv->addrs = share && share->addrs ? share->addrs
+                                      : (sv->own_addrs = gl_addrs_new());
+    if (!sv->addrs) return lg_nomem(L);
+  }
   lua_pushvalue(L, h);
   lua_setiuservalue(L, svi, 1);
   for (int i = 0; i < LG_NCB; i++) /* the order of LG_CB_* */
@@ -176,6 +181,8 @@ static int server_tostring(lua_State *L) {
 
 static int server_gc(lua_State *L) {
   lg_server *sv = lua_touserdata(L, 1);
+  gl_addrs_free(sv->own_addrs); /* its connections are gone, or closing */
+  sv->own_addrs = sv->addrs = NULL;
   if (!sv->rt->loop) return 0;
   for (int i = 0; i < LG_NCB; i++) {
     if (sv->cb[i] != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, sv->cb[i]);

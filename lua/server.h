@@ -10,6 +10,7 @@
 
 #include <stdatomic.h>
 
+#include "addrs.h"
 #include "listener.h"
 #include "socket.h"
 
@@ -30,6 +31,7 @@ typedef struct lg_servers {
  * (the pool, a higher layer, fills it in). */
 typedef struct lg_share {
   atomic_long *count;
+  gl_addrs *addrs; /* max_connections_per_address, when set */
   void (*resume)(const struct lg_share *sh);
   void *pool;
 } lg_share;
@@ -53,8 +55,13 @@ struct lg_server {
   atomic_long own_count; /* open connections, when no pool shares a count */
   atomic_long *count;    /* the count max_connections limits */
   const lg_share *share;  /* set when it serves as a pool's worker */
-  int held[LG_HOLD_MAX];  /* accepted past max_connections, not yet served */
+  struct {
+    int fd;
+    gl_addr *addr; /* its place under max_connections_per_address */
+  } held[LG_HOLD_MAX];    /* accepted past max_connections, not yet served */
   int nheld;
+  gl_addrs *addrs;        /* max_connections_per_address: the pool's, or */
+  gl_addrs *own_addrs;    /* this server's own */
 };
 
 /* [-0, +1|2, e] Serves the options table at idx (validated; handler

@@ -59,6 +59,7 @@ struct lg_socket {
   int in_close;        /* its fiber (owner) runs with_close */
   int stop;            /* shut down from its own callback: end after it */
   int reserve;         /* its with_close holds a memory reserve (state.h) */
+  void *addr;          /* its place under max_connections_per_address */
   int nmail, mhead;    /* mailbox (mailbox.c): count, index of the oldest */
   int max_mail;        /* mailbox slots */
 };

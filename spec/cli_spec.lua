@@ -287,6 +287,49 @@ describe("glisten-lua limit flags", function()
     assert.equal(0, p:wait(30))
   end
 
+  -- Every client of a spec comes from 127.0.0.1, so two are one address's
+  -- cap: the third is closed at once and counted in stats().refused, on
+  -- any worker, and a place freed serves the next one.
+  it("--max-connections-per-address caps one client address, across workers", function()
+    local COUNTING = [[
+local glisten = require "glisten"
+function handler(msg, state)
+  if msg == "refused\n" then
+    state.socket:send(glisten.stats().refused .. "\n")
+  else
+    state.socket:send(msg)
+  end
+end
+]]
+    for _, w in ipairs{ 1, 2 } do
+      local p = H.start(("-w %d --max-connections-per-address 2 %s"):format(w, H.script(COUNTING)))
+      local a, b = H.connect(p.port), H.connect(p.port)
+      for _, c in ipairs{ a, b } do
+        c:send("in\n"); assert.equal("in", c:receive("*l"))
+      end
+      for _ = 1, 3 do -- on whichever worker it lands
+        local c = H.connect(p.port)
+        c:send("in\n")
+        local got, err = c:receive("*l")
+        assert.is_nil(got)
+        assert.equal("closed", err)
+        c:close()
+      end
+      a:send("refused\n")
+      assert.equal("3", a:receive("*l"))
+      b:close()
+      assert.is_true(H.wait_for(function()
+        local c = H.connect(p.port)
+        c:send("in\n")
+        local ok = c:receive("*l") == "in"
+        c:close()
+        return ok
+      end, 10))
+      a:close()
+      stop(p)
+    end
+  end)
+
   it("refuses a bad --backlog with exit 2, a clear message and usage, in both forms", function()
     local script = H.script(ECHO)
     for _, case in ipairs{
