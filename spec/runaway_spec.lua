@@ -88,15 +88,22 @@ describe("a callback that never returns", function()
     end
   end)
 
+  -- The command with w workers and that grace, and four connections stuck
+  -- where nothing can yield (some on each worker, most likely).
+  local function stuck(w, grace)
+    local p = H.start(("-w %d --shutdown-timeout %d %s"):format(w, grace, H.script(RUNAWAY)))
+    local conns = {}
+    for i = 1, 4 do
+      conns[i] = H.connect(p.port)
+      conns[i]:send("stuck\n")
+    end
+    glisten.sleep(0.2)
+    return p, conns
+  end
+
   it("cannot keep the command from exiting on SIGTERM where it cannot yield: exit 1", function()
     for _, w in ipairs{ 1, 2 } do
-      local p = H.start(("-w %d --shutdown-timeout 0 %s"):format(w, H.script(RUNAWAY)))
-      local conns = {}
-      for i = 1, 4 do
-        conns[i] = H.connect(p.port)
-        conns[i]:send("stuck\n")
-      end
-      glisten.sleep(0.2)
+      local p, conns = stuck(w, 0)
       p:signal("TERM")
       assert.equal(1, p:wait(40))
       assert.matches("still running after the grace period, the flush and 3 s more; exiting now",
@@ -107,13 +114,7 @@ describe("a callback that never returns", function()
 
   it("cannot keep a second signal from exiting at once with 1", function()
     for _, w in ipairs{ 1, 2 } do
-      local p = H.start(("-w %d --shutdown-timeout 60 %s"):format(w, H.script(RUNAWAY)))
-      local conns = {}
-      for i = 1, 4 do
-        conns[i] = H.connect(p.port)
-        conns[i]:send("stuck\n")
-      end
-      glisten.sleep(0.2)
+      local p, conns = stuck(w, 60)
       p:signal("INT")
       glisten.sleep(0.5) -- (a stuck loop cannot say "stopping")
       p:signal("INT")
