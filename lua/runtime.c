@@ -203,6 +203,7 @@ double lg_deadline(lg_rt *rt, double timeout) {
 static int traceback_p(lua_State *L) {
   lua_State *co = lua_touserdata(L, 1);
   const char *msg = lua_tostring(co, -1);
+  size_t len;
   if (!msg) {
     if (luaL_callmeta(co, -1, "__tostring") && lua_type(co, -1) == LUA_TSTRING)
       msg = lua_tostring(co, -1);
@@ -210,7 +211,15 @@ static int traceback_p(lua_State *L) {
       msg = lua_pushfstring(co, "(error object is a %s value)",
                             luaL_typename(co, -1));
   }
-  luaL_traceback(L, co, msg, 0);
+  lua_tolstring(co, -1, &len); /* msg's length */
+  if (strlen(msg) == len) {
+    luaL_traceback(L, co, msg, 0);
+  } else { /* a NUL in msg, where luaL_traceback would end it */
+    lua_pushlstring(L, msg, len);
+    lua_pushliteral(L, "\n");
+    luaL_traceback(L, co, NULL, 0);
+    lua_concat(L, 3);
+  }
   return 1;
 }
 
@@ -246,9 +255,11 @@ int lg_log_error(lg_rt *rt, const char *what, lua_State *co, int status) {
   char buf[256];
   int st;
   const char *msg = traceback(co, rt, buf, sizeof buf, &st);
+  size_t len = strlen(msg);
   (void)status;
+  if (st == LUA_OK) lua_tolstring(co, -1, &len);
   GL_STAT_ADD(rt->stats.errors, 1);
-  gl_log(GL_LOG_ERROR, "%s: %s", what, msg);
+  gl_log_text(GL_LOG_ERROR, what, msg, len);
   return st;
 }
 

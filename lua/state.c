@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "log.h"
 #include "state.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -68,14 +69,29 @@ static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   return p;
 }
 
+/* Writes s to stderr escaped (gl_log_escape): a script's text can neither
+ * start a line nor send the terminal its control sequences. */
+static void put_escaped(const char *s) {
+  char out[1024];
+  size_t len = strlen(s);
+  while (len) {
+    size_t took = gl_log_escape(out, sizeof out, s, len);
+    fputs(out, stderr);
+    s += took;
+    len -= took;
+  }
+}
+
 static int panic(lua_State *L) {
   const char *msg = lua_tostring(L, -1);
-  fprintf(stderr, "PANIC: unprotected error in call to Lua API (%s)\n",
-          msg ? msg : "error object is not a string");
+  fputs("PANIC: unprotected error in call to Lua API (", stderr);
+  put_escaped(msg ? msg : "error object is not a string");
+  fputs(")\n", stderr);
   return 0; /* Lua aborts */
 }
 
-/* Warnings as the stand-alone lua prints them: off until "@on". */
+/* Warnings as the stand-alone lua prints them (off until "@on"), a
+ * warning's pieces escaped, on one line. */
 static void warn(void *ud, const char *msg, int tocont) {
   heap_state *h = ud;
   if (!h->cont && *msg == '@') { /* a control message */
@@ -85,7 +101,7 @@ static void warn(void *ud, const char *msg, int tocont) {
   }
   if (h->warn) {
     if (!h->cont) fputs("Lua warning: ", stderr);
-    fputs(msg, stderr);
+    put_escaped(msg);
     if (!tocont) fputs("\n", stderr);
   }
   h->cont = tocont;

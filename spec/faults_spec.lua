@@ -585,6 +585,61 @@ describe("a script error at run time", function()
   end)
 end)
 
+describe("the log", function()
+  after_each(cleanup)
+
+  -- The peer's bytes reach the log through the script's error (and a Lua
+  -- warning): ESC, BEL, CR, a newline and a line made to look like
+  -- glisten's own, a NUL with text after it, a backslash, and a C1 control
+  -- (CSI) in UTF-8. Catches any of them written raw, a forged line of its
+  -- own, a message cut at the NUL, and an escape that reads two ways.
+  it("escapes what a peer or a script wrote: no control character, no line of its own, nothing cut at a NUL", function()
+    local p = start(H.script([[
+      function handler(msg, state)
+        state.got = (state.got or "") .. msg
+        if state.got:sub(-3) ~= "END" then return end
+        warn("@on")
+        warn("peer sent ", state.got)
+        error("peer sent " .. state.got, 0)
+      end
+    ]]))
+    local c = H.connect(p.port)
+    local _, port = c:getsockname()
+    c:send("\27[31mred\7\r\nglisten: conn 1 (127.0.0.1:1): script error: forged\0after the NUL \\x1b \194\155END")
+    H.assert_closed(c)
+    c:close()
+    assert.is_true(H.wait_for(function() return p:stderr():find("stack traceback") end))
+    assert.equal(0, stop(p))
+    local err = p:stderr()
+    -- no control character but the newline that ends each line
+    local bad = err:find("[%z\1-\9\11-\31\127]") or err:find("\194[\128-\159]")
+    assert.is_nil(bad, "a control character at byte " .. tostring(bad) .. " of:\n" .. err)
+    -- the lines: glisten's own, one per message
+    local lines = {}
+    for line in err:gmatch("([^\n]*)\n") do lines[#lines + 1] = line end
+    local logged = {}
+    for _, line in ipairs(lines) do
+      assert.is_nil(line:find("^glisten: conn 1 "), "a forged line: " .. line)
+      if line:find("^glisten: ") then logged[#logged + 1] = line end
+    end
+    assert.equal(1, #logged, err)
+    local peer = "\\x1b[31mred\\x07\\r\\nglisten: conn 1 (127.0.0.1:1): script error: forged"
+    local want = ("glisten: conn %%d+ %%(127%%.0%%.0%%.1:%d%%): script error: "):format(port)
+    assert.matches("^" .. want, logged[1])
+    assert.truthy(logged[1]:find("peer sent " .. peer .. "\\x00after the NUL \\\\x1b \\xc2\\x9bEND"
+      .. "\\nstack traceback:\\n\\t", 1, true), logged[1])
+    -- Lua's warn takes C strings: its text ends at the NUL, escaped up to it
+    local warned = 0
+    for _, line in ipairs(lines) do
+      if line:find("^Lua warning: ") then
+        warned = warned + 1
+        assert.equal("Lua warning: peer sent " .. peer, line)
+      end
+    end
+    assert.equal(1, warned, err)
+  end)
+end)
+
 describe("running out of memory (max_memory)", function()
   after_each(cleanup)
 

@@ -416,6 +416,175 @@ describe("workers", function()
   end)
 end)
 
+describe("values between workers", function()
+  local p
+  after_each(function() local q = p; p = nil; stop_then_check(q) end)
+
+  -- Each command answers in one line what the post gave: "true nil", "nil
+  -- ERR", or "raised ERR". "dag ID" posts a table held three times and used
+  -- as a key; "tt ID N" posts {kind =, t = t} where t = {t, t} nests N
+  -- tables; "deep ID N" posts a value N tables deep; "big ID N" a string
+  -- of N bytes; "make N" keeps a string of N + 1 bytes, which "postkept ID"
+  -- posts in a table. "hold CAP ROOM" keeps all but about ROOM bytes of
+  -- what the state may hold (CAP); "release" lets them go. with_message
+  -- answers what arrived: the DAG's identities, the tables in t and
+  -- whether each one's two halves are one table, a depth, a length.
+  local VALUES = [[
+local glisten = require "glisten"
+local hoard, kept
+local function try(...)
+  local r = table.pack(pcall(...))
+  if not r[1] then return "raised " .. tostring(r[2]) end
+  return tostring(r[2]) .. " " .. tostring(r[3])
+end
+local function nest(n)
+  local t = {}
+  for _ = 2, n do t = {t} end
+  return t
+end
+return {
+  with_init = function(state)
+    state.socket:send(("worker %d of %d id %d\n"):format(glisten.worker_id(),
+      glisten.worker_count(), state.socket.id))
+  end,
+  handler = function(msg, state)
+    local sock = state.socket
+    local cmd, a, b = msg:match("^(%S+) ?(%S*) ?(%S*)\n$")
+    local id, n = tonumber(a), tonumber(b)
+    local answer
+    if cmd == "dag" then
+      local s = {x = 1}
+      answer = try(glisten.post, id, {kind = "dag", a = s, b = s, list = {s, s}, [s] = "key"})
+    elseif cmd == "tt" then
+      local t = {}
+      for _ = 2, n do t = {t, t} end
+      answer = try(glisten.post, id, {kind = "tt", t = t})
+    elseif cmd == "deep" then
+      answer = try(glisten.post, id, {kind = "deep", t = nest(n - 1)})
+    elseif cmd == "big" then
+      answer = try(glisten.post, id, ("b"):rep(n))
+    elseif cmd == "make" then
+      kept = ("k"):rep(tonumber(a)) .. "!"
+      answer = "made " .. #kept
+    elseif cmd == "postkept" then
+      answer = try(glisten.post, id, {kept})
+    elseif cmd == "hold" then
+      local cap, room = tonumber(a), tonumber(b)
+      local piece = ("h"):rep(16384)
+      hoard = {}
+      collectgarbage()
+      while cap - collectgarbage("count") * 1024 > room + 65536 do
+        hoard[#hoard + 1] = piece .. #hoard
+      end
+      collectgarbage()
+      answer = ("holding; %d bytes left"):format(cap - math.floor(collectgarbage("count") * 1024))
+    elseif cmd == "release" then
+      hoard = nil
+      collectgarbage()
+      answer = "released"
+    end
+    sock:send(answer .. "\n")
+  end,
+  with_message = function(m, state)
+    local out
+    if type(m) == "string" then
+      out = "string of " .. #m
+    elseif type(m[1]) == "string" then
+      out = "kept string of " .. #m[1]
+    elseif m.kind == "dag" then
+      out = ("dag %s %s %s"):format(m.a == m.b, m.list[1] == m.a and m.list[2] == m.a,
+        m[m.a] == "key")
+    elseif m.kind == "tt" then
+      local tables, halves, t = 0, true, m.t
+      while t do
+        tables = tables + 1
+        halves = halves and t[1] == t[2]
+        t = t[1]
+      end
+      out = ("tt %d tables, halves shared %s"):format(tables, halves)
+    elseif m.kind == "deep" then
+      local d, t = 0, m
+      while t do d = d + 1; t = t.t or t[1] end
+      out = "deep " .. d
+    end
+    state.socket:send(out .. "\n")
+  end,
+}
+]]
+
+  -- Two workers, a connection on each: the sender on 2, the target on 1.
+  local function pair(args)
+    p = H.start("-w 2 " .. (args or "") .. H.script(VALUES))
+    local by, spare = spread(p.port, 2, 1)
+    for _, s in ipairs(spare) do s:close() end
+    return by[2][1].sock, by[1][1]
+  end
+
+  -- Catches a copy that sends a table met twice as two tables.
+  it("keep a table's identity: two references to one table arrive as two references to one table", function()
+    local sender, target = pair()
+    assert.equal("true nil", ask(sender, "dag " .. target.id))
+    assert.equal("dag true true true", target.sock:receive("*l"))
+    sender:close(); target.sock:close()
+  end)
+
+  -- t = {t, t} 23 tables deep has 2^22 paths to its innermost table: a
+  -- copy that follows paths needs hundreds of MB. Here the sender holds all
+  -- but about 64 KiB of its max_memory, where the encoding must fit.
+  -- Catches an encoding that grows with the paths, not the tables, and a
+  -- decoding that makes a table per path.
+  it("post t = {t, t} nested 23 tables in bytes that grow with its tables, not its paths", function()
+    local cap = 16 << 20
+    local sender, target = pair(("--max-memory %d "):format(cap))
+    local left = tonumber(ask(sender, ("hold %d %d"):format(cap, 65536)):match("^holding; (%d+) bytes left$"))
+    assert.is_true(left < 256 << 10, left .. " bytes left")
+    assert.equal("true nil", ask(sender, ("tt %d 23"):format(target.id)))
+    assert.equal("tt 23 tables, halves shared true", target.sock:receive("*l"))
+    assert.equal("released", ask(sender, "release"))
+    sender:close(); target.sock:close()
+  end)
+
+  -- Catches a depth cap other than 200 or a message that does not say so.
+  it("nest at most 200 tables deep, and say so past it", function()
+    local sender, target = pair()
+    assert.equal("true nil", ask(sender, ("deep %d 200"):format(target.id)))
+    assert.equal("deep 200", target.sock:receive("*l"))
+    assert.equal("raised cannot send a value nested more than 200 tables deep",
+      ask(sender, ("deep %d 201"):format(target.id)))
+    sender:close(); target.sock:close()
+  end)
+
+  -- Catches a value of any size being sent, and a cap that does not say
+  -- which.
+  it("take at most 64 MiB encoded, and say so past it", function()
+    local sender, target = pair()
+    assert.equal("raised cannot send a value larger than 64 MiB encoded",
+      ask(sender, ("big %d %d"):format(target.id, 64 << 20)))
+    assert.equal("true nil", ask(sender, ("big %d %d"):format(target.id, 1 << 20)))
+    assert.equal("string of " .. (1 << 20), target.sock:receive("*l"))
+    sender:close(); target.sock:close()
+  end)
+
+  -- The sender keeps a 3 MiB string, then holds all but about 5 MiB of its
+  -- max_memory: the encoding (3 MiB) and the message made of it (3 MiB)
+  -- cannot both fit. Catches an encoding buffer that max_memory does not
+  -- count (the post would then succeed), and a failure that reads as
+  -- anything but "not enough memory".
+  it("count the encoding against max_memory, and fail with \"not enough memory\" past it", function()
+    local cap = 24 << 20
+    local sender, target = pair(("--max-memory %d "):format(cap))
+    assert.equal("made " .. ((3 << 20) + 1), ask(sender, "make " .. (3 << 20)))
+    local left = tonumber(ask(sender, ("hold %d %d"):format(cap, 5 << 20)):match("^holding; (%d+) bytes left$"))
+    assert.is_true(left > 5 << 20 and left < (5 << 20) + (256 << 10), left .. " bytes left")
+    assert.equal("raised not enough memory", ask(sender, "postkept " .. target.id))
+    -- memory back: the same post goes through
+    assert.equal("released", ask(sender, "release"))
+    assert.equal("true nil", ask(sender, "postkept " .. target.id))
+    assert.equal("kept string of " .. ((3 << 20) + 1), target.sock:receive("*l"))
+    sender:close(); target.sock:close()
+  end)
+end)
+
 describe("worker inboxes", function()
   local p
   after_each(function() local q = p; p = nil; stop_then_check(q) end)
