@@ -183,6 +183,10 @@ static int copy_out(const entry *e, gl_dval *out, gl_buf *tmp) {
   *out = e->v;
   if (e->v.type == GL_DV_STR) {
     tmp->off = tmp->len = 0;
+    if (e->v.len == 0) {
+      out->s = ""; /* tmp may have no storage: its head would be NULL */
+      return GL_DICT_OK;
+    }
     if (gl_buf_append(tmp, e->v.s, e->v.len) != 0) return GL_DICT_NOMEM;
     out->s = gl_buf_head(tmp);
   }

@@ -45,7 +45,8 @@ typedef struct gl_dict gl_dict;
 gl_dict *gl_dict_new(size_t max_bytes);
 void gl_dict_free(gl_dict *d);
 
-/* Copies key's value to *out; string bytes go to tmp (out->s points there).
+/* Copies key's value to *out; string bytes go to tmp (out->s points there,
+ * or to a static "" for an empty string: never NULL).
  * Returns GL_DICT_OK, GL_DICT_NOTFOUND or GL_DICT_NOMEM (tmp could not
  * grow). */
 int gl_dict_get(gl_dict *d, const char *k, size_t kl, gl_dval *out,
