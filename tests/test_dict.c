@@ -7,6 +7,7 @@
  * machine is. The work a call does is read from gl_dict_stats' `examined`
  * (entries looked at to expire or evict), never from a clock.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -662,6 +663,88 @@ static void test_model(void **state) {
   gl_dict_free(d);
 }
 
+/* ---- threads ---- */
+
+#define THREADS 4
+#define THREAD_OPS 20000
+
+/* One thread's share: sets, gets, deletes and incrs on a small dictionary
+ * that evicts all the time, and an incr of one counter in another. cmocka
+ * may not assert off the main thread, so a thread counts what is wrong. */
+typedef struct churner {
+  gl_dict *small, *count;
+  uint64_t seed;
+  int wrong;
+} churner;
+
+static void *churn(void *arg) {
+  churner *c = arg;
+  gl_buf tmp;
+  char k[16], val[256];
+  gl_dval zero = num_int(0), one = num_int(1), out, v;
+  gl_buf_init(&tmp);
+  memset(val, 'v', sizeof val);
+  for (int i = 0; i < THREAD_OPS; i++) {
+    c->seed = c->seed * 6364136223846793005ull + 1442695040888963407ull;
+    uint64_t r = c->seed >> 16;
+    snprintf(k, sizeof k, "key%u", (unsigned)(r % 200));
+    size_t kl = strlen(k);
+    if (gl_dict_incr(c->count, "n", 1, &one, &zero, 0, &out) != GL_DICT_OK)
+      c->wrong++;
+    switch ((r >> 8) % 4) {
+      case 0: case 1:
+        v = (gl_dval){GL_DV_STR, 0, 0, 0, val, (size_t)((r >> 12) % 256)};
+        if (gl_dict_set(c->small, k, kl, &v, (r >> 20) % 2 ? 3600 : 0,
+                        GL_DICT_SET, NULL) != GL_DICT_OK)
+          c->wrong++;
+        break;
+      case 2: {
+        int rc = gl_dict_get(c->small, k, kl, &out, &tmp);
+        if (rc == GL_DICT_OK && out.type == GL_DV_STR &&
+            (out.len > 255 || (out.len && memcmp(out.s, val, out.len))))
+          c->wrong++;
+        else if (rc != GL_DICT_OK && rc != GL_DICT_NOTFOUND)
+          c->wrong++;
+        break;
+      }
+      default:
+        if ((r >> 12) % 2)
+          gl_dict_delete(c->small, k, kl);
+        else
+          gl_dict_incr(c->small, k, kl, &one, &zero, 0, &out);
+    }
+  }
+  gl_buf_free(&tmp);
+  return NULL;
+}
+
+/* Threads at once: every call stays whole (the counter is exact, values
+ * come back as they were set) and the structure holds. */
+static void test_threads(void **state) {
+  (void)state;
+  gl_dict *small = gl_dict_new(40 * gl_dict_entry_size(6, 128));
+  gl_dict *count = gl_dict_new(1 << 20);
+  pthread_t t[THREADS];
+  churner c[THREADS];
+  for (int i = 0; i < THREADS; i++) {
+    c[i] = (churner){small, count, 0x853c49e6748fea9bull + (uint64_t)i, 0};
+    assert_int_equal(pthread_create(&t[i], NULL, churn, &c[i]), 0);
+  }
+  for (int i = 0; i < THREADS; i++) {
+    assert_int_equal(pthread_join(t[i], NULL), 0);
+    assert_int_equal(c[i].wrong, 0);
+  }
+  gl_dval out, zero = num_int(0);
+  assert_int_equal(gl_dict_incr(count, "n", 1, &zero, NULL, 0, &out),
+                   GL_DICT_OK);
+  assert_true(out.i == THREADS * THREAD_OPS);
+  assert_true(stats(small).evicted > 1000);
+  check(small);
+  check(count);
+  gl_dict_free(small);
+  gl_dict_free(count);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_values_keep_their_types),
@@ -671,6 +754,7 @@ int main(void) {
       cmocka_unit_test(test_full_expired_first),
       cmocka_unit_test(test_full_set_looks_at_few),
       cmocka_unit_test(test_model),
+      cmocka_unit_test(test_threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
