@@ -33,9 +33,16 @@ int gl_buf_append(gl_buf *b, const void *p, size_t n);
  * offset 0. */
 void gl_buf_consume(gl_buf *b, size_t n);
 
-static inline char *gl_buf_head(const gl_buf *b) { return b->data + b->off; }
+/* The first unread byte and the end of the unread ones; NULL for a buffer
+ * with no storage, since arithmetic on a null pointer, even + 0, is
+ * undefined. So a caller that may hold an empty buffer passes these only
+ * where a length of 0 means the pointer is not used (lua_pushlstring does
+ * not use it; memcpy may not be given NULL). */
+static inline char *gl_buf_head(const gl_buf *b) {
+  return b->data ? b->data + b->off : NULL;
+}
 static inline char *gl_buf_tail(const gl_buf *b) {
-  return b->data + b->off + b->len;
+  return b->data ? b->data + b->off + b->len : NULL;
 }
 static inline size_t gl_buf_room(const gl_buf *b) {
   return b->cap - b->off - b->len;

@@ -10,8 +10,10 @@
  *   keys([max]) -> { key, ... } (max 1024 by default, 0 for all)
  *
  * Values are strings, numbers and booleans; each call is atomic across
- * workers (core/dict.c holds its mutex for the whole call). The dictionary
- * holds at most LG_SHARED_BYTES; see dict.h for what happens when full.
+ * workers (core/dict.c makes each call's change under its mutex, for a
+ * time that does not grow with the entries held, but keys(0)'s). The
+ * dictionary holds at most LG_SHARED_BYTES; see dict.h for what happens
+ * when full.
  */
 #include <pthread.h>
 #include <string.h>

@@ -20,6 +20,8 @@ describe("glisten.shared", function()
     assert.equal(1.5, shared:get("f"))
     assert.is_false(shared:get("b"))
     assert.is_nil(shared:get("missing"))
+    shared:set("empty", "")
+    assert.equal("", shared:get("empty"))
     shared:set("s", nil) -- nil deletes
     assert.is_nil(shared:get("s"))
     assert.is_true(shared:delete("i"))
@@ -114,6 +116,7 @@ describe("glisten.shared", function()
   end)
 
   it("lists keys, at most max (1024 by default, 0 for all)", function()
+    assert.same({}, shared:keys(0))
     for i = 1, 1100 do shared:set("key" .. i, i) end
     assert.equal(1024, #shared:keys())
     assert.equal(10, #shared:keys(10))

@@ -49,6 +49,9 @@ static void test_init_owns_nothing(void **state) {
   assert_int_equal(b.off, 0);
   assert_int_equal(b.len, 0);
   assert_int_equal(b.cap, 0);
+  /* no storage: no pointer into it either (NULL + 0 is undefined) */
+  assert_null(gl_buf_head(&b));
+  assert_null(gl_buf_tail(&b));
   /* Reserving nothing allocates nothing. */
   assert_int_equal(gl_buf_reserve(&b, 0), GL_OK);
   assert_null(b.data);
