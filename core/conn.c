@@ -334,12 +334,13 @@ void gl_env_close_all(gl_env *env) {
   while (env->conns) close_now(env->conns, GL_CLOSE_LOCAL, 0);
 }
 
-void gl_env_flush_close_all(gl_env *env) {
+void gl_env_flush_close_all(gl_env *env, double limit) {
   struct ev_loop *home = env->loop, *own;
   gl_conn *c, *next;
   for (c = env->conns; c; c = next) { /* the others end now */
     next = c->next;
-    if (!(c->flags & GL_CONN_CLOSING)) close_now(c, GL_CLOSE_LOCAL, 0);
+    if (!(c->flags & GL_CONN_CLOSING) || limit <= 0)
+      close_now(c, GL_CLOSE_LOCAL, 0);
   }
   if (!env->conns) return;
   own = ev_loop_new(EVFLAG_AUTO);
@@ -353,6 +354,7 @@ void gl_env_flush_close_all(gl_env *env) {
     ev_io_stop(home, &c->rio);
     ev_io_stop(home, &c->wio);
     ev_timer_stop(home, &c->timer);
+    if (left > limit) left = limit;
     ev_timer_set(&c->timer, left > 0 ? left : 0., 0.);
     ev_io_start(own, &c->wio);
     ev_timer_start(own, &c->timer);

@@ -143,10 +143,12 @@ void gl_env_close_all(gl_env *env);
 
 /* Teardown that keeps the promise of a lingering close: connections still
  * flushing (closed with linger) go on flushing, on a private loop so no
- * other watcher of env's loop runs meanwhile, until each is written out or
- * its linger passes; every other connection is closed at once. On return
- * env has no connections. Blocks for at most the longest linger. */
-void gl_env_flush_close_all(gl_env *env);
+ * other watcher of env's loop runs meanwhile, until each is written out,
+ * its linger passes or `limit` seconds pass, whichever comes first; every
+ * other connection is closed at once (as is every one when limit <= 0). On
+ * return env has no connections. Blocks for at most min(limit, the longest
+ * linger). */
+void gl_env_flush_close_all(gl_env *env, double limit);
 
 static inline size_t gl_conn_queued(const gl_conn *c) { return c->out.len; }
 

@@ -427,7 +427,7 @@ void lg_check_loop_allowed(lua_State *L, const char *fn) {
 }
 
 void lg_run(lg_rt *rt) {
-  rt->stopped = 0;
+  rt->stopped = rt->overdue = 0;
   lg_watch_thread(rt);
   rt->in_loop++;
   while (!rt->stopped && ev_run(rt->loop, 0)) {

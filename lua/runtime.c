@@ -54,11 +54,17 @@ lg_rt *lg_rt_get(lua_State *L) {
  * first; then what close() queued still goes out, and the loop ends. */
 static int rt_gc(lua_State *L) {
   lg_rt *rt = lua_touserdata(L, 1);
+  double flush = LG_LINGER; /* the longest the teardown may flush */
   if (!rt->loop) { /* never made whole */
     if (rt->slot > 0) slot_give(rt->slot);
     rt->slot = 0;
     return 0;
   }
+  /* a shutdown under way keeps its deadline, flush included */
+  if (rt->overdue)
+    flush = 0;
+  else if (ev_is_active(&rt->deadline))
+    flush = ev_timer_remaining(rt->loop, &rt->deadline);
   rt->closing = 1;
   ev_timer_stop(rt->loop, &rt->settle);
   ev_timer_stop(rt->loop, &rt->deadline);
@@ -67,7 +73,7 @@ static int rt_gc(lua_State *L) {
       rt->mod[i].hooks->teardown(rt, rt->mod[i].self);
   for (int i = 0; i < rt->nmod; i++) free(rt->mod[i].self);
   rt->nmod = 0;
-  gl_env_flush_close_all(&rt->env); /* what close() queued still goes out */
+  gl_env_flush_close_all(&rt->env, flush); /* what close() queued goes out */
   lg_sched_close(rt);
   lg_watch_close(rt);
   ev_loop_destroy(rt->loop);
@@ -161,6 +167,7 @@ static void on_grace_up(EV_P_ ev_timer *w, int revents) {
                         "and the flush; ending");
   ev_timer_stop(EV_A_ & rt->settle);
   rt->stopped = 1;
+  rt->overdue = 1;
   ev_break(EV_A_ EVBREAK_ALL);
 }
 

@@ -64,6 +64,7 @@ struct lg_rt {
   int closing;      /* lua_close in progress: call no Lua */
   int hosted;       /* a pool's worker: its host reports a late shutdown */
   ev_timer settle, deadline; /* lg_rt_shutdown: all done?; grace is up */
+  int overdue;      /* the deadline passed: teardown flushes nothing more */
   struct {
     const lg_rt_hooks *hooks;
     void *self;

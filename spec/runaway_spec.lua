@@ -88,6 +88,31 @@ describe("a callback that never returns", function()
     end
   end)
 
+  it("nor can a goodbye to a peer that never reads: exit 0 at the deadline", function()
+    -- the handler fills the peer's window and waits; with_close's goodbye
+    -- waits too, until the deadline (grace + the flush + 1 s) cuts it short
+    local FLOOD = [[
+function handler(msg, state)
+  local chunk = string.rep("x", 65536)
+  for i = 1, 1024 do if not state.socket:send(chunk) then break end end
+end
+function with_close(state, reason)
+  io.stderr:write("with_close ", reason, "\n")
+  state.socket:send("bye\n")
+end
+]]
+    for _, w in ipairs{ 1, 2 } do
+      local p = H.start(("-w %d --shutdown-timeout 0.5 %s"):format(w, H.script(FLOOD)))
+      local c = H.connect(p.port)
+      c:send("go\n")
+      glisten.sleep(0.3)
+      p:signal("TERM")
+      assert.equal(0, p:wait(30), p:stderr())
+      assert.matches("with_close shutdown", p:stderr())
+      c:close()
+    end
+  end)
+
   -- The command with w workers and that grace, and four connections stuck
   -- where nothing can yield (some on each worker, most likely).
   local function stuck(w, grace)
