@@ -62,6 +62,7 @@ typedef struct probe {
   size_t close_queued; /* gl_conn_queued in on_close */
   ev_tstamp last_data_at;  /* loop time of the last on_data */
   ev_tstamp idle_at_close; /* loop time minus last_active in on_close */
+  ev_tstamp closed_at;     /* loop time of on_close */
 } probe;
 
 /* A connection's far end. */
@@ -83,6 +84,7 @@ struct fixture {
   peer peers[NCONN];
   ev_timer pinger;
   int pings;
+  ev_tstamp last_ping_at, ping_gap; /* loop time of the last; longest gap */
 };
 
 /* The byte at stream position i. */
@@ -149,6 +151,7 @@ static void probe_close(gl_conn *c) {
   p->close_queued = gl_conn_queued(c);
   p->closed_inside = p->in_data || p->in_drain;
   p->idle_at_close = ev_now(p->f->loop) - c->last_active;
+  p->closed_at = ev_now(p->f->loop);
   /* Using c from its own on_close is safe and does nothing. */
   p->write_in_close = gl_conn_write(c, "x", 1);
   gl_conn_close(c, GL_CLOSE_ERROR, 1.0);
@@ -660,31 +663,51 @@ static void test_idle_timeout(void **state) {
   assert_all_closed(f);
 }
 
+#define PINGS 8
+#define PING_IDLE 0.5 /* the idle timeout while pinging every PING_IDLE / 5 */
+
 static void ping(struct ev_loop *loop, ev_timer *w, int revents) {
   fixture *f = w->data;
+  ev_tstamp now = ev_now(loop);
   (void)revents;
+  if (now - f->last_ping_at > f->ping_gap) f->ping_gap = now - f->last_ping_at;
+  f->last_ping_at = now;
   write_all(f->peers[0].fd, "p", 1);
-  if (++f->pings == 10) ev_timer_stop(loop, w);
+  if (++f->pings == PINGS) ev_timer_stop(loop, w);
 }
 
-/* Input postpones the idle timeout: pings for twice the idle time keep the
- * connection open; it times out once they stop. */
+/* Input postpones the idle timeout: pings for 1.6 times the idle time keep
+ * the connection open; it times out once they stop. The connection may
+ * never close while its last input is less than the idle time old, however
+ * the process is scheduled. That the pings carried it past its first
+ * deadline is checked only when no gap between them (a process that did not
+ * run) reached half the idle time: a slower pace is no keep-alive. */
 static void test_idle_postponed_by_activity(void **state) {
   fixture *f = *state;
   gl_conn *c = open_conn(f, 0);
   probe *p = &f->probes[0];
   p->keep = 0;
-  gl_conn_set_idle(c, IDLE);
+  gl_conn_set_idle(c, PING_IDLE);
   ev_tstamp start = ev_now(f->loop);
-  ev_timer_init(&f->pinger, ping, IDLE / 5, IDLE / 5);
+  f->last_ping_at = start;
+  ev_timer_init(&f->pinger, ping, PING_IDLE / 5, PING_IDLE / 5);
   f->pinger.data = f;
   ev_timer_start(f->loop, &f->pinger);
   wait_closed(f, p);
+  ev_timer_stop(f->loop, &f->pinger);
   assert_int_equal(p->reason, GL_CLOSE_TIMEOUT);
-  assert_int_equal(f->pings, 10);
-  assert_int_equal(p->seen, 10); /* all arrived while open */
-  assert_true(p->last_data_at - start >= IDLE); /* past the first deadline */
-  assert_true(p->idle_at_close >= IDLE - 1e-9);
+  assert_true(p->idle_at_close >= PING_IDLE - 1e-9);
+  /* its own last input, as the probe saw it, is as old */
+  assert_true(p->closed_at - (p->seen ? p->last_data_at : start) >=
+              PING_IDLE - 1e-9);
+  if (f->ping_gap < PING_IDLE / 2) {
+    assert_int_equal(f->pings, PINGS);
+    assert_int_equal(p->seen, PINGS); /* all arrived while open */
+    assert_true(p->last_data_at - start >= PING_IDLE); /* past the first */
+  } else {
+    print_message("(a gap of %.3f s between pings: pace not checked)\n",
+                  f->ping_gap);
+  }
   assert_all_closed(f);
 }
 
