@@ -14,12 +14,45 @@ static void destroy(gl_conn *c) {
   free(c);
 }
 
+/* --- the plain transport ------------------------------------------------ */
+
+static long plain_read(gl_conn *c, char *p, size_t n) {
+  ssize_t r = read(c->fd, p, n);
+  if (r >= 0) return (long)r;
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+    return GL_WANT_READ;
+  return -errno;
+}
+
+static long plain_write(gl_conn *c, const char *p, size_t n) {
+  ssize_t r = send(c->fd, p, n, MSG_NOSIGNAL);
+  if (r >= 0) return (long)r;
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+    return GL_WANT_WRITE;
+  return -errno;
+}
+
+static int plain_handshake(gl_conn *c) {
+  (void)c;
+  return 1;
+}
+
+const gl_transport gl_plain = {"plain", plain_read, plain_write,
+                               plain_handshake, NULL, NULL};
+
+/* --- closing ------------------------------------------------------------- */
+
 static void close_now(gl_conn *c, int reason, int err) {
   struct ev_loop *loop = c->env->loop;
   if (c->flags & GL_CONN_CLOSED) return;
   ev_io_stop(loop, &c->rio);
   ev_io_stop(loop, &c->wio);
   ev_timer_stop(loop, &c->timer);
+  if (c->tp->close)
+    c->tp->close(c, reason == GL_CLOSE_LOCAL && !c->out.len &&
+                        !(c->flags & (GL_CONN_WDEAD | GL_CONN_HANDSHAKE |
+                                      GL_CONN_CONNECTING)));
+  c->tpd = NULL;
   close(c->fd);
   c->fd = -1;
   if (c->prev)
@@ -33,11 +66,12 @@ static void close_now(gl_conn *c, int reason, int err) {
   if (c->env->stats) {
     GL_STAT_ADD(c->env->stats->connections, -1);
     GL_STAT_ADD(c->env->stats->closed, 1);
-    if (c->reason == GL_CLOSE_ERROR && !(c->flags & GL_CONN_CONNECTING))
+    if (c->reason == GL_CLOSE_ERROR &&
+        !(c->flags & (GL_CONN_CONNECTING | GL_CONN_HANDSHAKE)))
       GL_STAT_ADD(c->env->stats->errors, 1);
   }
   c->flags = (c->flags | GL_CONN_CLOSED) &
-             ~(GL_CONN_CLOSING | GL_CONN_CONNECTING);
+             ~(GL_CONN_CLOSING | GL_CONN_CONNECTING | GL_CONN_HANDSHAKE);
   c->busy++;
   c->cbs->on_close(c);
   c->busy--;
@@ -59,8 +93,9 @@ static int write_failed(gl_conn *c, int e) {
   }
   c->flags |= GL_CONN_WDEAD;
   c->err = e;
-  ev_io_stop(c->env->loop, &c->wio);
+  c->wwait = 0;
   gl_buf_free(&c->out);
+  gl_conn_update(c);
   if (c->flags & GL_CONN_CLOSING) { /* nothing left to flush */
     close_now(c, c->reason, 0);
     return 0;
@@ -68,24 +103,99 @@ static int write_failed(gl_conn *c, int e) {
   return 1;
 }
 
+/* Whether the owner's reading may go on. */
+static int reading(const gl_conn *c) {
+  return (c->flags & GL_CONN_READING) &&
+         !(c->flags & (GL_CONN_EOF | GL_CONN_CLOSING | GL_CONN_CLOSED |
+                       GL_CONN_CONNECTING | GL_CONN_HANDSHAKE)) &&
+         c->in.len < c->in_max;
+}
+
+static void set_watcher(struct ev_loop *loop, ev_io *w, int on) {
+  if (on && !ev_is_active(w))
+    ev_io_start(loop, w);
+  else if (!on && ev_is_active(w))
+    ev_io_stop(loop, w);
+}
+
+/* The one place that decides which readiness c waits for. */
 void gl_conn_update(gl_conn *c) {
   struct ev_loop *loop = c->env->loop;
-  int want = (c->flags & GL_CONN_READING) &&
-             !(c->flags & (GL_CONN_EOF | GL_CONN_CLOSING | GL_CONN_CLOSED |
-                           GL_CONN_CONNECTING)) &&
-             c->in.len < c->in_max;
-  if (want && !ev_is_active(&c->rio))
-    ev_io_start(loop, &c->rio);
-  else if (!want && ev_is_active(&c->rio))
-    ev_io_stop(loop, &c->rio);
+  int rd = 0, wr = 0;
+  if (c->flags & GL_CONN_CLOSED) return;
+  if (c->flags & GL_CONN_CONNECTING) {
+    wr = 1;
+  } else if (c->flags & GL_CONN_HANDSHAKE) {
+    rd = c->hswant == GL_WANT_READ;
+    wr = !rd;
+  } else {
+    if (reading(c)) *(c->rwait ? &wr : &rd) = 1;
+    if (c->out.len) *(c->wwait ? &rd : &wr) = 1;
+  }
+  set_watcher(loop, &c->wio, wr);
+  set_watcher(loop, &c->rio, rd);
+  /* bytes the transport holds make the descriptor no readier: say so */
+  if (rd && c->tp->pending && !c->rwait && reading(c) && c->tp->pending(c))
+    ev_feed_event(loop, &c->rio, EV_READ);
 }
+
+/* Runs one of the owner's callbacks with c held: a close inside it only
+ * marks c, and the caller frees it after (see conn.h). */
+#define CALL(c, cb)                                          \
+  do {                                                       \
+    (c)->busy++;                                             \
+    (c)->cbs->cb(c);                                         \
+    (c)->busy--;                                             \
+  } while (0)
+
+/* Advances the handshake; its end is reported as on_drain. */
+static void shake(gl_conn *c) {
+  int r = c->tp->handshake(c);
+  if (r == GL_WANT_READ || r == GL_WANT_WRITE) {
+    c->hswant = r;
+    gl_conn_update(c);
+    return;
+  }
+  if (r < 0) {
+    close_now(c, GL_CLOSE_ERROR, -r);
+    return;
+  }
+  c->flags &= ~GL_CONN_HANDSHAKE;
+  c->last_active = ev_now(c->env->loop);
+  gl_conn_update(c);
+  CALL(c, on_drain);
+  if (c->flags & GL_CONN_CLOSED) {
+    if (!c->busy) destroy(c);
+    return;
+  }
+  gl_conn_update(c);
+}
+
+static void do_read(gl_conn *c);
+static void flush_out(gl_conn *c);
 
 static void on_read(EV_P_ ev_io *w, int revents) {
   gl_conn *c = w->data;
+  (void)loop;
+  (void)revents;
+  if (c->flags & GL_CONN_HANDSHAKE) {
+    shake(c);
+  } else if (c->wwait) { /* the queued output waited for this */
+    c->wwait = 0;
+    flush_out(c); /* the read, if any, on the next turn: level-triggered */
+  } else if (reading(c)) {
+    do_read(c);
+  } else {
+    gl_conn_update(c);
+  }
+}
+
+/* One read for the owner, into the scratch buffer or c's own. */
+static void do_read(gl_conn *c) {
   gl_buf own = c->in;
   int borrowed = 0;
   size_t room;
-  (void)revents;
+  long n;
   if (c->in.len == 0 && c->env->scratch) {
     c->in.data = c->env->scratch;
     c->in.off = 0;
@@ -100,27 +210,27 @@ static void on_read(EV_P_ ev_io *w, int revents) {
       return;
     }
   }
-  ssize_t n = read(c->fd, gl_buf_tail(&c->in), room);
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+  c->rwait = 0;
+  n = c->tp->read(c, gl_buf_tail(&c->in), room);
+  if (n == GL_WANT_READ || n == GL_WANT_WRITE) {
     if (borrowed) c->in = own;
+    c->rwait = n == GL_WANT_WRITE;
+    gl_conn_update(c);
     return;
   }
   if (n < 0) {
-    int e = errno;
     if (borrowed) c->in = own;
-    fail(c, e);
+    fail(c, (int)-n);
     return;
   }
   if (n == 0) {
     c->flags |= GL_CONN_EOF;
   } else {
     c->in.len += (size_t)n;
-    c->last_active = ev_now(EV_A);
+    c->last_active = ev_now(c->env->loop);
     if (c->env->stats) GL_STAT_ADD(c->env->stats->bytes_in, (size_t)n);
   }
-  c->busy++;
-  c->cbs->on_data(c);
-  c->busy--;
+  CALL(c, on_data);
   if (borrowed) {
     /* Keep what the owner left unread in storage of the connection's own. */
     gl_buf left = c->in;
@@ -152,44 +262,55 @@ static void on_write(EV_P_ ev_io *w, int revents) {
     }
     c->flags &= ~GL_CONN_CONNECTING;
     c->last_active = ev_now(EV_A);
-    if (!c->out.len) ev_io_stop(EV_A_ w);
     gl_conn_update(c);
-    c->busy++;
-    c->cbs->on_drain(c);
-    c->busy--;
-    if (c->flags & GL_CONN_CLOSED) {
-      if (!c->busy) destroy(c);
-    }
+    CALL(c, on_drain);
+    if ((c->flags & GL_CONN_CLOSED) && !c->busy) destroy(c);
     return;
   }
+  if (c->flags & GL_CONN_HANDSHAKE) {
+    shake(c);
+  } else if (c->rwait) { /* the last read waited for this */
+    if (reading(c))
+      do_read(c); /* the write, if any, on the next turn */
+    else {
+      c->rwait = 0;
+      gl_conn_update(c);
+    }
+  } else {
+    flush_out(c);
+  }
+}
+
+/* Writes what is queued, as much as the transport takes. */
+static void flush_out(gl_conn *c) {
   if (c->out.len) {
-    ssize_t n = send(c->fd, gl_buf_head(&c->out), c->out.len, MSG_NOSIGNAL);
+    long n = c->tp->write(c, gl_buf_head(&c->out), c->out.len);
+    if (n == GL_WANT_READ || n == GL_WANT_WRITE) {
+      c->wwait = n == GL_WANT_READ;
+      gl_conn_update(c);
+      return;
+    }
     if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-      if (write_failed(c, errno)) {
-        c->busy++;
-        c->cbs->on_drain(c); /* waiting writers learn the peer is gone */
-        c->busy--;
+      if (write_failed(c, (int)-n)) {
+        CALL(c, on_drain); /* waiting writers learn the peer is gone */
         if ((c->flags & GL_CONN_CLOSED) && !c->busy) destroy(c);
       }
       return;
     }
     gl_buf_consume(&c->out, (size_t)n);
-    c->last_active = ev_now(EV_A);
+    c->last_active = ev_now(c->env->loop);
     if (c->env->stats) GL_STAT_ADD(c->env->stats->bytes_out, (size_t)n);
   }
   if (c->out.len == 0) {
-    ev_io_stop(EV_A_ w);
     gl_buf_free(&c->out); /* an idle connection owns no output memory */
     if (c->flags & GL_CONN_CLOSING) {
       close_now(c, c->reason, 0);
       return;
     }
   }
+  gl_conn_update(c);
   if (c->out.len <= c->low_water) {
-    c->busy++;
-    c->cbs->on_drain(c);
-    c->busy--;
+    CALL(c, on_drain);
     if ((c->flags & GL_CONN_CLOSED) && !c->busy) destroy(c);
   }
 }
@@ -225,6 +346,7 @@ gl_conn *gl_conn_new(gl_env *env, int fd, int connecting,
   c->out_max = (size_t)-1;
   c->linger = 5.0;
   c->last_active = ev_now(env->loop);
+  c->tp = &gl_plain;
   ev_io_init(&c->rio, on_read, fd, EV_READ);
   c->rio.data = c;
   ev_io_init(&c->wio, on_write, fd, EV_WRITE);
@@ -240,6 +362,18 @@ gl_conn *gl_conn_new(gl_env *env, int fd, int connecting,
     ev_io_start(env->loop, &c->wio);
   }
   return c;
+}
+
+void gl_conn_set_transport(gl_conn *c, const gl_transport *tp, void *tpd,
+                           int handshake) {
+  c->tp = tp;
+  c->tpd = tpd;
+  c->rwait = c->wwait = 0;
+  if (handshake) {
+    c->flags |= GL_CONN_HANDSHAKE;
+    c->hswant = handshake;
+  }
+  gl_conn_update(c);
 }
 
 void gl_conn_read(gl_conn *c, int on) {
@@ -261,16 +395,21 @@ void gl_conn_consume(gl_conn *c, size_t n) {
  * nothing is queued. Returns the bytes written, or -errno when c cannot
  * take any (a failed socket is closed, see write_failed). */
 static long write_direct(gl_conn *c, const char *p, size_t n) {
-  ssize_t w;
+  long w;
   if (c->flags & (GL_CONN_CLOSED | GL_CONN_CLOSING | GL_CONN_WDEAD))
     return (c->flags & GL_CONN_WDEAD) ? -c->err : -EPIPE;
-  if (c->out.len || (c->flags & GL_CONN_CONNECTING) || !n) return 0;
-  w = send(c->fd, p, n, MSG_NOSIGNAL);
+  if (c->out.len || (c->flags & (GL_CONN_CONNECTING | GL_CONN_HANDSHAKE)) ||
+      !n)
+    return 0;
+  w = c->tp->write(c, p, n);
+  if (w == GL_WANT_READ || w == GL_WANT_WRITE) {
+    /* the caller queues the bytes: the retry writes them first */
+    c->wwait = w == GL_WANT_READ;
+    return 0;
+  }
   if (w < 0) {
-    int e = errno;
-    if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR) return 0;
-    write_failed(c, e);
-    return -e;
+    write_failed(c, (int)-w);
+    return w;
   }
   c->last_active = ev_now(c->env->loop);
   if (c->env->stats) GL_STAT_ADD(c->env->stats->bytes_out, (size_t)w);
@@ -285,7 +424,7 @@ int gl_conn_write(gl_conn *c, const char *p, size_t n) {
   if (n == 0) return GL_OK;
   if (n > c->out_max || c->out.len > c->out_max - n) return -ENOBUFS;
   if (gl_buf_append(&c->out, p, n) != GL_OK) return -ENOBUFS;
-  ev_io_start(c->env->loop, &c->wio);
+  gl_conn_update(c);
   return GL_OK;
 }
 
@@ -299,7 +438,7 @@ long gl_conn_write_some(gl_conn *c, const char *p, size_t n) {
   if (rest) {
     if (gl_buf_append(&c->out, p + w, rest) != GL_OK)
       return w ? w : -ENOMEM;
-    ev_io_start(c->env->loop, &c->wio);
+    gl_conn_update(c);
   }
   return w + (long)rest;
 }
@@ -356,10 +495,10 @@ void gl_env_flush_close_all(gl_env *env, double limit) {
     ev_timer_stop(home, &c->timer);
     if (left > limit) left = limit;
     ev_timer_set(&c->timer, left > 0 ? left : 0., 0.);
-    ev_io_start(own, &c->wio);
     ev_timer_start(own, &c->timer);
   }
   env->loop = own;
+  for (c = env->conns; c; c = c->next) gl_conn_update(c);
   while (env->conns) ev_run(own, EVRUN_ONCE);
   env->loop = home;
   ev_loop_destroy(own);

@@ -38,6 +38,35 @@
 /* What the connections of one worker share. */
 typedef struct gl_conn gl_conn;
 
+/* A transport result besides a count and -errno: nothing moved, and the
+ * same call must be made again (a write with the same bytes first) once the
+ * descriptor is readable (GL_WANT_READ) or writable (GL_WANT_WRITE). TLS
+ * gives the direction opposite to the call's own when a record of the other
+ * way must pass first. */
+#define GL_WANT_READ (-10001)
+#define GL_WANT_WRITE (-10002)
+
+/* How bytes cross a connection's descriptor: plain (the default) or TLS
+ * (tls.h). The connection calls it; it never calls the owner. */
+typedef struct gl_transport {
+  const char *name;
+  /* Moves at most n (> 0) bytes. Returns the count (> 0), 0 (read only:
+   * the peer ended the stream), GL_WANT_*, or -errno. */
+  long (*read)(gl_conn *c, char *p, size_t n);
+  long (*write)(gl_conn *c, const char *p, size_t n);
+  /* Advances the handshake: 1 when done, GL_WANT_*, or -errno. */
+  int (*handshake)(gl_conn *c);
+  /* Whether a read would give bytes without the descriptor being readable
+   * (bytes the transport already holds). NULL: never. */
+  int (*pending)(gl_conn *c);
+  /* Just before the descriptor closes: says goodbye if it can without
+   * waiting (clean != 0: a local close with nothing left unwritten), and
+   * frees c->tpd. NULL: nothing to do. */
+  void (*close)(gl_conn *c, int clean);
+} gl_transport;
+
+extern const gl_transport gl_plain;
+
 typedef struct gl_env {
   struct ev_loop *loop;
   gl_stats *stats;
@@ -48,8 +77,9 @@ typedef struct gl_env {
 typedef struct gl_conn_cbs {
   /* New bytes in c->in, or GL_CONN_EOF newly set. */
   void (*on_data)(gl_conn *c);
-  /* After a write or a finished connect, while queued output is at or
-   * below c->low_water (so possibly more than once per drain). */
+  /* After a write, a finished connect or a finished handshake, while
+   * queued output is at or below c->low_water (so possibly more than once
+   * per drain). */
   void (*on_drain)(gl_conn *c);
   /* The descriptor is closed (c->reason, c->err say why); c is freed
    * after this returns. */
@@ -62,7 +92,8 @@ enum {
   GL_CONN_CLOSED = 4,     /* descriptor closed */
   GL_CONN_CONNECTING = 8, /* outbound connect in progress */
   GL_CONN_READING = 16,   /* the owner wants input */
-  GL_CONN_WDEAD = 32      /* the peer reset: writes fail, reads go on */
+  GL_CONN_WDEAD = 32,     /* the peer reset: writes fail, reads go on */
+  GL_CONN_HANDSHAKE = 64  /* the transport's handshake is under way */
 };
 
 enum {
@@ -89,6 +120,11 @@ struct gl_conn {
   double idle_timeout; /* seconds without I/O before closing; 0 = never */
   double linger;       /* longest a flushing close may wait */
   ev_tstamp last_active;
+  const gl_transport *tp; /* &gl_plain unless set */
+  void *tpd;              /* the transport's state */
+  int hswant;             /* GL_WANT_* of the handshake under way */
+  unsigned char rwait;    /* the last read wants writability */
+  unsigned char wwait;    /* the queued output wants readability */
   ev_io rio, wio;
   ev_timer timer; /* idle timeout, then linger deadline */
   gl_conn *prev, *next; /* in env->conns */
@@ -102,13 +138,23 @@ struct gl_conn {
 gl_conn *gl_conn_new(gl_env *env, int fd, int connecting,
                      const gl_conn_cbs *cbs, void *data);
 
+/* Puts the connection on transport tp (with its state tpd) from here on.
+ * handshake: 0, or the readiness the handshake starts with (GL_WANT_READ
+ * for a server, GL_WANT_WRITE for a client); until it ends nothing is read
+ * or written for the owner, then on_drain reports its success and on_close
+ * (reason GL_CLOSE_ERROR, c->err set, not counted in stats->errors) its
+ * failure. c must hold no unread input and no queued output (what was
+ * there belongs to the stream before the change). */
+void gl_conn_set_transport(gl_conn *c, const gl_transport *tp, void *tpd,
+                           int handshake);
+
 /* Starts (on != 0) or stops wanting input. */
 void gl_conn_read(gl_conn *c, int on);
 
 /* Marks n bytes of c->in as read and resumes reading if it had paused. */
 void gl_conn_consume(gl_conn *c, size_t n);
 
-/* Re-evaluates whether to read after in_max changed. */
+/* Re-evaluates what to wait for (after in_max changed, say). */
 void gl_conn_update(gl_conn *c);
 
 /* Writes n bytes: directly when nothing is queued, queueing what the kernel
