@@ -9,6 +9,7 @@
 #include "gl.h"
 
 static void destroy(gl_conn *c) {
+  if (c->tp->free) c->tp->free(c);
   gl_buf_free(&c->in);
   gl_buf_free(&c->out);
   free(c);
@@ -38,7 +39,7 @@ static int plain_handshake(gl_conn *c) {
 }
 
 const gl_transport gl_plain = {"plain", plain_read, plain_write,
-                               plain_handshake, NULL, NULL};
+                               plain_handshake, NULL, NULL, NULL};
 
 /* --- closing ------------------------------------------------------------- */
 
@@ -52,7 +53,6 @@ static void close_now(gl_conn *c, int reason, int err) {
     c->tp->close(c, reason == GL_CLOSE_LOCAL && !c->out.len &&
                         !(c->flags & (GL_CONN_WDEAD | GL_CONN_HANDSHAKE |
                                       GL_CONN_CONNECTING)));
-  c->tpd = NULL;
   close(c->fd);
   c->fd = -1;
   if (c->prev)

@@ -60,9 +60,12 @@ typedef struct gl_transport {
    * (bytes the transport already holds). NULL: never. */
   int (*pending)(gl_conn *c);
   /* Just before the descriptor closes: says goodbye if it can without
-   * waiting (clean != 0: a local close with nothing left unwritten), and
-   * frees c->tpd. NULL: nothing to do. */
+   * waiting (clean != 0: a local close with nothing left unwritten). NULL:
+   * nothing to say. */
   void (*close)(gl_conn *c, int clean);
+  /* When c is freed (after on_close, so the owner may still ask the
+   * transport why it closed): frees c->tpd. NULL: nothing to free. */
+  void (*free)(gl_conn *c);
 } gl_transport;
 
 extern const gl_transport gl_plain;

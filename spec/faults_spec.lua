@@ -646,7 +646,8 @@ describe("running out of memory (max_memory)", function()
   -- "fill\n" takes all but a few bytes of what the state may hold (blocks
   -- of shrinking size, until not even a small one fits), so no new
   -- coroutine, connection or message fits; a coroutine already waiting
-  -- lets it all go 0.5 s later, and a timer armed before (due at 0.2 s,
+  -- lets it all go 2 s later (time enough for the first of many clients to
+  -- arrive while full, however busy the machine), and a timer armed before (due at 0.2 s,
   -- when there is no memory for its coroutine) notes that it ran. The
   -- fill is never preempted (--callback-slice 0), so however long it takes
   -- on a busy machine, both come due after it, the timer first. "timer\n"
@@ -657,7 +658,7 @@ local glisten = require "glisten"
 local hoard, timer_ran
 function handler(msg, state)
   if msg == "fill\n" then
-    glisten.spawn(function() glisten.sleep(0.5); hoard = nil; collectgarbage() end)
+    glisten.spawn(function() glisten.sleep(2); hoard = nil; collectgarbage() end)
     glisten.sleep(0) -- it is waiting now, holding all it needs to wake
     glisten.after(0.2, function() timer_ran = true end)
     local full = false
