@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "frame.h"
 #include "log.h"
 #include "sock.h"
 #include "socket.h"
@@ -295,8 +296,9 @@ static void take(lua_State *L, lg_socket *s, size_t push, size_t consume) {
 static int try_receive(lua_State *L, lg_socket *s, int mode, size_t n,
                        int timed_out) {
   gl_conn *c = s->conn;
-  const char *p, *nl;
+  const char *p;
   size_t len;
+  gl_frame f;
   if (!c) {
     push_closed(L, s);
     lua_pushliteral(L, "");
@@ -307,22 +309,14 @@ static int try_receive(lua_State *L, lg_socket *s, int mode, size_t n,
   switch (mode) {
     case RCV_LINE:
     case RCV_LINE_EOL:
-      nl = len ? memchr(p, '\n', len) : NULL;
-      if (nl) {
-        size_t l = (size_t)(nl - p);
-        if (l - (l && p[l - 1] == '\r') > s->max_line) {
+      switch (gl_frame_line(p, len, s->max_line, &f)) {
+        case GL_FRAME_FOUND:
+          take(L, s, mode == RCV_LINE_EOL ? f.size : f.len, f.size);
+          return 1;
+        case GL_FRAME_TOO_LONG:
           return lg_fail(L, LG_FAIL_TOO_LONG, NULL);
-        }
-        if (mode == RCV_LINE_EOL)
-          take(L, s, l + 1, l + 1);
-        else
-          take(L, s, l && p[l - 1] == '\r' ? l - 1 : l, l + 1);
-        return 1;
       }
-      /* no end of line yet: a last \r may be the start of one */
-      if (len - (len && p[len - 1] == '\r') > s->max_line) {
-        return lg_fail(L, LG_FAIL_TOO_LONG, NULL);
-      }
+      /* room for the longest line and its "\r\n" (frame.h) */
       want_input(s, s->max_line + 2);
       break;
     case RCV_N:

@@ -1,0 +1,52 @@
+/*
+ * frame.h: finding one message in a connection's input, byte logic only.
+ *
+ * A framing function looks at the unread input p[0..len) and says whether a
+ * whole frame is there, and if so where its payload lies and how many bytes
+ * it takes from the input. It keeps no state, copies nothing and allocates
+ * nothing: the caller holds the bytes, consumes what a frame says, and calls
+ * again as more arrive. The answer depends only on the bytes, never on how
+ * they were cut into reads. Every function reads at most len bytes of p, and
+ * p may be NULL when len is 0.
+ *
+ * A frame is laid out as   [0, off)         a header (none for a line)
+ *                          [off, off + len) the payload
+ *                          [off + len, size) a trailer (a line's end)
+ * so that a frame of another kind (a length-prefixed packet, its header
+ * before the payload) comes back in the same shape.
+ */
+#ifndef GL_FRAME_H
+#define GL_FRAME_H
+
+#include <stddef.h>
+
+enum {
+  GL_FRAME_NEED_MORE = 0, /* no whole frame yet: read more, call again */
+  GL_FRAME_FOUND = 1,     /* a frame: *out says where */
+  GL_FRAME_TOO_LONG = 2   /* the frame at the start is (or will be, once it
+                           * ends) past its limit; the input is unchanged */
+};
+
+typedef struct gl_frame {
+  size_t off;  /* where the payload starts */
+  size_t len;  /* payload bytes */
+  size_t size; /* bytes the frame takes from the input, header and trailer
+                * included; on GL_FRAME_NEED_MORE, the fewest bytes of
+                * input that may hold a frame (more may be needed) */
+} gl_frame;
+
+/* A line: bytes up to and including the first '\n'. The payload is the
+ * bytes before it, without one '\r' right before the '\n', so "a\r\n" and
+ * "a\n" both carry "a"; a '\r' anywhere else is payload. The trailer (1 or
+ * 2 bytes) is the end of line, which a caller that wants it ("*L") keeps by
+ * taking p[0..size).
+ *
+ * A line whose payload is longer than max_line is GL_FRAME_TOO_LONG, and so
+ * is input without a '\n' that holds more than max_line payload bytes
+ * already: every byte of it but a last '\r' (which may start a "\r\n") is
+ * payload of the line to come. So GL_FRAME_NEED_MORE leaves at most
+ * max_line + 1 bytes waiting, and max_line + 2 bytes of input always get
+ * another answer: an input buffer of that size never waits in vain. */
+int gl_frame_line(const char *p, size_t len, size_t max_line, gl_frame *out);
+
+#endif
