@@ -3,14 +3,16 @@
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore \
  *     tests/fuzz/fuzz_proxy.c core/proxy.c -o fuzz_proxy
- *   ./fuzz_proxy tests/fuzz/corpus/proxy   (work on a copy: it adds files)
+ *   cp -r tests/fuzz/corpus/proxy /tmp/corpus   (the fuzzer adds files)
+ *   ./fuzz_proxy -max_len=4200 -dict=tests/fuzz/proxy.dict /tmp/corpus
  *
  * Besides what the sanitizers catch, it checks the parser's promises
  * (proxy.h) on every input: a count no larger than the input; TLVs inside
- * the header; every prefix of a header NEED_MORE, of a bad input NEED_MORE
- * or the same error; NEED_MORE never for GL_PROXY_MAX bytes or more; the
- * bytes after a header not read; the same answer twice. A broken promise
- * aborts, which the fuzzer reports with the input.
+ * the header and SSL sub-TLVs inside the SSL TLV; every prefix of a header
+ * NEED_MORE, of a bad input NEED_MORE or the same error; NEED_MORE never
+ * for GL_PROXY_MAX bytes or more; the bytes after a header not read; the
+ * same answer twice. A broken promise aborts, which the fuzzer reports with
+ * the input.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -84,8 +86,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (h.version == 1 || h.family == AF_UNSPEC) CHECK(h.ntlvs == 0);
   if (!h.has_ssl) CHECK(h.nssl_tlvs == 0);
   for (size_t i = 0; i < h.ntlvs; i++) CHECK(within(&h.tlvs[i], p, p + r));
-  for (size_t i = 0; i < h.nssl_tlvs; i++)
-    CHECK(within(&h.ssl_tlvs[i], p, p + r));
+  const gl_proxy_tlv *ssl = gl_proxy_tlv_find(&h, GL_PP2_SSL);
+  CHECK(!ssl == !h.has_ssl);
+  for (size_t i = 0; i < h.nssl_tlvs; i++) /* within the SSL TLV's value */
+    CHECK(within(&h.ssl_tlvs[i], ssl->value + 5, ssl->value + ssl->len));
   if (h.crc_checked) CHECK(gl_proxy_tlv_find(&h, GL_PP2_CRC32C) != NULL);
   /* the header alone: the same answer, so nothing after it was read */
   CHECK(gl_proxy_parse(p, (size_t)r, &again) == r);
