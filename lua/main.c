@@ -238,6 +238,8 @@ static void parse(lua_State *L, int argc, char **argv, cmdline *c) {
       if (!r) die_usage("unknown option '%s'", a);
       if (eq)
         put_option(L, r, flag, eq + 1);
+      else if (r->kind == LG_KIND_BOOL) /* a switch: no value follows */
+        put_option(L, r, flag, "true");
       else if (i + 1 < argc)
         put_option(L, r, flag, argv[++i]);
       else
