@@ -544,25 +544,9 @@ static int sock_settimeout(lua_State *L) {
   return 1;
 }
 
-static int push_name(lua_State *L, int peer) {
-  lg_socket *s = lg_check_socket(L, 1);
-  char ip[64];
-  int port, fam, rc;
-  if (!s->conn) return lg_fail(L, LG_FAIL_CLOSED, NULL);
-  rc = gl_sock_name(s->conn->fd, peer, ip, sizeof ip, &port, &fam);
-  if (rc) return lg_fail(L, LG_FAIL_MESSAGE, strerror(-rc));
-  lua_pushstring(L, ip);
-  lua_pushinteger(L, port);
-  lua_pushstring(L, fam == 6 ? "inet6" : "inet");
-  return 3;
-}
-
-static int sock_getpeername(lua_State *L) { return push_name(L, 1); }
-static int sock_getsockname(lua_State *L) { return push_name(L, 0); }
-
 static int sock_tostring(lua_State *L) {
   lg_socket *s = lg_check_socket(L, 1);
-  char peer[80];
+  char peer[GL_NAMELEN + 48];
   lg_socket_peer(s, peer, sizeof peer);
   lua_pushfstring(L, "glisten.socket %I (%s)", (LUAI_UACINT)s->id, peer);
   return 1;
@@ -588,8 +572,6 @@ static const luaL_Reg sock_methods[] = {{"send", sock_send},
                                         {"receive", sock_receive},
                                         {"close", sock_close},
                                         {"settimeout", sock_settimeout},
-                                        {"getpeername", sock_getpeername},
-                                        {"getsockname", sock_getsockname},
                                         {NULL, NULL}};
 
 void lg_socket_methods(lua_State *L, const luaL_Reg *methods) {
@@ -599,7 +581,8 @@ void lg_socket_methods(lua_State *L, const luaL_Reg *methods) {
   lua_pop(L, 2);
 }
 
-/* connect.c adds connect to the module table. */
+/* connect.c adds connect to the module table; sockopt.c the methods of
+ * names and options. */
 int lg_socket_open(lua_State *L) {
   int first;
   lg_rt_attach(L, &socket_hooks, sizeof(sockets), &first);
