@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "gl.h"
 #include "log.h"
 #include "sock.h"
 #include "socket.h"
@@ -191,13 +192,12 @@ void lg_socket_on_release(lua_State *L,
 }
 
 void lg_socket_peer(lg_socket *s, char *buf, size_t len) {
-  char ip[64];
-  int port, fam;
-  if (!s->conn || gl_sock_name(s->conn->fd, 1, ip, sizeof ip, &port, &fam)) {
+  if (!s->conn || gl_sock_peer_text(s->conn->fd, buf, len) != GL_OK)
     snprintf(buf, len, "closed");
-    return;
-  }
-  snprintf(buf, len, fam == 6 ? "[%s]:%d" : "%s:%d", ip, port);
+}
+
+const char *lg_unix_path(const char *addr) {
+  return strncmp(addr, "unix:", 5) == 0 ? addr + 5 : NULL;
 }
 
 
