@@ -2,7 +2,7 @@
 # Installs what glisten-lua needs to build and test, from Debian's packages,
 # when any of it is missing. Safe to run again: it installs nothing twice.
 set -eu
-pkgs="build-essential cmake pkg-config libev-dev liblua5.4-dev lua5.4 libcmocka-dev lua-busted netcat-openbsd procps iproute2 util-linux"
+pkgs="build-essential cmake pkg-config libev-dev liblua5.4-dev lua5.4 libcmocka-dev lua-busted netcat-openbsd socat procps iproute2 util-linux"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
