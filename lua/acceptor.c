@@ -9,16 +9,17 @@
 #include "served.h"
 #include "sock.h"
 
-/* A place for fd's client address under max_connections_per_address:
- * *addr is its entry (NULL when there is no cap). Returns 0 when that
- * address is at its cap (or, unable to tell, out of memory). */
+/* A place for fd's client under max_connections_per_address: its IP
+ * address, or on a Unix socket its user (gl_sock_peer_key). *addr is its
+ * entry (NULL when there is no cap). Returns 0 when that client is at its
+ * cap (or, unable to tell, out of memory). */
 static int per_address(lg_server *sv, int fd, gl_addr **addr) {
-  char ip[64];
-  int port, fam, full;
+  char key[64];
+  int full;
   *addr = NULL;
   if (!sv->o.max_connections_per_address || !sv->addrs) return 1;
-  if (gl_sock_name(fd, 1, ip, sizeof ip, &port, &fam) != 0) return 1;
-  *addr = gl_addrs_take(sv->addrs, ip, strlen(ip),
+  if (gl_sock_peer_key(fd, key, sizeof key) != 0) return 1;
+  *addr = gl_addrs_take(sv->addrs, key, strlen(key),
                         sv->o.max_connections_per_address, &full);
   return *addr != NULL;
 }

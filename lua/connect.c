@@ -37,6 +37,7 @@ typedef struct attempt {
   gl_lookup *q; /* in flight, or NULL */
   struct addrinfo *addrs, *next;
   lg_waitq wq; /* the connecting fiber, while the lookup runs */
+  int tried;   /* an address was tried (a failure counts in stats) */
   char err[GL_ERRLEN]; /* why the last address failed */
 } attempt;
 
@@ -105,7 +106,7 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
     }
     struct addrinfo *ai = a->next;
     if (!ai) { /* every address failed: one error for the whole connect */
-      if (a->addrs) GL_STAT_ADD(s->rt->stats.errors, 1);
+      if (a->addrs || a->tried) GL_STAT_ADD(s->rt->stats.errors, 1);
       lg_fail(L, LG_FAIL_MESSAGE, a->err[0] ? a->err : "no address to connect to");
       attempt_end(a);
       return 2;
@@ -122,17 +123,42 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
   }
 }
 
+/* The connect of glisten.connect("unix:PATH" [, timeout | options]): a
+ * Unix socket connects (or fails) at once. Stack as for connect_k. */
+static int connect_unix(lua_State *L, lg_socket *s, attempt *a,
+                        const char *path) {
+  int fd = gl_sock_connect_unix(path, a->err, sizeof a->err);
+  a->tried = 1;
+  if (fd < 0) {
+    GL_STAT_ADD(s->rt->stats.errors, 1);
+    return lg_fail(L, LG_FAIL_MESSAGE, a->err);
+  }
+  gl_conn *c = gl_conn_new(&s->rt->env, fd, 1, &lg_socket_cbs, NULL);
+  if (!c) return lg_nomem(L); /* gl_conn_new closed fd */
+  lg_socket_attach(s, c);
+  return connect_k(L, LUA_OK, 0);
+}
+
 /* glisten.connect(host, port [, timeout | {timeout=, max_line=,
  * max_receive=, max_output=}]) -> socket | nil, err. Tries each address of
  * host in turn (as getaddrinfo orders them) until one accepts. A name is
- * looked up off the loop's thread (core/resolve.c). */
+ * looked up off the loop's thread (core/resolve.c). glisten.connect(
+ * "unix:PATH" [, timeout | options]) connects to a Unix socket. */
 static int glisten_connect(lua_State *L) {
   lg_rt *rt = lg_rt_get(L);
   const char *host = luaL_checkstring(L, 1);
-  lua_Integer port = luaL_checkinteger(L, 2);
+  const char *path = lg_unix_path(host);
+  lua_Integer port = 0;
   lg_opts o;
   double t = -1;
-  luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
+  if (path) { /* no port: what follows is the timeout or the options */
+    lua_settop(L, 2);
+    lua_pushnil(L);
+    lua_insert(L, 2); /* host, nil, timeout | options */
+  } else {
+    port = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
+  }
   lua_settop(L, 3);
   if (lua_type(L, 3) == LUA_TTABLE) {
     lg_opts_read(L, 3, &o, LG_IN_CONNECT);
@@ -152,6 +178,7 @@ static int glisten_connect(lua_State *L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &ATTEMPT_MT_KEY);
   lua_setmetatable(L, 7);
   lua_toclose(L, 7); /* a connect cut short cancels its lookup at once */
+  if (path) return connect_unix(L, s, a, path);
   int rc = gl_sock_numeric(host, (int)port, &a->addrs, a->err, sizeof a->err);
   if (rc == GL_ERR) return lg_fail(L, LG_FAIL_MESSAGE, a->err);
   if (rc == GL_AGAIN) {

@@ -25,7 +25,8 @@
   X(EXISTS, "exists")         /* glisten.shared, as OpenResty's */     \
   X(NOT_FOUND, "not found")                                            \
   X(NOT_A_NUMBER, "not a number")                                      \
-  X(NO_ROOM, "no memory")     /* the shared dictionary is full */
+  X(NO_ROOM, "no memory")     /* the shared dictionary is full */   \
+  X(NOT_UNIX, "not a unix socket") /* getpeercred on TCP */
 
 #define LG_FAIL_ENUM(name, word) LG_FAIL_##name,
 enum { LG_FAILURES(LG_FAIL_ENUM) LG_FAIL_MESSAGE };

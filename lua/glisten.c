@@ -13,6 +13,7 @@
 #include "pool.h"
 #include "server.h"
 #include "shared.h"
+#include "sockopt.h"
 #include "timer.h"
 
 static void push_stats(lua_State *L, const gl_stats *st) {
@@ -96,6 +97,7 @@ int luaopen_glisten(lua_State *L) {
   lg_fiber_open(L);
   lg_timer_open(L);
   lg_socket_open(L);
+  lg_sockopt_open(L);
   lg_connect_open(L);
   lg_server_open(L);
   lg_messages_open(L);

@@ -9,6 +9,7 @@
 #include "gl.h"
 #include "listen.h"
 #include "listener.h"
+#include "sock.h"
 #include "socket.h"
 
 #define LG_LISTENER "glisten.listener"
@@ -104,7 +105,11 @@ static int lsock_gc(lua_State *L) {
 static int lsock_index(lua_State *L) {
   lg_lsock *ls = luaL_checkudata(L, 1, LG_LISTENER);
   const char *k = luaL_checkstring(L, 2);
-  if (strcmp(k, "port") == 0)
+  if (ls->l.path[0] && (!strcmp(k, "port") || !strcmp(k, "host")))
+    lua_pushnil(L); /* a Unix socket has a path instead */
+  else if (strcmp(k, "path") == 0 && ls->l.path[0])
+    lua_pushstring(L, ls->l.path);
+  else if (strcmp(k, "port") == 0)
     lua_pushinteger(L, ls->l.port);
   else if (strcmp(k, "host") == 0)
     lua_pushstring(L, ls->host);
@@ -117,14 +122,25 @@ static int lsock_index(lua_State *L) {
   return 1;
 }
 
-/* glisten.listen(port [, host | {host=, backlog=, max_line=, max_receive=,
- * max_output=}]) -> listener | nil, err */
+/* glisten.listen(port [, host | {host=, backlog=, reuseport=, path=, mode=,
+ * max_line=, max_receive=, max_output=}]) -> listener | nil, err;
+ * glisten.listen("unix:PATH" [, options]) listens on a Unix socket, as
+ * the option path does. */
 static int glisten_listen(lua_State *L) {
   lg_rt *rt = lg_rt_get(L);
-  lua_Integer port = luaL_checkinteger(L, 1);
+  const char *path = NULL;
+  lua_Integer port = 0;
   lg_opts o;
   char err[GL_ERRLEN];
-  luaL_argcheck(L, port >= 0 && port <= 65535, 1, "port out of range");
+  int rc;
+  if (lua_type(L, 1) == LUA_TSTRING && lg_unix_path(lua_tostring(L, 1))) {
+    path = lg_unix_path(lua_tostring(L, 1));
+    luaL_argcheck(L, lua_type(L, 2) != LUA_TSTRING, 2,
+                  "a Unix socket takes no host");
+  } else {
+    port = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, port >= 0 && port <= 65535, 1, "port out of range");
+  }
   rt->started_work = 1;
   if (lua_type(L, 2) == LUA_TTABLE) {
     lg_opts_read(L, 2, &o, LG_IN_LISTEN);
@@ -132,7 +148,8 @@ static int glisten_listen(lua_State *L) {
     o = lg_defaults;
     if (!lua_isnoneornil(L, 2)) o.host = luaL_checkstring(L, 2);
   }
-  const char *host = o.host;
+  if (path) o.path = path;
+  const char *host = strcmp(o.host, "*") ? o.host : gl_sock_any();
   int backlog = o.backlog;
   lg_lsock *ls = lua_newuserdatauv(L, sizeof *ls, 0);
   memset(ls, 0, sizeof *ls);
@@ -141,9 +158,16 @@ static int glisten_listen(lua_State *L) {
   snprintf(ls->host, sizeof ls->host, "%s", host);
   ls->o = o;
   ls->o.host = ls->host;
+  ls->o.path = NULL; /* it points into the options table */
   luaL_setmetatable(L, LG_LISTENER);
-  if (gl_listener_open(&ls->l, rt->loop, host, (int)port, backlog, 0,
-                       on_lsock_accept, ls, err, sizeof err) != 0) {
+  if (o.path)
+    rc = gl_listener_open_unix(&ls->l, rt->loop, o.path, (int)o.mode, backlog,
+                               on_lsock_accept, ls, err, sizeof err);
+  else
+    rc = gl_listener_open(&ls->l, rt->loop, host, (int)port, backlog,
+                          o.reuseport ? GL_LISTEN_REUSEPORT : 0,
+                          on_lsock_accept, ls, err, sizeof err);
+  if (rc != 0) {
     lua_pushnil(L);
     lua_pushstring(L, err);
     return 2;

@@ -1,10 +1,10 @@
 /*
  * main.c: the glisten-lua command.
  *
- *   glisten-lua [options] SCRIPT [PORT]
+ *   glisten-lua [options] SCRIPT [PORT | unix:PATH]
  *
  * Loads SCRIPT, serves its handler (a returned table's or the globals'),
- * prints "listening on HOST:PORT" on stderr, and runs until SIGINT/SIGTERM,
+ * prints "listening on HOST:PORT" (or "unix:PATH") on stderr, and runs until SIGINT/SIGTERM,
  * then shuts down with grace. Exit codes: 0 after a graceful shutdown, 1
  * when the script fails to load or a port cannot be bound, 2 for bad
  * arguments.
@@ -23,10 +23,11 @@
 #include "options.h"
 #include "script.h"
 #include "server.h"
+#include "socket.h"
 #include "state.h"
 
 static const char USAGE_HEAD[] =
-    "usage: glisten-lua [options] SCRIPT [PORT]\n"
+    "usage: glisten-lua [options] SCRIPT [PORT | unix:PATH]\n"
     "\n"
     "Serves SCRIPT, which returns a table of callbacks or defines them as\n"
     "globals: handler(msg, state), with_init(state),\n"
@@ -238,6 +239,8 @@ static void parse(lua_State *L, int argc, char **argv, cmdline *c) {
       if (!r) die_usage("unknown option '%s'", a);
       if (eq)
         put_option(L, r, flag, eq + 1);
+      else if (r->kind == LG_KIND_BOOL) /* a switch: no value follows */
+        put_option(L, r, flag, "true");
       else if (i + 1 < argc)
         put_option(L, r, flag, argv[++i]);
       else
@@ -245,14 +248,21 @@ static void parse(lua_State *L, int argc, char **argv, cmdline *c) {
     }
   }
   if (!c->script) die_usage("no SCRIPT given");
-  if (port) put_option(L, lg_opts_find_flag("--port", 6), "PORT", port);
+  if (port && lg_unix_path(port)) /* unix:PATH in place of PORT */
+    put_option(L, lg_opts_find_flag("--unix", 6), "PORT", lg_unix_path(port));
+  else if (port)
+    put_option(L, lg_opts_find_flag("--port", 6), "PORT", port);
 }
 
-/* The one line per listening socket a start prints, which tools wait for. */
-static void announce(const char *host, int port) {
-  fprintf(stderr, strchr(host, ':') ? "listening on [%s]:%d\n"
-                                    : "listening on %s:%d\n",
-          host, port);
+/* The one line per listening socket a start prints, which tools wait for:
+ * "listening on HOST:PORT", or "listening on unix:PATH" (path not NULL). */
+static void announce(const char *host, int port, const char *path) {
+  if (path)
+    fprintf(stderr, "listening on unix:%s\n", path);
+  else
+    fprintf(stderr, strchr(host, ':') ? "listening on [%s]:%d\n"
+                                      : "listening on %s:%d\n",
+            host, port);
 }
 
 /* [-3, +0, e] start(options, script, check): loads the script, checks it,
@@ -301,7 +311,7 @@ static int start(lua_State *L) {
     sig.grace = lua_tonumber(L, -1);
   if (!check)
     for (lg_server *sv = lg_servers_of(rt); sv; sv = sv->next)
-      announce(sv->host, sv->l.port);
+      announce(sv->host, sv->l.port, sv->l.path[0] ? sv->l.path : NULL);
   return 0;
 }
 
@@ -322,7 +332,9 @@ static int start_pool(lua_State *L) {
   if (lua_isnil(L, -2)) return lua_error(L);
   lua_getfield(L, -2, "host");
   lua_getfield(L, -3, "port");
-  announce(lua_tostring(L, -2), (int)lua_tointeger(L, -1));
+  lua_getfield(L, -4, "path");
+  announce(lua_tostring(L, -3), (int)lua_tointeger(L, -2),
+           lua_tostring(L, -1));
   return 0;
 }
 

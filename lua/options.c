@@ -19,11 +19,15 @@
 #define SDEF_BYTES(d) NULL
 #define SDEF_SECONDS(d) NULL
 #define SDEF_WORKERS(d) NULL
+#define SDEF_BOOL(d) NULL
+#define SDEF_MODE(d) NULL
 #define NDEF_STRING(d) 0
 #define NDEF_INT(d) d
 #define NDEF_BYTES(d) d
 #define NDEF_SECONDS(d) d
 #define NDEF_WORKERS(d) d
+#define NDEF_BOOL(d) d
+#define NDEF_MODE(d) d
 
 #define ROW(key, kind, def, lo, hi, where, flag, meta, help)                \
   {#key, LG_KIND_##kind, SDEF_##kind(def), NDEF_##kind(def), lo, hi, where, \
@@ -60,6 +64,22 @@ static void set_value(lua_State *L, const lg_option *r, lg_opts *o) {
       luaL_error(L, "option '%s' must be a number of seconds%s", r->key,
                  ok && isnan(v) ? ", not NaN" : r->lo >= 0 ? " >= 0" : "");
     *(double *)field = v;
+    return;
+  }
+  case LG_KIND_BOOL:
+    if (lua_type(L, -1) != LUA_TBOOLEAN)
+      luaL_error(L, "option '%s' must be a boolean", r->key);
+    *(int *)field = lua_toboolean(L, -1);
+    return;
+  case LG_KIND_MODE: {
+    /* a string, as an integer would be read in decimal: 660 is not 0660 */
+    const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+    char *end;
+    long m = strtol(v, &end, 8);
+    if (!*v || *end || strspn(v, "01234567") != strlen(v) || m > r->hi)
+      luaL_error(L, "option '%s' must be permissions in octal digits, as "
+                    "\"660\"", r->key);
+    *(lua_Integer *)field = m;
     return;
   }
   case LG_KIND_WORKERS:
@@ -113,9 +133,12 @@ const char *lg_opts_parse_flag(lua_State *L, const lg_option *r,
                                const char *v) {
   char *end;
   errno = 0;
-  if (r->kind == LG_KIND_STRING ||
+  if (r->kind == LG_KIND_STRING || r->kind == LG_KIND_MODE ||
       (r->kind == LG_KIND_WORKERS && strcmp(v, "auto") == 0)) {
     lua_pushstring(L, v);
+  } else if (r->kind == LG_KIND_BOOL) {
+    if (strcmp(v, "true") && strcmp(v, "false")) return "true or false";
+    lua_pushboolean(L, strcmp(v, "true") == 0);
   } else if (r->kind == LG_KIND_SECONDS) {
     double d = strtod(v, &end);
     if (errno || end == v || *end) return "a number";
@@ -147,6 +170,12 @@ static const char *default_text(const lg_option *r, char *buf, size_t len) {
   switch (r->kind) {
   case LG_KIND_STRING:
     return r->sdef ? r->sdef : "none";
+  case LG_KIND_BOOL:
+    return r->def ? "true" : "false";
+  case LG_KIND_MODE:
+    if (r->def < 0) return "none";
+    snprintf(buf, len, "%o", (unsigned)r->def);
+    return buf;
   case LG_KIND_SECONDS:
     if (r->def < 0) return "none";
     if (r->def == 0) return "off";
@@ -209,11 +238,14 @@ static void man_entry(FILE *f, const lg_option *r, const char *def) {
     snprintf(one, sizeof one, "%.*s", (int)len, p);
     fputs("\\fB", f);
     roff(f, one);
-    fputs(comma ? "\\fR, " : "\\fR \\fI", f);
+    fputs(comma ? "\\fR, " : *r->meta ? "\\fR \\fI" : "\\fR", f);
     p = comma ? comma + 2 : NULL;
   }
-  roff(f, r->meta);
-  fputs("\\fR\n", f);
+  if (*r->meta) {
+    roff(f, r->meta);
+    fputs("\\fR", f);
+  }
+  fputs("\n", f);
   roff(f, r->help);
   fputs(".\nDefault: ", f);
   roff(f, def);
@@ -240,7 +272,8 @@ void lg_opts_describe(FILE *f, int format) {
     } else if (format == LG_OPTS_MAN) {
       if (r->flag) man_entry(f, r, d);
     } else if (r->flag) {
-      snprintf(flag, sizeof flag, "%s %s", r->flag, r->meta);
+      snprintf(flag, sizeof flag, "%s%s%s", r->flag, *r->meta ? " " : "",
+               r->meta);
       fprintf(f, "  %-26s %s; default %s\n", flag, r->help, d);
     }
   }

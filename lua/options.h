@@ -31,31 +31,42 @@
 
 /* The kinds, each with its C type and how its default is written. */
 enum { LG_KIND_STRING, LG_KIND_INT, LG_KIND_BYTES, LG_KIND_SECONDS,
-       LG_KIND_WORKERS };
+       LG_KIND_WORKERS, LG_KIND_BOOL, LG_KIND_MODE };
 #define LG_CTYPE_STRING const char *
 #define LG_CTYPE_INT lua_Integer
 #define LG_CTYPE_BYTES lua_Integer
 #define LG_CTYPE_SECONDS double
 #define LG_CTYPE_WORKERS lua_Integer
+#define LG_CTYPE_BOOL int
+#define LG_CTYPE_MODE lua_Integer
 
 /* X(KEY, KIND, DEFAULT, LOW, HIGH, WHERE, FLAG, METAVAR, HELP)
  * LOW and HIGH bound numbers (a SECONDS option with LOW < 0 takes any
  * number, a negative one meaning none); a WORKERS option also takes
- * "auto" (one per CPU). A STRING option's value points into the table it
- * was read from. FLAG is NULL for an option the command does not take;
- * "-x, --long" gives it a short alias too. */
+ * "auto" (one per CPU). A BOOL option is true or false, its flag takes no
+ * value (--flag=false turns it off). A MODE option is file permissions
+ * written in octal, as a string ("660"), read as a number; < 0: none. A
+ * STRING option's value points into the table it was read from. FLAG is
+ * NULL for an option the command does not take; "-x, --long" gives it a
+ * short alias too. */
 #define LG_OPTIONS(X)                                                        \
   X(host, STRING, "127.0.0.1", 0, 0, LG_IN_SERVER | LG_IN_LISTEN, "--host",  \
-    "HOST", "address to bind; 0.0.0.0 or :: to expose, ::1 for IPv6")        \
+    "HOST", "address to bind; * or :: for every address, IPv6 and IPv4 (0.0.0.0: IPv4 only), ::1 for IPv6") \
   X(port, INT, 0, 0, 65535, LG_IN_SERVER, "--port", "PORT",                  \
     "port; 0 picks a free one (the command also takes it as PORT)")          \
+  X(path, STRING, NULL, 0, 0, LG_IN_SERVER | LG_IN_LISTEN, "--unix", "PATH",  \
+    "a Unix socket to listen on instead of host and port (@NAME: abstract)") \
+  X(mode, MODE, -1, 0, 0777, LG_IN_SERVER | LG_IN_LISTEN, "--mode", "MODE",   \
+    "permissions of the Unix socket's file, in octal, as \"660\" (none: the umask's)") \
+  X(reuseport, BOOL, 0, 0, 1, LG_IN_SERVER | LG_IN_LISTEN, "--reuseport", "", \
+    "share the port with other processes that set it too (SO_REUSEPORT)")     \
   X(backlog, INT, 1024, 1, 65535, LG_IN_SERVER | LG_IN_LISTEN, "--backlog",  \
     "N", "the kernel's queue of connections not yet accepted")               \
   X(max_connections, INT, 0, 0, 100000000, LG_IN_SERVER,                     \
     "--max-connections", "N", "open connections at once (0: no cap)")        \
   X(max_connections_per_address, INT, 0, 0, 100000000, LG_IN_SERVER,         \
     "--max-connections-per-address", "N",                                    \
-    "open connections from one client address (0: no cap)")                 \
+    "open connections from one client address, or one user on a Unix socket (0: no cap)") \
   X(idle_timeout, SECONDS, 0, 0, 0, LG_IN_SERVER, "--idle-timeout",          \
     "SECONDS", "close a connection idle this long: no byte read or written")   \
   X(max_output, BYTES, 4194304, 1, 1099511627776, LG_IN_SOCKET,              \

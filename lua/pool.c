@@ -14,6 +14,12 @@
  * bind, the started ones are told to stop and serve returns nil, err: no
  * half-started server.
  *
+ * A Unix socket's path can be bound only once, and SO_REUSEPORT does not
+ * apply to one: worker 1 binds it (so the file is made, and removed, once)
+ * and the others listen on copies of its descriptor (lg_share's fd); each
+ * worker's loop watches the one socket, and whichever accepts first takes
+ * the connection.
+ *
  * The pool object lives in the state that called glisten.serve (the host).
  * It keeps the host's loop running until every worker has exited; close
  * (or the command's signals) sends each worker a shutdown with the grace
@@ -25,8 +31,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
+#include "sock.h"
 #include "lualib.h"
 #include "messages.h"
 #include "pool.h"
@@ -68,6 +76,7 @@ struct lg_pool {
   char err[1024];
   int port;
   char host[64];
+  char path[GL_NAMELEN]; /* worker 1's Unix socket, or "" */
   atomic_long conns; /* max_connections counts across the pool */
   lg_share share;    /* what each worker's server shares: conns, resume */
   lua_CFunction open_module; /* luaopen_glisten, for each worker's state */
@@ -90,6 +99,27 @@ static pthread_mutex_t ctx_mu = PTHREAD_MUTEX_INITIALIZER;
 lg_rt *lg_pool_host(void *pool) { return ((lg_pool *)pool)->host_rt; }
 
 /* --- in a worker --------------------------------------------------- */
+
+/* In worker 1, once it serves: when sv (the pool's server) listens on a
+ * Unix socket, records its path and a copy of its descriptor, which the
+ * other workers listen on. Returns NULL, or what failed. */
+static const char *share_unix(lg_pool *p, lg_server *sv) {
+  int fd;
+  if (!sv || !sv->l.path[0]) return NULL;
+  if ((fd = gl_sock_dup(sv->l.fd)) < 0) return strerror(-fd);
+  pthread_mutex_lock(&p->mu);
+  snprintf(p->path, sizeof p->path, "%s", sv->l.path);
+  p->share.fd = fd;
+  pthread_mutex_unlock(&p->mu);
+  return NULL;
+}
+
+/* Closes the pool's copy of worker 1's descriptor, once no worker may still
+ * need it (every one serves, or has exited). */
+static void unshare_unix(lg_pool *p) {
+  if (p->share.fd >= 0) close(p->share.fd);
+  p->share.fd = -1;
+}
 
 static void report(lg_pool *p, const char *err, int port) {
   pthread_mutex_lock(&p->mu);
@@ -161,7 +191,13 @@ static void *worker_main(void *arg) {
     snprintf(msg, sizeof msg, "worker %d: %s", w->id, lua_tostring(L, -1));
     report(p, msg, 0);
   } else {
-    report(p, NULL, (int)lua_tointeger(L, -1));
+    /* the newest server is the pool's: the script's own came before */
+    const char *why = w->id == 1 ? share_unix(p, lg_servers_of(rt)) : NULL;
+    char msg[1024];
+    if (why)
+      snprintf(msg, sizeof msg, "worker 1: cannot share unix:%s: %s",
+               lg_servers_of(rt)->l.path, why);
+    report(p, why ? msg : NULL, (int)lua_tointeger(L, -1));
     lua_pop(L, 1);
     pthread_mutex_lock(&p->mu);
     int closing = p->closing; /* a failed start told everyone to stop */
@@ -296,6 +332,7 @@ static int pool_gc(lua_State *L) {
   join_all(p); /* at exit: wait for the workers to finish */
   if (p->host_rt->loop && ev_is_active(&p->done))
     ev_async_stop(p->host_rt->loop, &p->done);
+  unshare_unix(p);
   free(p->script);
   free(p->opts);
   gl_addrs_free(p->share.addrs);
@@ -352,11 +389,13 @@ static int pool_serve(lua_State *L, int idx, const lg_opts *o,
   p->share.count = &p->conns;
   p->share.resume = share_resume;
   p->share.pool = p;
+  p->share.fd = -1;
   p->host_rt = rt;
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);
   atomic_init(&p->conns, 0);
-  snprintf(p->host, sizeof p->host, "%s", o->host);
+  snprintf(p->host, sizeof p->host, "%s",
+           strcmp(o->host, "*") ? o->host : gl_sock_any());
   p->script = strdup(o->script);
   p->opts = malloc(len ? len : 1);
   if (o->max_connections_per_address) p->share.addrs = gl_addrs_new();
@@ -382,10 +421,12 @@ static int pool_serve(lua_State *L, int idx, const lg_opts *o,
     if (rc && !p->failed) snprintf(p->err, sizeof p->err, "cannot start a worker: %s", strerror(rc));
     pool_close(p, 0);
     pool_release(p);
+    unshare_unix(p); /* every worker has exited */
     lua_pushnil(L);
     lua_pushstring(L, p->err);
     return 2;
   }
+  unshare_unix(p); /* every worker listens on its own copy */
   lua_pushvalue(L, -1);
   p->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 1;
@@ -407,10 +448,17 @@ static void count_conns(lg_rt *o, void *group, int member, void *ud) {
 static int pool_index(lua_State *L) {
   lg_pool *p = luaL_checkudata(L, 1, LG_POOL);
   const char *k = luaL_checkstring(L, 2);
-  if (strcmp(k, "port") == 0) {
+  if (p->path[0] && (!strcmp(k, "port") || !strcmp(k, "host"))) {
+    lua_pushnil(L); /* a Unix socket has a path instead */
+  } else if (strcmp(k, "port") == 0) {
     lua_pushinteger(L, p->port);
   } else if (strcmp(k, "host") == 0) {
     lua_pushstring(L, p->host);
+  } else if (strcmp(k, "path") == 0) {
+    if (p->path[0])
+      lua_pushstring(L, p->path);
+    else
+      lua_pushnil(L);
   } else if (strcmp(k, "workers") == 0) {
     lua_pushinteger(L, p->n);
   } else if (strcmp(k, "connections") == 0) {
@@ -427,8 +475,11 @@ static int pool_index(lua_State *L) {
 
 static int pool_tostring(lua_State *L) {
   lg_pool *p = luaL_checkudata(L, 1, LG_POOL);
-  lua_pushfstring(L, "glisten.server (%s:%d, %d workers)", p->host, p->port,
-                  p->n);
+  if (p->path[0])
+    lua_pushfstring(L, "glisten.server (unix:%s, %d workers)", p->path, p->n);
+  else
+    lua_pushfstring(L, "glisten.server (%s:%d, %d workers)", p->host, p->port,
+                    p->n);
   return 1;
 }
 

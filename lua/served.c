@@ -179,7 +179,7 @@ static void conn_done(lg_fiber *f, int status) {
   lg_socket *s = f->ud;
   lg_rt *rt = f->rt;
   lua_State *co = f->th;
-  char what[128], peer[80];
+  char what[GL_NAMELEN + 96], peer[GL_NAMELEN + 48]; /* unix:PATH pid N uid N */
   int described = LUA_OK; /* whether the traceback is on top of co */
   if (status != LUA_OK) {
     lg_socket_peer(s, peer, sizeof peer);

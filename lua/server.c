@@ -77,6 +77,28 @@ void lg_limit_memory(lua_State *L, size_t limit) {
                   "%I bytes", (LUAI_UACINT)limit);
 }
 
+/* Opens sv's listener: the Unix socket o->path (a copy of the pool's, when
+ * share has one), or host and port. GL_OK, or GL_ERR with err filled. */
+static int open_listener(lg_server *sv, const lg_opts *o, const lg_share *share,
+                         char *err, size_t errlen) {
+  struct ev_loop *loop = sv->rt->loop;
+  if (o->path && share && share->fd >= 0) {
+    int fd = gl_sock_dup(share->fd), rc = GL_ERR;
+    if (fd >= 0) rc = gl_listener_adopt(&sv->l, loop, fd, lg_acceptor_accept, sv);
+    if (rc != GL_OK)
+      snprintf(err, errlen, "cannot listen on unix:%s: %s", o->path,
+               strerror(fd < 0 ? -fd : -rc));
+    return rc == GL_OK ? GL_OK : GL_ERR;
+  }
+  if (o->path)
+    return gl_listener_open_unix(&sv->l, loop, o->path, (int)o->mode,
+                                 (int)o->backlog, lg_acceptor_accept, sv, err,
+                                 errlen);
+  return gl_listener_open(&sv->l, loop, sv->host, (int)o->port, (int)o->backlog,
+                          share || o->reuseport ? GL_LISTEN_REUSEPORT : 0,
+                          lg_acceptor_accept, sv, err, errlen);
+}
+
 int lg_serve(lua_State *L, int idx, const lg_share *share) {
   lg_rt *rt = lg_rt_get(L);
   lg_opts o;
@@ -106,9 +128,10 @@ int lg_serve(lua_State *L, int idx, const lg_share *share) {
   sv->l.fd = -1;
   sv->ref = LUA_NOREF;
   sv->o = o;
-  snprintf(sv->host, sizeof sv->host, "%s", o.host);
+  snprintf(sv->host, sizeof sv->host, "%s",
+           strcmp(o.host, "*") ? o.host : gl_sock_any());
   sv->o.host = sv->host;
-  sv->o.script = NULL;
+  sv->o.script = sv->o.path = NULL; /* they point into the options table */
   atomic_init(&sv->own_count, 0);
   sv->count = share ? share->count : &sv->own_count;
   sv->share = share;
@@ -127,9 +150,7 @@ int lg_serve(lua_State *L, int idx, const lg_share *share) {
       sv->cb[i] = luaL_ref(L, LUA_REGISTRYINDEX);
     else
       lua_pop(L, 1);
-  if (gl_listener_open(&sv->l, rt->loop, sv->host, o.port, o.backlog,
-                       share ? GL_LISTEN_REUSEPORT : 0, lg_acceptor_accept, sv,
-                       err, sizeof err) != 0) {
+  if (open_listener(sv, &o, share, err, sizeof err) != GL_OK) {
     lua_pushnil(L);
     lua_pushstring(L, err);
     return 2;
@@ -159,7 +180,11 @@ static int server_close(lua_State *L) {
 static int server_index(lua_State *L) {
   lg_server *sv = check_server(L);
   const char *k = luaL_checkstring(L, 2);
-  if (strcmp(k, "port") == 0)
+  if (sv->l.path[0] && (!strcmp(k, "port") || !strcmp(k, "host")))
+    lua_pushnil(L); /* a Unix socket has a path instead */
+  else if (strcmp(k, "path") == 0 && sv->l.path[0])
+    lua_pushstring(L, sv->l.path);
+  else if (strcmp(k, "port") == 0)
     lua_pushinteger(L, sv->l.port);
   else if (strcmp(k, "host") == 0)
     lua_pushstring(L, sv->host);
@@ -174,8 +199,12 @@ static int server_index(lua_State *L) {
 
 static int server_tostring(lua_State *L) {
   lg_server *sv = check_server(L);
-  lua_pushfstring(L, "glisten.server (%s:%d%s)", sv->host, sv->l.port,
-                  sv->open ? "" : ", closed");
+  if (sv->l.path[0])
+    lua_pushfstring(L, "glisten.server (unix:%s%s)", sv->l.path,
+                    sv->open ? "" : ", closed");
+  else
+    lua_pushfstring(L, "glisten.server (%s:%d%s)", sv->host, sv->l.port,
+                    sv->open ? "" : ", closed");
   return 1;
 }
 

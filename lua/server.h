@@ -32,6 +32,8 @@ typedef struct lg_servers {
 typedef struct lg_share {
   atomic_long *count;
   gl_addrs *addrs; /* max_connections_per_address, when set */
+  int fd; /* a Unix socket worker 1 listens on, which the others listen on
+             copies of (-1: none, or this is worker 1) */
   void (*resume)(const struct lg_share *sh);
   void *pool;
 } lg_share;
@@ -65,9 +67,11 @@ struct lg_server {
 };
 
 /* [-0, +1|2, e] Serves the options table at idx (validated; handler
- * required); share, when given, is what this worker shares with the rest
- * of its pool: the socket is bound with SO_REUSEPORT and max_connections
- * counts across the pool. Pushes the server, or nil and a message. */
+ * required): on host and port, or on the Unix socket path. share, when
+ * given, is what this worker shares with the rest of its pool: a TCP
+ * socket is bound with SO_REUSEPORT, a Unix one is share->fd's copy when
+ * there is one, and max_connections counts across the pool. Pushes the
+ * server, or nil and a message. */
 int lg_serve(lua_State *L, int idx, const lg_share *share);
 
 /* Serves held connections while slots are free, then accepts again if

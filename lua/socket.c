@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "frame.h"
+#include "gl.h"
 #include "log.h"
 #include "sock.h"
 #include "socket.h"
@@ -192,13 +193,12 @@ void lg_socket_on_release(lua_State *L,
 }
 
 void lg_socket_peer(lg_socket *s, char *buf, size_t len) {
-  char ip[64];
-  int port, fam;
-  if (!s->conn || gl_sock_name(s->conn->fd, 1, ip, sizeof ip, &port, &fam)) {
+  if (!s->conn || gl_sock_peer_text(s->conn->fd, buf, len) != GL_OK)
     snprintf(buf, len, "closed");
-    return;
-  }
-  snprintf(buf, len, fam == 6 ? "[%s]:%d" : "%s:%d", ip, port);
+}
+
+const char *lg_unix_path(const char *addr) {
+  return strncmp(addr, "unix:", 5) == 0 ? addr + 5 : NULL;
 }
 
 
@@ -538,25 +538,9 @@ static int sock_settimeout(lua_State *L) {
   return 1;
 }
 
-static int push_name(lua_State *L, int peer) {
-  lg_socket *s = lg_check_socket(L, 1);
-  char ip[64];
-  int port, fam, rc;
-  if (!s->conn) return lg_fail(L, LG_FAIL_CLOSED, NULL);
-  rc = gl_sock_name(s->conn->fd, peer, ip, sizeof ip, &port, &fam);
-  if (rc) return lg_fail(L, LG_FAIL_MESSAGE, strerror(-rc));
-  lua_pushstring(L, ip);
-  lua_pushinteger(L, port);
-  lua_pushstring(L, fam == 6 ? "inet6" : "inet");
-  return 3;
-}
-
-static int sock_getpeername(lua_State *L) { return push_name(L, 1); }
-static int sock_getsockname(lua_State *L) { return push_name(L, 0); }
-
 static int sock_tostring(lua_State *L) {
   lg_socket *s = lg_check_socket(L, 1);
-  char peer[80];
+  char peer[GL_NAMELEN + 48];
   lg_socket_peer(s, peer, sizeof peer);
   lua_pushfstring(L, "glisten.socket %I (%s)", (LUAI_UACINT)s->id, peer);
   return 1;
@@ -582,8 +566,6 @@ static const luaL_Reg sock_methods[] = {{"send", sock_send},
                                         {"receive", sock_receive},
                                         {"close", sock_close},
                                         {"settimeout", sock_settimeout},
-                                        {"getpeername", sock_getpeername},
-                                        {"getsockname", sock_getsockname},
                                         {NULL, NULL}};
 
 void lg_socket_methods(lua_State *L, const luaL_Reg *methods) {
@@ -593,7 +575,8 @@ void lg_socket_methods(lua_State *L, const luaL_Reg *methods) {
   lua_pop(L, 2);
 }
 
-/* connect.c adds connect to the module table. */
+/* connect.c adds connect to the module table; sockopt.c the methods of
+ * names and options. */
 int lg_socket_open(lua_State *L) {
   int first;
   lg_rt_attach(L, &socket_hooks, sizeof(sockets), &first);

@@ -113,8 +113,13 @@ lg_socket *lg_check_socket(lua_State *L, int idx);
 /* [-0, +1, -] Takes all the buffered input of s, as a string onto L. */
 void lg_socket_take(lua_State *L, lg_socket *s);
 
-/* The peer's address as text ("closed" when there is none). */
+/* The peer's address as text, as logs name it ("127.0.0.1:5000",
+ * "unix:PATH pid N uid N"; "closed" when there is none). */
 void lg_socket_peer(lg_socket *s, char *buf, size_t len);
+
+/* The path of an address written "unix:PATH" (as listen, connect and the
+ * command take a Unix socket), or NULL when addr is not one. */
+const char *lg_unix_path(const char *addr);
 
 /* The with_close word of reason (LG_R_*). */
 const char *lg_reason_name(int reason);

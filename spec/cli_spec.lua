@@ -19,8 +19,9 @@ describe("glisten-lua arguments", function()
   it("--help prints usage on stdout and exits 0", function()
     local rc, out = H.run("--help")
     assert.equal(0, rc)
-    assert.matches("usage: glisten%-lua %[options%] SCRIPT %[PORT%]", out)
+    assert.matches("usage: glisten%-lua %[options%] SCRIPT %[PORT | unix:PATH%]", out)
     assert.matches("%-%-idle%-timeout", out)
+    assert.matches("\n  %-%-reuseport  ", out) -- a switch: no value
   end)
 
   it("--version prints the version and exits 0", function()

@@ -62,7 +62,8 @@ assert(runner_pid, "cannot read /proc/self/stat")
 -- Starts glisten-lua with args in the background and waits (at most 5 s)
 -- for its "listening on" line (opts.no_listen: only for its pid; opts.
 -- may_exit: an exit is no error). Returns a process handle:
---   p.pid, p.port, p:stderr(), p:signal(name), p:wait(limit) -> exit code
+--   p.pid, p.port (p.path for "listening on unix:PATH"), p:stderr(),
+--   p:signal(name), p:wait(limit) -> exit code
 function H.start(args, opts)
   opts = opts or {}
   nfile = nfile + 1
@@ -102,8 +103,9 @@ function H.start(args, opts)
     if pid and pid:match("%d+\n") then p.pid = tonumber(pid) end
     if p.pid and opts.no_listen then return p end
     local port = p:stderr():match("listening on [^\n]*:(%d+)\n")
-    if p.pid and port then
-      p.port = tonumber(port)
+    local path = p:stderr():match("listening on unix:([^\n]*)\n")
+    if p.pid and (port or path) then
+      p.port, p.path = tonumber(port), path
       return p
     end
     local rc = readfile(base .. ".rc")
@@ -121,6 +123,13 @@ end
 -- seconds (5 unless given) on every call, so no spec can hang.
 function H.connect(port, host, limit)
   local s = assert(glisten.connect(host or "127.0.0.1", port, 5))
+  s:settimeout(limit or 5)
+  return s
+end
+
+-- A client connection to the Unix socket at path, as H.connect.
+function H.connect_unix(path, limit)
+  local s = assert(glisten.connect("unix:" .. path, 5))
   s:settimeout(limit or 5)
   return s
 end

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -430,6 +431,87 @@ static void test_open_failure(void **state) {
   gl_listener_close(&l2);
 }
 
+
+/* --- Unix sockets -------------------------------------------------------- */
+
+typedef struct unix_fixture {
+  int accepted[8];
+  int n;
+} unix_fixture;
+
+static void on_unix_accept(gl_listener *l, int fd) {
+  unix_fixture *u = l->data;
+  assert_true(u->n < 8);
+  assert_true(fcntl(fd, F_GETFL) & O_NONBLOCK);
+  assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+  u->accepted[u->n++] = fd;
+}
+
+static int unix_accepted(void *arg) { return ((unix_fixture *)arg)->n > 0; }
+
+/* Connects to path and runs loop until l's fixture accepted it. */
+static void unix_connect_accept(struct ev_loop *loop, const char *path,
+                                unix_fixture *u) {
+  char err[GL_ERRLEN];
+  int c = gl_sock_connect_unix(path, err, sizeof err);
+  if (c < 0) fail_msg("connect %s: %s", path, err);
+  u->n = 0;
+  assert_true(run_until(loop, unix_accepted, u, WAIT_S));
+  close(u->accepted[0]);
+  close(c);
+}
+
+/* A Unix listener accepts, its copies (gl_listener_adopt) accept on the
+ * same socket, and only the listener that made the file removes it when
+ * it closes; a second listener on a live path is refused. */
+static void test_unix_listener(void **state) {
+  char dir[] = "/tmp/glisten-listener-XXXXXX", path[64], err[GL_ERRLEN] = "";
+  struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+  gl_listener l, copy, again;
+  unix_fixture u = {{0}, 0}, uc = {{0}, 0};
+  struct stat st;
+  (void)state;
+  assert_non_null(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/l.sock", dir);
+  assert_int_equal(gl_listener_open_unix(&l, loop, path, 0600, 16,
+                                         on_unix_accept, &u, err, sizeof err),
+                   GL_OK);
+  assert_string_equal(l.path, path);
+  assert_int_equal(l.port, 0);
+  assert_int_equal(lstat(path, &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0600);
+  unix_connect_accept(loop, path, &u);
+
+  assert_int_equal(gl_listener_open_unix(&again, loop, path, -1, 16,
+                                         on_unix_accept, &u, err, sizeof err),
+                   GL_ERR);
+  assert_int_equal(again.fd, -1);
+  assert_non_null(strstr(err, "Address already in use"));
+  gl_listener_close(&again);
+
+  /* a copy of the socket: while the first is paused, the copy accepts */
+  int fd = gl_sock_dup(l.fd);
+  assert_true(fd >= 0);
+  assert_int_equal(gl_listener_adopt(&copy, loop, fd, on_unix_accept, &uc),
+                   GL_OK);
+  assert_string_equal(copy.path, path);
+  gl_listener_pause(&l, 1);
+  unix_connect_accept(loop, path, &uc);
+  gl_listener_close(&copy); /* the copy leaves the file */
+  assert_int_equal(lstat(path, &st), 0);
+  gl_listener_pause(&l, 0);
+  unix_connect_accept(loop, path, &u);
+
+  gl_listener_close(&l); /* the one that made it removes it */
+  assert_int_equal(lstat(path, &st), -1);
+  assert_int_equal(errno, ENOENT);
+  gl_listener_close(&l);
+  assert_int_equal(gl_listener_adopt(&copy, loop, -1, on_unix_accept, &uc),
+                   -EBADF);
+  ev_loop_destroy(loop);
+  assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_accepts_real_connections, setup,
@@ -450,6 +532,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_close_during_back_off, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_open_failure, setup, teardown),
+      cmocka_unit_test(test_unix_listener),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
