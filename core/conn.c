@@ -41,6 +41,16 @@ static int plain_handshake(gl_conn *c) {
 const gl_transport gl_plain = {"plain", plain_read, plain_write,
                                plain_handshake, NULL, NULL, NULL};
 
+/* Every read and write goes through these: the plain transport, by far the
+ * most common, is called directly (no indirect call on the hot path). */
+static inline long tp_read(gl_conn *c, char *p, size_t n) {
+  return c->tp == &gl_plain ? plain_read(c, p, n) : c->tp->read(c, p, n);
+}
+
+static inline long tp_write(gl_conn *c, const char *p, size_t n) {
+  return c->tp == &gl_plain ? plain_write(c, p, n) : c->tp->write(c, p, n);
+}
+
 /* --- closing ------------------------------------------------------------- */
 
 static void close_now(gl_conn *c, int reason, int err) {
@@ -139,6 +149,19 @@ void gl_conn_update(gl_conn *c) {
     ev_feed_event(loop, &c->rio, EV_READ);
 }
 
+/* gl_conn_update, with the hot case inline: a plain connection that has
+ * nothing queued and at most wants to read. */
+static inline void update(gl_conn *c) {
+  if (c->tp == &gl_plain && !c->out.len &&
+      !(c->flags & (GL_CONN_CLOSED | GL_CONN_CONNECTING | GL_CONN_HANDSHAKE))) {
+    int in = reading(c);
+    if (in != ev_is_active(&c->rio)) set_watcher(c->env->loop, &c->rio, in);
+    if (ev_is_active(&c->wio)) ev_io_stop(c->env->loop, &c->wio);
+    return;
+  }
+  gl_conn_update(c);
+}
+
 /* Runs one of the owner's callbacks with c held: a close inside it only
  * marks c, and the caller frees it after (see conn.h). */
 #define CALL(c, cb)                                          \
@@ -211,7 +234,7 @@ static void do_read(gl_conn *c) {
     }
   }
   c->rwait = 0;
-  n = c->tp->read(c, gl_buf_tail(&c->in), room);
+  n = tp_read(c, gl_buf_tail(&c->in), room);
   if (n == GL_WANT_READ || n == GL_WANT_WRITE) {
     if (borrowed) c->in = own;
     c->rwait = n == GL_WANT_WRITE;
@@ -245,7 +268,7 @@ static void do_read(gl_conn *c) {
     if (!c->busy) destroy(c);
     return;
   }
-  gl_conn_update(c);
+  update(c);
 }
 
 
@@ -284,7 +307,7 @@ static void on_write(EV_P_ ev_io *w, int revents) {
 /* Writes what is queued, as much as the transport takes. */
 static void flush_out(gl_conn *c) {
   if (c->out.len) {
-    long n = c->tp->write(c, gl_buf_head(&c->out), c->out.len);
+    long n = tp_write(c, gl_buf_head(&c->out), c->out.len);
     if (n == GL_WANT_READ || n == GL_WANT_WRITE) {
       c->wwait = n == GL_WANT_READ;
       gl_conn_update(c);
@@ -388,7 +411,7 @@ void gl_conn_consume(gl_conn *c, size_t n) {
   gl_buf_consume(&c->in, n);
   if (c->in.len == 0 && c->in.data && c->in.data != c->env->scratch)
     gl_buf_free(&c->in);
-  gl_conn_update(c);
+  update(c);
 }
 
 /* The first step of a write: writes directly what the kernel takes when
@@ -401,7 +424,7 @@ static long write_direct(gl_conn *c, const char *p, size_t n) {
   if (c->out.len || (c->flags & (GL_CONN_CONNECTING | GL_CONN_HANDSHAKE)) ||
       !n)
     return 0;
-  w = c->tp->write(c, p, n);
+  w = tp_write(c, p, n);
   if (w == GL_WANT_READ || w == GL_WANT_WRITE) {
     /* the caller queues the bytes: the retry writes them first */
     c->wwait = w == GL_WANT_READ;
