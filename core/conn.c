@@ -389,6 +389,7 @@ gl_conn *gl_conn_new(gl_env *env, int fd, int connecting,
 
 void gl_conn_set_transport(gl_conn *c, const gl_transport *tp, void *tpd,
                            int handshake) {
+  if (c->tp->free) c->tp->free(c);
   c->tp = tp;
   c->tpd = tpd;
   c->rwait = c->wwait = 0;

@@ -147,7 +147,8 @@ gl_conn *gl_conn_new(gl_env *env, int fd, int connecting,
  * or written for the owner, then on_drain reports its success and on_close
  * (reason GL_CLOSE_ERROR, c->err set, not counted in stats->errors) its
  * failure. c must hold no unread input and no queued output (what was
- * there belongs to the stream before the change). */
+ * there belongs to the stream before the change). The previous transport's
+ * state is freed (its free). */
 void gl_conn_set_transport(gl_conn *c, const gl_transport *tp, void *tpd,
                            int handshake);
 

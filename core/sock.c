@@ -283,6 +283,12 @@ int gl_sock_name(int fd, int peer, char *ip, size_t iplen, int *port,
   int rc = peer ? getpeername(fd, (struct sockaddr *)&ss, &len)
                 : getsockname(fd, (struct sockaddr *)&ss, &len);
   if (rc < 0) return -errno;
+  return gl_sock_addr_text(&ss, len, ip, iplen, port, family);
+}
+
+int gl_sock_addr_text(const struct sockaddr_storage *a, socklen_t len,
+                      char *ip, size_t iplen, int *port, int *family) {
+  struct sockaddr_storage ss = *a;
   if (ss.ss_family == AF_INET) {
     struct sockaddr_in *s = (struct sockaddr_in *)&ss;
     inet_ntop(AF_INET, &s->sin_addr, ip, (socklen_t)iplen);

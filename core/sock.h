@@ -97,6 +97,11 @@ int gl_sock_connect_result(int fd);
 int gl_sock_name(int fd, int peer, char *ip, size_t iplen, int *port,
                  int *family);
 
+/* gl_sock_name for an address at hand (len bytes of it: a Unix socket's
+ * path is read within them). */
+int gl_sock_addr_text(const struct sockaddr_storage *a, socklen_t len,
+                      char *ip, size_t iplen, int *port, int *family);
+
 /* The peer's credentials of a Unix socket (SO_PEERCRED: the process that
  * connected, or that listened, and its user and group). GL_OK, or -errno
  * (-ENOTSUP for a socket that is not a Unix one). */

@@ -17,6 +17,9 @@ typedef struct gl_stats {
   unsigned long long dropped;   /* messages a full mailbox or inbox refused */
   unsigned long long refused;   /* connections closed at once: past a cap per
                                    client address */
+  unsigned long long tls_failed;   /* TLS handshakes that failed or timed out
+                                      before the script saw the connection */
+  unsigned long long proxy_failed; /* PROXY headers missing, bad or late */
 } gl_stats;
 
 #define GL_STAT_ADD(field, n)                                              \

@@ -36,6 +36,16 @@ static int claim(lg_server *sv) {
   return 0;
 }
 
+void lg_server_give_slot(lg_server *sv, gl_addr *addr) {
+  if (addr) gl_addrs_give(sv->addrs, addr);
+  if (sv->o.max_connections &&
+      atomic_fetch_sub(sv->count, 1) >= sv->o.max_connections) {
+    /* someone may be waiting for this slot: here, or on another worker */
+    lg_server_resume(sv);
+    if (sv->share) sv->share->resume(sv->share);
+  }
+}
+
 int lg_server_full(lg_server *sv) {
   return sv->o.max_connections &&
          atomic_load(sv->count) >= sv->o.max_connections;

@@ -14,6 +14,7 @@
 #include "server.h"
 #include "shared.h"
 #include "sockopt.h"
+#include "tlsctx.h"
 #include "timer.h"
 
 static void push_stats(lua_State *L, const gl_stats *st) {
@@ -30,6 +31,8 @@ static void push_stats(lua_State *L, const gl_stats *st) {
   F(accept_errors);
   F(dropped);
   F(refused);
+  F(tls_failed);
+  F(proxy_failed);
 #undef F
 }
 
@@ -43,6 +46,8 @@ static void add_stats(gl_stats *t, const gl_stats *st) {
   t->accept_errors += GL_STAT_GET(st->accept_errors);
   t->dropped += GL_STAT_GET(st->dropped);
   t->refused += GL_STAT_GET(st->refused);
+  t->tls_failed += GL_STAT_GET(st->tls_failed);
+  t->proxy_failed += GL_STAT_GET(st->proxy_failed);
 }
 
 typedef struct gather {
@@ -98,6 +103,7 @@ int luaopen_glisten(lua_State *L) {
   lg_timer_open(L);
   lg_socket_open(L);
   lg_sockopt_open(L);
+  lg_tls_methods(L);
   lg_connect_open(L);
   lg_server_open(L);
   lg_messages_open(L);

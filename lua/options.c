@@ -21,6 +21,8 @@
 #define SDEF_WORKERS(d) NULL
 #define SDEF_BOOL(d) NULL
 #define SDEF_MODE(d) NULL
+#define SDEF_TABLE(d) NULL
+#define SDEF_ANY(d) NULL
 #define NDEF_STRING(d) 0
 #define NDEF_INT(d) d
 #define NDEF_BYTES(d) d
@@ -28,6 +30,8 @@
 #define NDEF_WORKERS(d) d
 #define NDEF_BOOL(d) d
 #define NDEF_MODE(d) d
+#define NDEF_TABLE(d) d
+#define NDEF_ANY(d) d
 
 #define ROW(key, kind, def, lo, hi, where, flag, meta, help)                \
   {#key, LG_KIND_##kind, SDEF_##kind(def), NDEF_##kind(def), lo, hi, where, \
@@ -48,11 +52,27 @@ static lua_Integer cpus(void) {
   return n < 1 ? 1 : n > LG_MAX_WORKERS ? LG_MAX_WORKERS : n;
 }
 
+static void read_fields(lua_State *L, int idx, lg_opts *o, unsigned where,
+                        const char *prefix);
+
+/* Whether row r is only a field of the tls table. */
+static int tls_only(const lg_option *r) { return r->where == LG_IN_TLS; }
+
 /* [-0, +0, e] Checks the value on top against row r and stores it in o. */
 static void set_value(lua_State *L, const lg_option *r, lg_opts *o) {
   char *field = (char *)o + r->offset;
   int ok;
   switch (r->kind) {
+  case LG_KIND_TABLE:
+    if (lua_type(L, -1) == LUA_TTABLE)
+      read_fields(L, -1, o, LG_IN_TLS, "tls.");
+    else if (lua_type(L, -1) != LUA_TBOOLEAN)
+      luaL_error(L, "option '%s' must be a table (or true)", r->key);
+    *(int *)field = lua_toboolean(L, -1);
+    return;
+  case LG_KIND_ANY:
+    *(int *)field = lua_type(L, -1);
+    return;
   case LG_KIND_STRING:
     if (lua_type(L, -1) != LUA_TSTRING)
       luaL_error(L, "option '%s' must be a string", r->key);
@@ -106,17 +126,20 @@ static int known_key(lua_State *L, unsigned where) {
   const char *k = lua_tostring(L, -1);
   for (const lg_option *r = lg_options; r->key; r++)
     if ((r->where & where) && strcmp(r->key, k) == 0) return 1;
-  if (where & LG_IN_SERVE)
+  if (where & LG_IN_SERVE && where != LG_IN_TLS)
     for (const char *const *c = lg_callback_names; *c; c++)
       if (strcmp(*c, k) == 0) return 1;
   return 0;
 }
 
-void lg_opts_read(lua_State *L, int idx, lg_opts *o, unsigned where) {
+/* [-0, +0, e] Reads the fields of the table at idx that rows taken at
+ * where name into o (0: every row but the tls table's fields, other keys
+ * ignored); prefix goes before a key in errors. */
+static void read_fields(lua_State *L, int idx, lg_opts *o, unsigned where,
+                        const char *prefix) {
   idx = lua_absindex(L, idx);
-  *o = lg_defaults;
   for (const lg_option *r = lg_options; r->key; r++) {
-    if (where && !(r->where & where)) continue;
+    if (where ? !(r->where & where) : tls_only(r)) continue;
     if (lua_getfield(L, idx, r->key) != LUA_TNIL) set_value(L, r, o);
     lua_pop(L, 1);
   }
@@ -125,15 +148,43 @@ void lg_opts_read(lua_State *L, int idx, lg_opts *o, unsigned where) {
   while (lua_next(L, idx)) {
     lua_pop(L, 1);
     if (!known_key(L, where))
-      luaL_error(L, "unknown option '%s'", luaL_tolstring(L, -1, NULL));
+      luaL_error(L, "unknown option '%s%s'", prefix,
+                 luaL_tolstring(L, -1, NULL));
   }
 }
 
+void lg_opts_read(lua_State *L, int idx, lg_opts *o, unsigned where) {
+  *o = lg_defaults;
+  read_fields(L, idx, o, where, "");
+}
+
+static const char *parse_value(lua_State *L, const lg_option *r,
+                               const char *v);
+
 const char *lg_opts_parse_flag(lua_State *L, const lg_option *r,
+                               const char *v) {
+  if (tls_only(r)) { /* a field of the tls table: made when missing */
+    const char *need;
+    if (lua_getfield(L, -1, "tls") != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+      lua_pushvalue(L, -1);
+      lua_setfield(L, -3, "tls");
+    }
+    need = parse_value(L, r, v);
+    lua_pop(L, 1);
+    return need;
+  }
+  return parse_value(L, r, v);
+}
+
+/* lg_opts_parse_flag into the table on top itself. */
+static const char *parse_value(lua_State *L, const lg_option *r,
                                const char *v) {
   char *end;
   errno = 0;
   if (r->kind == LG_KIND_STRING || r->kind == LG_KIND_MODE ||
+      r->kind == LG_KIND_ANY ||
       (r->kind == LG_KIND_WORKERS && strcmp(v, "auto") == 0)) {
     lua_pushstring(L, v);
   } else if (r->kind == LG_KIND_BOOL) {
@@ -170,6 +221,9 @@ static const char *default_text(const lg_option *r, char *buf, size_t len) {
   switch (r->kind) {
   case LG_KIND_STRING:
     return r->sdef ? r->sdef : "none";
+  case LG_KIND_TABLE:
+  case LG_KIND_ANY:
+    return "none";
   case LG_KIND_BOOL:
     return r->def ? "true" : "false";
   case LG_KIND_MODE:
@@ -203,7 +257,8 @@ static const char *where_text(const lg_option *r, char *buf, size_t len) {
   } places[] = {{LG_IN_SERVE, "serve"},
                 {LG_IN_LISTEN, "listen"},
                 {LG_IN_CONNECT, "connect"},
-                {LG_IN_SCRIPT, "script"}};
+                {LG_IN_SCRIPT, "script"},
+                {LG_IN_TLS, "tls"}};
   size_t n = 0;
   buf[0] = '\0';
   for (size_t i = 0; i < sizeof places / sizeof places[0]; i++)
@@ -249,8 +304,8 @@ static void man_entry(FILE *f, const lg_option *r, const char *def) {
   roff(f, r->help);
   fputs(".\nDefault: ", f);
   roff(f, def);
-  if (r->where & LG_IN_SCRIPT) {
-    fputs("; script field \\fB", f);
+  if (r->where & (LG_IN_SCRIPT | LG_IN_TLS)) {
+    fputs(tls_only(r) ? "; script field \\fBtls." : "; script field \\fB", f);
     roff(f, r->key);
     fputs("\\fR", f);
   }
@@ -266,7 +321,8 @@ void lg_opts_describe(FILE *f, int format) {
   for (const lg_option *r = lg_options; r->key; r++) {
     const char *d = default_text(r, buf, sizeof buf);
     if (format == LG_OPTS_MARKDOWN) {
-      fprintf(f, "| `%s` | %s%s%s | %s | %s | %s |\n", r->key,
+      fprintf(f, "| `%s%s` | %s%s%s | %s | %s | %s |\n",
+              tls_only(r) ? "tls." : "", r->key,
               r->flag ? "`" : "", r->flag ? r->flag : "", r->flag ? "`" : "",
               d, where_text(r, w, sizeof w), r->help);
     } else if (format == LG_OPTS_MAN) {

@@ -24,6 +24,8 @@
 #define LG_IN_LISTEN 2u  /* glisten.listen(port, {}) */
 #define LG_IN_CONNECT 4u /* glisten.connect(host, port, {}) */
 #define LG_IN_SCRIPT 8u  /* a field of the table a script returns */
+#define LG_IN_TLS 16u    /* a field of the tls table (serve's, a script's,
+                            connect's, starttls's): "tls.KEY" */
 #define LG_IN_SOCKET (LG_IN_SERVE | LG_IN_LISTEN | LG_IN_CONNECT | LG_IN_SCRIPT)
 #define LG_IN_SERVER (LG_IN_SERVE | LG_IN_SCRIPT)
 
@@ -31,7 +33,8 @@
 
 /* The kinds, each with its C type and how its default is written. */
 enum { LG_KIND_STRING, LG_KIND_INT, LG_KIND_BYTES, LG_KIND_SECONDS,
-       LG_KIND_WORKERS, LG_KIND_BOOL, LG_KIND_MODE };
+       LG_KIND_WORKERS, LG_KIND_BOOL, LG_KIND_MODE, LG_KIND_TABLE,
+       LG_KIND_ANY };
 #define LG_CTYPE_STRING const char *
 #define LG_CTYPE_INT lua_Integer
 #define LG_CTYPE_BYTES lua_Integer
@@ -39,6 +42,8 @@ enum { LG_KIND_STRING, LG_KIND_INT, LG_KIND_BYTES, LG_KIND_SECONDS,
 #define LG_CTYPE_WORKERS lua_Integer
 #define LG_CTYPE_BOOL int
 #define LG_CTYPE_MODE lua_Integer
+#define LG_CTYPE_TABLE int
+#define LG_CTYPE_ANY int
 
 /* X(KEY, KIND, DEFAULT, LOW, HIGH, WHERE, FLAG, METAVAR, HELP)
  * LOW and HIGH bound numbers (a SECONDS option with LOW < 0 takes any
@@ -46,7 +51,13 @@ enum { LG_KIND_STRING, LG_KIND_INT, LG_KIND_BYTES, LG_KIND_SECONDS,
  * "auto" (one per CPU). A BOOL option is true or false, its flag takes no
  * value (--flag=false turns it off). A MODE option is file permissions
  * written in octal, as a string ("660"), read as a number; < 0: none. A
- * STRING option's value points into the table it was read from. FLAG is
+ * STRING option's value points into the table it was read from. A TABLE
+ * option (tls) is a table whose fields are the rows taken LG_IN_TLS (read
+ * into the same lg_opts; a flag of such a row sets the field of the table),
+ * or, where connect takes it, true (every field at its default); its value
+ * is 1 when given. An ANY option is read by the module that uses it, from
+ * the table (its value here: the Lua type, LUA_TNIL when not given); its
+ * flag gives a string. FLAG is
  * NULL for an option the command does not take; "-x, --long" gives it a
  * short alias too. */
 #define LG_OPTIONS(X)                                                        \
@@ -81,6 +92,37 @@ enum { LG_KIND_STRING, LG_KIND_INT, LG_KIND_BYTES, LG_KIND_SECONDS,
     "BYTES", "Lua memory each worker's state may hold (0: no cap)")          \
   X(shutdown_timeout, SECONDS, 5, 0, 0, LG_IN_SERVER, "--shutdown-timeout",  \
     "SECONDS", "grace for open connections on SIGINT/SIGTERM")               \
+  X(proxy_protocol, BOOL, 0, 0, 1, LG_IN_SERVER, "--proxy-protocol", "",      \
+    "each connection starts with a PROXY header, v1 or v2 (HAProxy's): its addresses are the peer's") \
+  X(handshake_timeout, SECONDS, 10, 0, 0, LG_IN_SERVER | LG_IN_TLS,           \
+    "--handshake-timeout", "SECONDS",                                         \
+    "the longest the PROXY header and the TLS handshake may take (0: no limit)") \
+  X(tls, TABLE, 0, 0, 0, LG_IN_SERVER | LG_IN_CONNECT, NULL, "TABLE",          \
+    "serve, or connect, over TLS: a table of the tls.* fields below (connect also takes true)") \
+  X(cert, STRING, NULL, 0, 0, LG_IN_TLS, "--tls-cert", "FILE",                \
+    "the certificate, its chain after it, PEM: a path or the text itself")    \
+  X(key, STRING, NULL, 0, 0, LG_IN_TLS, "--tls-key", "FILE",                  \
+    "the certificate's private key, PEM: a path or the text itself")          \
+  X(password, STRING, NULL, 0, 0, LG_IN_TLS, NULL, "TEXT",                    \
+    "the key's password, when it is encrypted")                               \
+  X(ca, STRING, NULL, 0, 0, LG_IN_TLS, "--tls-ca", "FILE",                    \
+    "certificates that verify the peer: a file, a directory or PEM text (connect: the system's store when not given)") \
+  X(verify, ANY, 0, 0, 0, LG_IN_TLS, "--tls-verify", "none|optional|required", \
+    "serving: client certificates not asked for (\"none\"), checked when sent (\"optional\"), or required; connect: true (verify the server) or false") \
+  X(alpn, ANY, 0, 0, 0, LG_IN_TLS, "--alpn", "LIST",                          \
+    "ALPN protocols in order of preference, a list or \"h2,http/1.1\"; serving: or a function(offered) -> chosen") \
+  X(sni, ANY, 0, 0, 0, LG_IN_TLS, NULL, "TABLE",                              \
+    "serving: certificates by server name, {[\"a.example\"] = {cert =, key =}} (\"*.example\" too), or a function(name) returning one, or nil") \
+  X(server_name, STRING, NULL, 0, 0, LG_IN_TLS, NULL, "NAME",                 \
+    "connect: the name sent (SNI) and verified; the host when it is a name")  \
+  X(min_version, STRING, "1.2", 0, 0, LG_IN_TLS, "--tls-min-version", "1.2|1.3", \
+    "the oldest TLS version accepted")                                        \
+  X(ciphers, STRING, NULL, 0, 0, LG_IN_TLS, "--tls-ciphers", "LIST",          \
+    "OpenSSL's cipher list for TLS 1.2 (none: OpenSSL's default)")            \
+  X(ciphersuites, STRING, NULL, 0, 0, LG_IN_TLS, "--tls-ciphersuites", "LIST", \
+    "the TLS 1.3 suites (none: OpenSSL's default)")                           \
+  X(session_tickets, BOOL, 1, 0, 1, LG_IN_TLS, NULL, "",                      \
+    "serving: resume sessions with tickets")                                  \
   X(callback_slice, SECONDS, 0.01, 0, 0, LG_IN_SERVER, "--callback-slice",    \
     "SECONDS", "run time after which a callback lets others run (0: never)")  \
   X(max_callback_time, SECONDS, 0, 0, 0, LG_IN_SERVER, "--max-callback-time", \

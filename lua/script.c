@@ -40,6 +40,31 @@ int lg_script_load(lua_State *L, const char *path) {
   return 0;
 }
 
+/* [-1, +1, m] The tls table on top (a flag's fields) over the script's
+ * (in the options table at t, when it has one): a new table with the
+ * fields of both, the flags' winning, so --tls-cert can stand in for the
+ * script's cert and keep its other fields. */
+static void merge_tls(lua_State *L, int t) {
+  int flags = lua_gettop(L), merged;
+  t = lua_absindex(L, t);
+  if (lua_getfield(L, t, "tls") != LUA_TTABLE) { /* flags + 1 */
+    lua_pop(L, 1);
+    return;
+  }
+  lua_newtable(L);
+  merged = lua_gettop(L);
+  for (int from = flags + 1; from >= flags; from--) { /* script's, flags' */
+    lua_pushnil(L);
+    while (lua_next(L, from)) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_settable(L, merged);
+    }
+  }
+  lua_replace(L, flags);
+  lua_settop(L, flags);
+}
+
 void lg_script_options(lua_State *L, int t, int from_table, int opts) {
   t = lua_absindex(L, t);
   if (opts) opts = lua_absindex(L, opts);
@@ -59,6 +84,9 @@ void lg_script_options(lua_State *L, int t, int from_table, int opts) {
     while (lua_next(L, opts)) {
       lua_pushvalue(L, -2);
       lua_insert(L, -2);
+      if (lua_type(L, -1) == LUA_TTABLE && lua_type(L, -2) == LUA_TSTRING &&
+          strcmp(lua_tostring(L, -2), "tls") == 0)
+        merge_tls(L, -3);
       lua_settable(L, -4);
     }
   }

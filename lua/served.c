@@ -21,6 +21,7 @@
  * then the socket is closed (after flushing) and forgotten.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -92,12 +93,7 @@ static void conn_release(lg_socket *s, lg_server *sv) {
   s->server = NULL;
   lg_socket_release(s);
   if (!sv) return;
-  if (sv->o.max_connections &&
-      atomic_fetch_sub(sv->count, 1) >= sv->o.max_connections) {
-    /* someone may be waiting for this slot: here, or on another worker */
-    lg_server_resume(sv);
-    if (sv->share) sv->share->resume(sv->share);
-  }
+  lg_server_give_slot(sv, NULL);
   if (!sv->open && !sv->nconns) {
     ev_timer_stop(sv->rt->loop, &sv->grace);
     lg_server_unanchor(sv);
@@ -343,7 +339,9 @@ void lg_served_shutdown_all(lg_server *sv) {
 
 typedef struct accept_ctx {
   lg_server *sv;
-  int fd;
+  int fd;          /* an accepted descriptor, or -1 and: */
+  gl_conn *conn;   /* a connection through its prelude (prelude.c) */
+  void *proxy;     /* its PROXY header, or NULL */
   gl_addr *addr;
   lg_socket *s; /* once made */
 } accept_ctx;
@@ -368,8 +366,17 @@ static int serve_conn(lua_State *L) {
   lua_pushcfunction(f->th, conn_run);
   lua_pushlightuserdata(f->th, s);
   lg_fiber_start(f, 1);
-  gl_conn *c = gl_conn_new(&rt->env, a->fd, 0, &lg_socket_cbs, NULL);
-  a->fd = -1; /* gl_conn_new owns it now, even when it fails */
+  gl_conn *c = a->conn;
+  if (c) { /* handed over from its prelude */
+    c->cbs = &lg_socket_cbs;
+    c->data = NULL;
+    s->proxy = a->proxy;
+    a->conn = NULL;
+    a->proxy = NULL;
+  } else {
+    c = gl_conn_new(&rt->env, a->fd, 0, &lg_socket_cbs, NULL);
+    a->fd = -1; /* gl_conn_new owns it now, even when it fails */
+  }
   s->snext = sv->socks;
   if (s->snext) s->snext->sprev = s;
   sv->socks = s;
@@ -381,10 +388,13 @@ static int serve_conn(lua_State *L) {
   return 0;
 }
 
-void lg_served_start(lg_server *sv, int fd, gl_addr *addr) {
+/* Serves fd, or c once through its prelude (with its PROXY header, or
+ * NULL): the connection's socket, state table and first run. */
+static void serve(lg_server *sv, int fd, gl_conn *c, void *proxy,
+                  gl_addr *addr) {
   lg_rt *rt = sv->rt;
   lua_State *L = rt->L;
-  accept_ctx a = {sv, fd, addr, NULL};
+  accept_ctx a = {sv, fd, c, proxy, addr, NULL};
   lua_pushcfunction(L, serve_conn);
   lua_pushlightuserdata(L, &a);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
@@ -394,14 +404,30 @@ void lg_served_start(lg_server *sv, int fd, gl_addr *addr) {
                  lua_tostring(L, -1));
     lua_pop(L, 1);
     if (a.fd >= 0) close(a.fd);
+    if (a.conn) { /* closed as a connection no one owns */
+      a.conn->cbs = &lg_socket_cbs;
+      a.conn->data = NULL;
+      gl_conn_close(a.conn, GL_CLOSE_LOCAL, 0);
+    }
+    free(a.proxy);
     if (a.s && a.s->owner) {
       lg_fiber *f = a.s->owner;
       lg_fiber_kill(f);
       conn_finish(f);
     } else {
       if (a.s) lg_socket_release(a.s);
-      if (sv->o.max_connections) atomic_fetch_sub(sv->count, 1);
-      if (addr) gl_addrs_give(sv->addrs, addr);
+      lg_server_give_slot(sv, addr);
     }
   }
+}
+
+void lg_served_start(lg_server *sv, int fd, gl_addr *addr) {
+  if (sv->tls || sv->o.proxy_protocol)
+    lg_prelude_start(sv, fd, addr);
+  else
+    serve(sv, fd, NULL, NULL, addr);
+}
+
+void lg_served_adopt(lg_server *sv, gl_conn *c, void *proxy, gl_addr *addr) {
+  serve(sv, -1, c, proxy, addr);
 }

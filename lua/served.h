@@ -16,8 +16,23 @@ void lg_acceptor_accept(gl_listener *l, int fd);
 int lg_server_full(lg_server *sv);
 
 /* Serves fd, an accepted connection that holds a slot (and addr, its
- * place under max_connections_per_address, or NULL). */
+ * place under max_connections_per_address, or NULL): through its prelude
+ * first when sv has one (a PROXY header, TLS), else at once. */
 void lg_served_start(lg_server *sv, int fd, gl_addr *addr);
+/* Serves c, through its prelude now, with the PROXY header it came with
+ * (a gl_proxyio_hdr, which the socket now owns) or NULL. c's callbacks
+ * become the socket's. */
+void lg_served_adopt(lg_server *sv, gl_conn *c, void *proxy, gl_addr *addr);
+/* Gives back a slot under max_connections (and addr, when not NULL),
+ * waking whoever waits for one, here or on another worker. */
+void lg_server_give_slot(lg_server *sv, gl_addr *addr);
+
+/* The prelude (prelude.c): what a connection goes through before its
+ * script sees it. Starts it for fd; at its end lg_served_adopt, or the
+ * connection closes, counted and logged, and its slot is given back. */
+void lg_prelude_start(lg_server *sv, int fd, gl_addr *addr);
+/* Closes every connection of sv still in its prelude. */
+void lg_prelude_close_all(lg_server *sv);
 /* Ends every connection of sv for a shutdown (see served.c). */
 void lg_served_shutdown_all(lg_server *sv);
 

@@ -13,6 +13,7 @@
 #include "served.h"
 #include "sock.h"
 #include "state.h"
+#include "tlsctx.h"
 
 static void servers_shutdown(lg_rt *rt, void *self, double grace);
 static long servers_busy(lg_rt *rt, void *self);
@@ -52,6 +53,7 @@ static void server_stop(lg_server *sv, double grace) {
     server_unlist(sv);
     lg_server_resume(sv); /* closes what was held */
   }
+  lg_prelude_close_all(sv); /* no script saw them: nothing to finish */
   if (!sv->nconns) {
     lg_server_unanchor(sv);
     return;
@@ -150,6 +152,16 @@ int lg_serve(lua_State *L, int idx, const lg_share *share) {
       sv->cb[i] = luaL_ref(L, LUA_REGISTRYINDEX);
     else
       lua_pop(L, 1);
+  if (o.tls) {
+    lua_getfield(L, idx, "tls");
+    sv->tls = lg_tls_make(L, -1, 1, err, sizeof err);
+    lua_pop(L, 1);
+    if (!sv->tls) {
+      lua_pushnil(L);
+      lua_pushfstring(L, "tls: %s", err);
+      return 2;
+    }
+  }
   if (open_listener(sv, &o, share, err, sizeof err) != GL_OK) {
     lua_pushnil(L);
     lua_pushstring(L, err);
@@ -167,6 +179,28 @@ int lg_serve(lua_State *L, int idx, const lg_share *share) {
 
 static lg_server *check_server(lua_State *L) {
   return luaL_checkudata(L, 1, LG_SERVER);
+}
+
+/* server:set_tls(tls) -> true | nil, err: new connections use the
+ * certificates and settings of the tls table from now on; those already
+ * open, or in their handshake, keep theirs. */
+static int server_set_tls(lua_State *L) {
+  lg_server *sv = check_server(L);
+  char err[GL_ERRLEN];
+  gl_tls *t;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (!sv->tls)
+    return luaL_error(L, "server:set_tls: this server does not serve TLS");
+  t = lg_tls_make(L, 2, 1, err, sizeof err);
+  if (!t) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "tls: %s", err);
+    return 2;
+  }
+  gl_tls_unref(sv->tls);
+  sv->tls = t;
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 /* server:close([grace]) */
@@ -192,6 +226,8 @@ static int server_index(lua_State *L) {
     lua_pushinteger(L, sv->nconns);
   else if (strcmp(k, "close") == 0)
     lua_pushcfunction(L, server_close);
+  else if (strcmp(k, "set_tls") == 0)
+    lua_pushcfunction(L, server_set_tls);
   else
     lua_pushnil(L);
   return 1;
@@ -212,6 +248,9 @@ static int server_gc(lua_State *L) {
   lg_server *sv = lua_touserdata(L, 1);
   gl_addrs_free(sv->own_addrs); /* its connections are gone, or closing */
   sv->own_addrs = sv->addrs = NULL;
+  if (sv->rt->loop) lg_prelude_close_all(sv);
+  gl_tls_unref(sv->tls); /* connections hold their own references */
+  sv->tls = NULL;
   if (!sv->rt->loop) return 0;
   for (int i = 0; i < LG_NCB; i++) {
     if (sv->cb[i] != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, sv->cb[i]);
@@ -238,6 +277,7 @@ static long servers_busy(lg_rt *rt, void *self) {
 
 static void servers_teardown(lg_rt *rt, void *self) {
   for (lg_server *sv = ((lg_servers *)self)->list; sv; sv = sv->next) {
+    lg_prelude_close_all(sv);
     gl_listener_close(&sv->l);
     ev_timer_stop(rt->loop, &sv->grace);
   }

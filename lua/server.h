@@ -13,6 +13,7 @@
 #include "addrs.h"
 #include "listener.h"
 #include "socket.h"
+#include "tls.h"
 
 #define LG_SERVER "glisten.server"
 #define LG_HOLD_MAX 64 /* accepted connections held for a free slot */
@@ -24,6 +25,7 @@ typedef struct lg_servers {
   lg_server *list; /* open servers */
   long served;     /* served connections whose fiber has not finished */
   lg_flood serve_failed, run_failed; /* no memory to serve one; to run one */
+  lg_flood tls_failed, proxy_failed; /* a handshake, a PROXY header failed */
 } lg_servers;
 
 /* What the server of a pool's worker shares with the other workers: the
@@ -64,6 +66,9 @@ struct lg_server {
   int nheld;
   gl_addrs *addrs;        /* max_connections_per_address: the pool's, or */
   gl_addrs *own_addrs;    /* this server's own */
+  gl_tls *tls;            /* serving TLS: the context of new connections */
+  struct lg_pre *pres;    /* connections before their script (prelude.c) */
+  long npre;
 };
 
 /* [-0, +1|2, e] Serves the options table at idx (validated; handler

@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "frame.h"
@@ -243,6 +244,8 @@ static int handle_gc(lua_State *L) {
   }
   lg_waitq_orphan(&s->rq);
   lg_waitq_orphan(&s->wq);
+  free(s->proxy);
+  s->proxy = NULL;
   return 0;
 }
 

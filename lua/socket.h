@@ -43,6 +43,8 @@ struct lg_socket {
                           waits to take the rest: no other takes any */
   size_t max_line, max_receive, max_output, high_water;
   size_t in_base;      /* in_max while no receive asks for more */
+  void *proxy;         /* the PROXY header it came with (a
+                          gl_proxyio_hdr, freed with s), or NULL */
   /* A served connection's (served.c), all 0 / NULL for another socket: */
   struct lg_server *server; /* the server that serves it */
   lg_fiber *owner;     /* the fiber running its callbacks; NULL while

@@ -10,18 +10,29 @@
 #include <limits.h>
 #include <string.h>
 
+#include "proxyio.h"
 #include "sock.h"
 #include "sockopt.h"
 #include "socket.h"
 
 /* [-0, +3|2, -] The peer's (peer != 0) or the socket's own address:
- * ip, port, "inet" | "inet6"; path, nil, "unix" on a Unix socket. */
+ * ip, port, "inet" | "inet6"; path, nil, "unix" on a Unix socket. A
+ * connection that came with a PROXY header has the addresses it carries
+ * (its client's, and the one the client reached), unless it was LOCAL or
+ * UNSPEC: then the socket's own. */
 static int push_name(lua_State *L, int peer) {
   lg_socket *s = lg_check_socket(L, 1);
   char ip[GL_NAMELEN];
   int port, fam, rc;
+  const gl_proxyio_hdr *p = s->proxy;
   if (!s->conn) return lg_fail(L, LG_FAIL_CLOSED, NULL);
-  rc = gl_sock_name(s->conn->fd, peer, ip, sizeof ip, &port, &fam);
+  if (p && p->h.command == GL_PROXY_PROXY && p->h.family != AF_UNSPEC)
+    rc = peer ? gl_sock_addr_text(&p->h.src, p->h.src_len, ip, sizeof ip,
+                                  &port, &fam)
+              : gl_sock_addr_text(&p->h.dst, p->h.dst_len, ip, sizeof ip,
+                                  &port, &fam);
+  else
+    rc = gl_sock_name(s->conn->fd, peer, ip, sizeof ip, &port, &fam);
   if (rc) return lg_fail(L, LG_FAIL_MESSAGE, strerror(-rc));
   lua_pushstring(L, ip);
   if (fam == GL_FAMILY_UNIX)

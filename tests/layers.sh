@@ -12,8 +12,8 @@
 #                                      options, the words of failure
 #   1  runtime fiber timer preempt     the runtime, the scheduler, timers,
 #                                      late callbacks
-#   2  socket sockopt connect          the socket object, its names and
-#                                      options; connect
+#   2  socket sockopt connect tlsctx   the socket object, its names and
+#                                      options; connect; TLS contexts
 #   3  server served acceptor mailbox  serve: the server, a served
 #      listen                          connection's life, accepting under
 #                                      max_connections, the mailbox;
@@ -39,8 +39,8 @@ layer() {
   case "$1" in
     state|value|options|fail) echo 0 ;;
     runtime|fiber|timer|preempt) echo 1 ;;
-    socket|sockopt|connect) echo 2 ;;
-    server|served|acceptor|mailbox|listen) echo 3 ;;
+    socket|sockopt|connect|tlsctx) echo 2 ;;
+    server|served|acceptor|mailbox|listen|prelude) echo 3 ;;
     messages|shared) echo 4 ;;
     script|pool) echo 5 ;;
     glisten|main) echo 6 ;;

@@ -1,0 +1,322 @@
+/*
+ * tlsctx.c: TLS for the binding (tlsctx.h): the tls option table read into
+ * core contexts (core/tls.h), and the socket methods tlsinfo and
+ * proxyinfo. Misuse raises; a file or setting OpenSSL refuses is a message
+ * for the caller to return (serve and connect return nil, err).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "options.h"
+#include "gl.h"
+#include "proxyio.h"
+#include "runtime.h"
+#include "sock.h"
+#include "tlsctx.h"
+
+#define ALPN_MAX 1024 /* bytes of ALPN protocols in wire format */
+
+/* [-0, +0, e] The ALPN list of the tls table at t (tls.alpn: a list of
+ * names, or one string of them separated by commas) in wire format into
+ * out. Returns its length, 0 for none. */
+static size_t alpn_wire(lua_State *L, int t, unsigned char *out) {
+  size_t n = 0;
+  int ty = lua_getfield(L, t, "alpn");
+  if (ty == LUA_TSTRING) {
+    const char *p = lua_tostring(L, -1);
+    while (*p) {
+      size_t len = strcspn(p, ",");
+      if (len == 0 || len > 255 || n + 1 + len > ALPN_MAX)
+        luaL_error(L, "option 'tls.alpn' must list names of 1 to 255 bytes, "
+                      "at most %d bytes in all", ALPN_MAX);
+      out[n++] = (unsigned char)len;
+      memcpy(out + n, p, len);
+      n += len;
+      p += len + (p[len] == ',');
+    }
+  } else if (ty == LUA_TTABLE) {
+    lua_Integer k = lua_rawlen(L, -1);
+    for (lua_Integer i = 1; i <= k; i++) {
+      size_t len;
+      const char *p;
+      lua_rawgeti(L, -1, i);
+      p = lua_tolstring(L, -1, &len);
+      if (lua_type(L, -1) != LUA_TSTRING || len == 0 || len > 255 ||
+          n + 1 + len > ALPN_MAX)
+        luaL_error(L, "option 'tls.alpn' must list names of 1 to 255 bytes, "
+                      "at most %d bytes in all", ALPN_MAX);
+      out[n++] = (unsigned char)len;
+      memcpy(out + n, p, len);
+      n += len;
+      lua_pop(L, 1);
+    }
+  } else if (ty != LUA_TNIL && ty != LUA_TFUNCTION) {
+    luaL_error(L, "option 'tls.alpn' must be a list of names, a string or "
+                  "a function");
+  }
+  lua_pop(L, 1);
+  return n;
+}
+
+/* [-0, +0, e] tls.verify of the table at t, for a server or a client. */
+static int verify_of(lua_State *L, int t, int server) {
+  int ty = lua_getfield(L, t, "verify"), v;
+  const char *w = ty == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  if (ty == LUA_TNIL)
+    v = server ? GL_TLS_VERIFY_NONE : GL_TLS_VERIFY_REQUIRED;
+  else if (!server && ty == LUA_TBOOLEAN)
+    v = lua_toboolean(L, -1) ? GL_TLS_VERIFY_REQUIRED : GL_TLS_VERIFY_NONE;
+  else if (w && strcmp(w, "none") == 0)
+    v = GL_TLS_VERIFY_NONE;
+  else if (w && strcmp(w, "required") == 0)
+    v = GL_TLS_VERIFY_REQUIRED;
+  else if (w && strcmp(w, "optional") == 0)
+    v = server ? GL_TLS_VERIFY_OPTIONAL : GL_TLS_VERIFY_REQUIRED;
+  else
+    return luaL_error(L, server ? "option 'tls.verify' must be \"none\", "
+                                  "\"optional\" or \"required\""
+                                : "option 'tls.verify' must be a boolean");
+  lua_pop(L, 1);
+  return v;
+}
+
+/* [-0, +0, e] A string field of the table at t, or NULL. */
+static const char *str_field(lua_State *L, int t, const char *k,
+                             const char *what) {
+  int ty = lua_getfield(L, t, k);
+  const char *v = ty == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  if (ty != LUA_TNIL && !v)
+    luaL_error(L, "option '%s%s' must be a string", what, k);
+  lua_pop(L, 1); /* the table holds it */
+  return v;
+}
+
+/* [-0, +0, e] The other certificates of tls.sni (a table name -> {cert,
+ * key, password}) added to t, each a context of conf's settings with its
+ * own certificate. GL_OK, or GL_ERR with err filled. */
+static int add_names(lua_State *L, int tt, gl_tls *t, gl_tls_conf conf,
+                     char *err, size_t errlen) {
+  int ty = lua_getfield(L, tt, "sni"), sni = lua_gettop(L);
+  if (ty == LUA_TNIL || ty == LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return GL_OK;
+  }
+  if (ty != LUA_TTABLE)
+    return luaL_error(L, "option 'tls.sni' must be a table or a function");
+  lua_pushnil(L);
+  while (lua_next(L, sni)) {
+    const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2)
+                                                       : NULL;
+    gl_tls *other;
+    char e[GL_ERRLEN];
+    if (!name || lua_type(L, -1) != LUA_TTABLE)
+      return luaL_error(L, "option 'tls.sni' must map names to tables "
+                           "{cert =, key =}");
+    conf.cert = str_field(L, -1, "cert", "tls.sni[name].");
+    conf.key = str_field(L, -1, "key", "tls.sni[name].");
+    conf.password = str_field(L, -1, "password", "tls.sni[name].");
+    if (!conf.cert || !conf.key) {
+      snprintf(err, errlen, "tls.sni[\"%s\"]: needs cert and key", name);
+      return GL_ERR;
+    }
+    other = gl_tls_new(&conf, e, sizeof e);
+    if (!other) {
+      snprintf(err, errlen, "tls.sni[\"%s\"]: %s", name, e);
+      return GL_ERR;
+    }
+    ty = gl_tls_add_name(t, name, other);
+    gl_tls_unref(other);
+    if (ty != GL_OK) return lg_nomem(L);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return GL_OK;
+}
+
+gl_tls *lg_tls_make(lua_State *L, int tls_idx, int server, char *err,
+                    size_t errlen) {
+  unsigned char alpn[ALPN_MAX];
+  gl_tls_conf conf;
+  gl_tls *t;
+  lg_opts o;
+  int tt;
+  tls_idx = lua_absindex(L, tls_idx);
+  if (lua_type(L, tls_idx) == LUA_TTABLE) {
+    tt = tls_idx;
+  } else {
+    lua_newtable(L); /* true: every field at its default */
+    tt = lua_gettop(L);
+  }
+  lg_opts_read(L, tt, &o, LG_IN_TLS);
+  memset(&conf, 0, sizeof conf);
+  conf.server = server;
+  conf.cert = o.cert;
+  conf.key = o.key;
+  conf.password = o.password;
+  conf.ca = o.ca;
+  conf.verify = verify_of(L, tt, server);
+  conf.alpn_len = alpn_wire(L, tt, alpn);
+  conf.alpn = conf.alpn_len ? alpn : NULL;
+  conf.min_version = o.min_version;
+  conf.ciphers = o.ciphers;
+  conf.ciphersuites = o.ciphersuites;
+  conf.no_tickets = !o.session_tickets;
+  if (server && (!conf.cert || !conf.key)) {
+    snprintf(err, errlen, "serving TLS needs tls.cert and tls.key");
+    t = NULL;
+  } else {
+    t = gl_tls_new(&conf, err, errlen);
+  }
+  if (t && server && add_names(L, tt, t, conf, err, errlen) != GL_OK) {
+    gl_tls_unref(t);
+    t = NULL;
+  }
+  lua_settop(L, tls_idx);
+  return t;
+}
+
+const char *lg_tls_server_name(lua_State *L, int tls_idx, const char *host) {
+  const char *name = NULL;
+  struct in6_addr a;
+  if (lua_type(L, tls_idx) == LUA_TTABLE) {
+    name = str_field(L, tls_idx, "server_name", "tls.");
+    if (name) return name;
+  }
+  if (!host || inet_pton(AF_INET, host, &a) == 1 ||
+      inet_pton(AF_INET6, host, &a) == 1 || lg_unix_path(host))
+    return NULL;
+  return host;
+}
+
+/* --- sock:tlsinfo() ------------------------------------------------------ */
+
+static void set_str(lua_State *L, const char *k, const char *v) {
+  if (!v) return;
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+
+/* [-0, +1, m] The peer's certificate as a table, or nil. */
+static void push_peer(lua_State *L, gl_conn *c) {
+  gl_tls_peer *p = malloc(sizeof *p);
+  int rc = p ? gl_tls_get_peer(c, p) : -ENOMEM;
+  if (rc != GL_OK) {
+    free(p);
+    if (rc == -ENOMEM) lg_nomem(L);
+    lua_pushnil(L);
+    return;
+  }
+  /* nothing below may raise before p is freed: make room first */
+  if (!lua_checkstack(L, 4)) {
+    free(p->pem);
+    free(p);
+    lg_nomem(L);
+  }
+  lua_createtable(L, 0, 8);
+  set_str(L, "subject", p->subject);
+  set_str(L, "issuer", p->issuer);
+  set_str(L, "serial", p->serial);
+  set_str(L, "sha256", p->sha256);
+  set_str(L, "pem", p->pem);
+  lua_pushinteger(L, (lua_Integer)p->not_before);
+  lua_setfield(L, -2, "not_before");
+  lua_pushinteger(L, (lua_Integer)p->not_after);
+  lua_setfield(L, -2, "not_after");
+  lua_createtable(L, p->nsan, 0);
+  const char *q = p->san;
+  for (int i = 1; i <= p->nsan; i++) {
+    lua_pushstring(L, q);
+    lua_rawseti(L, -2, i);
+    q += strlen(q) + 1;
+  }
+  lua_setfield(L, -2, "san");
+  free(p->pem);
+  free(p);
+}
+
+/* sock:tlsinfo() -> table | nil (plain) | nil, "closed" */
+static int sock_tlsinfo(lua_State *L) {
+  lg_socket *s = lg_check_socket(L, 1);
+  gl_tls_info i;
+  if (!s->conn) return lg_fail(L, LG_FAIL_CLOSED, NULL);
+  if (gl_tls_get_info(s->conn, &i) != GL_OK) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_createtable(L, 0, 8);
+  set_str(L, "version", i.version);
+  set_str(L, "cipher", i.cipher);
+  if (i.alpn) {
+    lua_pushlstring(L, (const char *)i.alpn, i.alpn_len);
+    lua_setfield(L, -2, "alpn");
+  }
+  set_str(L, "server_name", i.server_name);
+  lua_pushboolean(L, i.resumed);
+  lua_setfield(L, -2, "resumed");
+  lua_pushboolean(L, i.has_peer && i.verify_result == 0);
+  lua_setfield(L, -2, "verified");
+  if (i.has_peer) set_str(L, "verify_error", i.verify_error);
+  push_peer(L, s->conn);
+  lua_setfield(L, -2, "peer");
+  return 1;
+}
+
+/* --- sock:proxyinfo() ---------------------------------------------------- */
+
+/* [-0, +1, m] An address of a PROXY header as {address =, port =,
+ * family =} (no port on a Unix socket), as getpeername words them. */
+static void push_addr(lua_State *L, const struct sockaddr_storage *ss,
+                      socklen_t len) {
+  char ip[GL_NAMELEN];
+  int port, fam;
+  lua_createtable(L, 0, 3);
+  if (gl_sock_addr_text(ss, len, ip, sizeof ip, &port, &fam) != GL_OK)
+    return;
+  set_str(L, "address", ip);
+  if (fam != GL_FAMILY_UNIX) {
+    lua_pushinteger(L, port);
+    lua_setfield(L, -2, "port");
+  }
+  set_str(L, "family", fam == GL_FAMILY_UNIX    ? "unix"
+                       : fam == GL_FAMILY_INET6 ? "inet6"
+                                                : "inet");
+}
+
+/* sock:proxyinfo() -> table | nil (no PROXY header) */
+static int sock_proxyinfo(lua_State *L) {
+  lg_socket *s = lg_check_socket(L, 1);
+  const gl_proxyio_hdr *p = s->proxy;
+  const gl_proxy *h;
+  if (!p) {
+    lua_pushnil(L);
+    return 1;
+  }
+  h = &p->h;
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, h->version);
+  lua_setfield(L, -2, "version");
+  set_str(L, "command", h->command == GL_PROXY_LOCAL ? "LOCAL" : "PROXY");
+  if (h->family != AF_UNSPEC) {
+    push_addr(L, &h->src, h->src_len);
+    lua_setfield(L, -2, "src");
+    push_addr(L, &h->dst, h->dst_len);
+    lua_setfield(L, -2, "dst");
+  }
+  lua_createtable(L, 0, (int)h->ntlvs);
+  for (size_t i = 0; i < h->ntlvs; i++) {
+    lua_pushlstring(L, h->tlvs[i].value, h->tlvs[i].len);
+    lua_rawseti(L, -2, h->tlvs[i].type);
+  }
+  lua_setfield(L, -2, "tlvs");
+  return 1;
+}
+
+void lg_tls_methods(lua_State *L) {
+  static const luaL_Reg methods[] = {{"tlsinfo", sock_tlsinfo},
+                                     {"proxyinfo", sock_proxyinfo},
+                                     {NULL, NULL}};
+  lg_socket_methods(L, methods);
+}
