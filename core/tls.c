@@ -27,6 +27,7 @@ struct gl_tls {
   SSL_CTX *ctx;
   atomic_int refs;
   int server;
+  const gl_tls_hooks *hooks; /* or NULL */
   unsigned char *alpn; /* wire format, a server's preference */
   size_t alpn_len;
   tls_name *names;
@@ -37,6 +38,7 @@ struct gl_tls {
 typedef struct tls_conn {
   SSL *ssl;
   gl_tls *t;
+  void *ud; /* for the hooks (gl_tls_set_ud) */
   char err[200]; /* why the handshake or the stream failed */
 } tls_conn;
 
@@ -206,7 +208,13 @@ static int alpn_select(SSL *ssl, const unsigned char **out,
                        unsigned int inlen, void *arg) {
   gl_tls *t = arg;
   unsigned char *o;
-  (void)ssl;
+  if (t->hooks && t->hooks->alpn) {
+    tls_conn *tc = SSL_get_app_data(ssl);
+    int r = t->hooks->alpn(tc ? tc->ud : NULL, in, inlen, out, outlen);
+    return r > 0 ? SSL_TLSEXT_ERR_OK
+           : r == 0 ? SSL_TLSEXT_ERR_NOACK
+                    : SSL_TLSEXT_ERR_ALERT_FATAL;
+  }
   if (SSL_select_next_proto(&o, outlen, t->alpn, (unsigned)t->alpn_len, in,
                             inlen) != OPENSSL_NPN_NEGOTIATED)
     return SSL_TLSEXT_ERR_NOACK; /* nothing forced */
@@ -225,13 +233,24 @@ static int name_matches(const char *pat, const char *name) {
 static int on_servername(SSL *ssl, int *alert, void *arg) {
   gl_tls *t = arg;
   const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-  (void)alert;
   if (!name) return SSL_TLSEXT_ERR_OK;
   for (int i = 0; i < t->nnames; i++)
     if (name_matches(t->names[i].name, name)) {
       SSL_set_SSL_CTX(ssl, t->names[i].other->ctx);
-      break;
+      return SSL_TLSEXT_ERR_OK;
     }
+  if (t->hooks && t->hooks->sni) {
+    tls_conn *tc = SSL_get_app_data(ssl);
+    gl_tls *other = NULL;
+    if (t->hooks->sni(tc ? tc->ud : NULL, name, &other) != GL_OK) {
+      *alert = SSL_AD_UNRECOGNIZED_NAME;
+      return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+    if (other) {
+      SSL_set_SSL_CTX(ssl, other->ctx); /* which takes its own reference */
+      gl_tls_unref(other);
+    }
+  }
   return SSL_TLSEXT_ERR_OK;
 }
 
@@ -296,6 +315,9 @@ gl_tls *gl_tls_new(const gl_tls_conf *conf, char *err, size_t errlen) {
     static const unsigned char sid[] = "glisten-lua";
     SSL_CTX_set_session_id_context(ctx, sid, sizeof sid - 1);
     if (conf->no_tickets) SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    /* a TLS 1.2 client may not renegotiate: a handshake costs the server
+     * far more than the client, and the hooks run only before the script */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
     if (conf->verify != GL_TLS_VERIFY_NONE && !conf->ca) {
       snprintf(err, errlen, "verify of client certificates needs ca");
       goto fail;
@@ -539,6 +561,7 @@ int gl_tls_start(gl_conn *c, gl_tls *t, const char *server_name) {
     return -ENOMEM;
   }
   SSL_set_bio(ssl, b, b);
+  SSL_set_app_data(ssl, tc);
   tc->ssl = ssl;
   tc->t = t;
   gl_tls_ref(t);
@@ -562,6 +585,14 @@ int gl_tls_start(gl_conn *c, gl_tls *t, const char *server_name) {
   gl_conn_set_transport(c, &tls_transport, tc,
                         t->server ? GL_WANT_READ : GL_WANT_WRITE);
   return GL_OK;
+}
+
+void gl_tls_set_hooks(gl_tls *t, const gl_tls_hooks *h) { t->hooks = h; }
+
+const gl_tls_hooks *gl_tls_get_hooks(const gl_tls *t) { return t->hooks; }
+
+void gl_tls_set_ud(gl_conn *c, void *ud) {
+  if (c->tp == &tls_transport && c->tpd) TC(c)->ud = ud;
 }
 
 const char *gl_tls_error(const gl_conn *c) {

@@ -77,6 +77,33 @@ int gl_tls_add_name(gl_tls *t, const char *name, gl_tls *other);
  * with c unchanged. */
 int gl_tls_start(gl_conn *c, gl_tls *t, const char *server_name);
 
+/* What a server context asks its owner during a handshake. ud is what
+ * gl_tls_set_ud gave the connection (NULL if nothing). Both run inside the
+ * handshake, on the connection's loop, and must not block. */
+typedef struct gl_tls_hooks {
+  /* The client named name and no name of gl_tls_add_name matched: sets
+   * *out to a context to serve it with (a reference the hook gives up) or
+   * leaves it NULL for t's own; returns GL_OK, or GL_ERR to refuse the
+   * handshake (alert unrecognized_name). */
+  int (*sni)(void *ud, const char *name, gl_tls **out);
+  /* The client offered the protocols in (wire format, inlen bytes): sets
+   * *out, *outlen to the one chosen (within in) and returns 1; returns 0
+   * for none (no ALPN, the handshake goes on), -1 to refuse it. Replaces
+   * the context's own list. */
+  int (*alpn)(void *ud, const unsigned char *in, unsigned inlen,
+              const unsigned char **out, unsigned char *outlen);
+} gl_tls_hooks;
+
+/* Sets t's hooks (h outlives t; NULL: none). Call before t is used by
+ * connections. The contexts a sni hook returns, and those of
+ * gl_tls_add_name, should carry the same hooks (ALPN is chosen by the
+ * context a connection ends up on). */
+void gl_tls_set_hooks(gl_tls *t, const gl_tls_hooks *h);
+const gl_tls_hooks *gl_tls_get_hooks(const gl_tls *t);
+
+/* Gives c's hooks their ud (after gl_tls_start). */
+void gl_tls_set_ud(gl_conn *c, void *ud);
+
 /* Why c's handshake or stream failed (OpenSSL's reason, or "peer closed
  * without close_notify"), or NULL. Valid until c's next I/O. */
 const char *gl_tls_error(const gl_conn *c);

@@ -79,6 +79,7 @@ struct lg_pool {
   char path[GL_NAMELEN]; /* worker 1's Unix socket, or "" */
   atomic_long conns; /* max_connections counts across the pool */
   lg_share share;    /* what each worker's server shares: conns, resume */
+  gl_tls *tls;       /* share.tls points here */
   lua_CFunction open_module; /* luaopen_glisten, for each worker's state */
   pthread_t threads[LG_MAX_WORKERS];
   lg_rt *host_rt;
@@ -336,6 +337,8 @@ static int pool_gc(lua_State *L) {
   free(p->script);
   free(p->opts);
   gl_addrs_free(p->share.addrs);
+  gl_tls_unref(p->tls);
+  p->tls = NULL;
   pthread_mutex_destroy(&p->mu);
   pthread_cond_destroy(&p->cv);
   p->host_rt = NULL;
@@ -390,6 +393,7 @@ static int pool_serve(lua_State *L, int idx, const lg_opts *o,
   p->share.resume = share_resume;
   p->share.pool = p;
   p->share.fd = -1;
+  p->share.tls = &p->tls;
   p->host_rt = rt;
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);

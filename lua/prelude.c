@@ -74,6 +74,7 @@ static void pre_drain(gl_conn *c) {
         gl_conn_close(c, GL_CLOSE_LOCAL, 0);
         return;
       }
+      gl_tls_set_ud(c, p->sv->tlsfns);
       c->last_active = p->start; /* one timeout for the whole prelude */
       return;
     }
@@ -150,6 +151,7 @@ void lg_prelude_start(lg_server *sv, int fd, gl_addr *addr) {
   } else {
     p->phase = PRE_TLS;
     rc = gl_tls_start(c, sv->tls, NULL);
+    if (rc == GL_OK) gl_tls_set_ud(c, sv->tlsfns);
   }
   if (rc != GL_OK) {
     gl_conn_close(c, GL_CLOSE_LOCAL, 0);

@@ -152,7 +152,10 @@ int lg_serve(lua_State *L, int idx, const lg_share *share) {
       sv->cb[i] = luaL_ref(L, LUA_REGISTRYINDEX);
     else
       lua_pop(L, 1);
-  if (o.tls) {
+  if (o.tls && share && share->tls && *share->tls) { /* the pool's */
+    sv->tls = *share->tls;
+    gl_tls_ref(sv->tls);
+  } else if (o.tls) {
     lua_getfield(L, idx, "tls");
     sv->tls = lg_tls_make(L, -1, 1, err, sizeof err);
     lua_pop(L, 1);
@@ -161,6 +164,15 @@ int lg_serve(lua_State *L, int idx, const lg_share *share) {
       lua_pushfstring(L, "tls: %s", err);
       return 2;
     }
+    if (share && share->tls) {
+      gl_tls_ref(sv->tls);
+      *share->tls = sv->tls;
+    }
+  }
+  if (o.tls) { /* this state's functions, whoever made the context */
+    lua_getfield(L, idx, "tls");
+    sv->tlsfns = lg_tls_fns_new(L, lua_gettop(L));
+    lua_pop(L, 1);
   }
   if (open_listener(sv, &o, share, err, sizeof err) != GL_OK) {
     lua_pushnil(L);
@@ -199,6 +211,7 @@ static int server_set_tls(lua_State *L) {
   }
   gl_tls_unref(sv->tls);
   sv->tls = t;
+  lg_tls_fns_set(L, sv->tlsfns, 2);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -251,6 +264,8 @@ static int server_gc(lua_State *L) {
   if (sv->rt->loop) lg_prelude_close_all(sv);
   gl_tls_unref(sv->tls); /* connections hold their own references */
   sv->tls = NULL;
+  lg_tls_fns_free(sv->tlsfns);
+  sv->tlsfns = NULL;
   if (!sv->rt->loop) return 0;
   for (int i = 0; i < LG_NCB; i++) {
     if (sv->cb[i] != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, sv->cb[i]);

@@ -38,6 +38,10 @@ typedef struct lg_share {
              copies of (-1: none, or this is worker 1) */
   void (*resume)(const struct lg_share *sh);
   void *pool;
+  /* The pool's TLS context: worker 1 makes it (and keeps a reference
+   * here) before the others start, and they serve with it, so one session
+   * cache and one set of ticket keys serve the whole pool. */
+  gl_tls **tls;
 } lg_share;
 
 /* A server's callbacks, as registry refs (LUA_NOREF: not given). */
@@ -67,6 +71,7 @@ struct lg_server {
   gl_addrs *addrs;        /* max_connections_per_address: the pool's, or */
   gl_addrs *own_addrs;    /* this server's own */
   gl_tls *tls;            /* serving TLS: the context of new connections */
+  struct lg_tls_fns *tlsfns; /* its sni and alpn functions, or NULL */
   struct lg_pre *pres;    /* connections before their script (prelude.c) */
   long npre;
 };

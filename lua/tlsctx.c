@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
+#include "lauxlib.h"
 #include <string.h>
 
 #include "options.h"
@@ -98,7 +99,7 @@ static const char *str_field(lua_State *L, int t, const char *k,
  * key, password}) added to t, each a context of conf's settings with its
  * own certificate. GL_OK, or GL_ERR with err filled. */
 static int add_names(lua_State *L, int tt, gl_tls *t, gl_tls_conf conf,
-                     char *err, size_t errlen) {
+                     char *err, size_t errlen, gl_tls *like) {
   int ty = lua_getfield(L, tt, "sni"), sni = lua_gettop(L);
   if (ty == LUA_TNIL || ty == LUA_TFUNCTION) {
     lua_pop(L, 1);
@@ -127,6 +128,7 @@ static int add_names(lua_State *L, int tt, gl_tls *t, gl_tls_conf conf,
       snprintf(err, errlen, "tls.sni[\"%s\"]: %s", name, e);
       return GL_ERR;
     }
+    gl_tls_set_hooks(other, gl_tls_get_hooks(like));
     ty = gl_tls_add_name(t, name, other);
     gl_tls_unref(other);
     if (ty != GL_OK) return lg_nomem(L);
@@ -134,6 +136,215 @@ static int add_names(lua_State *L, int tt, gl_tls *t, gl_tls_conf conf,
   }
   lua_pop(L, 1);
   return GL_OK;
+}
+
+
+/* --- tls.sni and tls.alpn as functions ----------------------------------- */
+
+struct lg_tls_fns {
+  lg_rt *rt;
+  int tls;   /* the tls table (registry ref): settings of sni's contexts */
+  int sni;   /* the functions (registry refs), or LUA_NOREF */
+  int alpn;
+  int cache; /* tables sni returned -> their contexts (weak keys) */
+  lg_flood failed;
+};
+
+static int sni_hook(void *ud, const char *name, gl_tls **out);
+static int alpn_hook(void *ud, const unsigned char *in, unsigned inlen,
+                     const unsigned char **out, unsigned char *outlen);
+static const gl_tls_hooks hooks_sni = {sni_hook, NULL};
+static const gl_tls_hooks hooks_alpn = {NULL, alpn_hook};
+static const gl_tls_hooks hooks_both = {sni_hook, alpn_hook};
+
+#define CTX_MT "glisten.tls.context" /* a gl_tls * in a userdata */
+
+static int ctx_gc(lua_State *L) {
+  gl_tls **t = lua_touserdata(L, 1);
+  gl_tls_unref(*t);
+  *t = NULL;
+  return 0;
+}
+
+/* Drops f's references. */
+static void fns_unref(lg_tls_fns *f) {
+  lua_State *L = f->rt->L;
+  if (f->rt->closing) return;
+  luaL_unref(L, LUA_REGISTRYINDEX, f->sni);
+  luaL_unref(L, LUA_REGISTRYINDEX, f->alpn);
+  luaL_unref(L, LUA_REGISTRYINDEX, f->tls);
+  luaL_unref(L, LUA_REGISTRYINDEX, f->cache);
+  f->sni = f->alpn = f->tls = f->cache = LUA_NOREF;
+}
+
+void lg_tls_fns_set(lua_State *L, lg_tls_fns *f, int tls_idx) {
+  int s, a;
+  tls_idx = lua_absindex(L, tls_idx);
+  fns_unref(f);
+  if (lua_type(L, tls_idx) != LUA_TTABLE) return;
+  s = lua_getfield(L, tls_idx, "sni") == LUA_TFUNCTION;
+  f->sni = s ? luaL_ref(L, LUA_REGISTRYINDEX) : (lua_pop(L, 1), LUA_NOREF);
+  a = lua_getfield(L, tls_idx, "alpn") == LUA_TFUNCTION;
+  f->alpn = a ? luaL_ref(L, LUA_REGISTRYINDEX) : (lua_pop(L, 1), LUA_NOREF);
+  if (!s && !a) return;
+  lua_pushvalue(L, tls_idx);
+  f->tls = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  f->cache = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+lg_tls_fns *lg_tls_fns_new(lua_State *L, int tls_idx) {
+  lg_tls_fns *f = calloc(1, sizeof *f);
+  if (!f) lg_nomem(L);
+  f->rt = lg_rt_get(L);
+  f->sni = f->alpn = f->tls = f->cache = LUA_NOREF;
+  lg_tls_fns_set(L, f, tls_idx);
+  return f;
+}
+
+void lg_tls_fns_free(lg_tls_fns *f) {
+  if (!f) return;
+  fns_unref(f);
+  free(f);
+}
+/* [-0, +1, e] The protected part of sni_hook: the context for the name
+ * (light userdata 2) from the function's answer, made once per table it
+ * returns; pushes the gl_tls ** box, or nothing useful (nil). */
+static int sni_call(lua_State *L) {
+  lg_tls_fns *f = lua_touserdata(L, 1);
+  const char *name = lua_touserdata(L, 2);
+  char err[GL_ERRLEN];
+  gl_tls **box;
+  lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, f->sni);
+  lua_pushstring(L, name);
+  lua_call(L, 1, 1); /* 1: its answer */
+  if (lua_isnil(L, 1)) return 1;
+  if (!lua_istable(L, 1))
+    return luaL_error(L, "tls.sni function must return a table {cert =, "
+                         "key =} or nil, not a %s", luaL_typename(L, 1));
+  lua_rawgeti(L, LUA_REGISTRYINDEX, f->cache); /* 2 */
+  lua_pushvalue(L, 1);
+  if (lua_rawget(L, 2) == LUA_TUSERDATA) return 1; /* made before */
+  lua_pop(L, 1);
+  /* this table's certificate with the server's other settings */
+  lua_newtable(L); /* 3 */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, f->tls);
+  lua_pushnil(L);
+  while (lua_next(L, 4)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, 3);
+  }
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  lua_setfield(L, 3, "sni");
+  lua_pushnil(L);
+  lua_setfield(L, 3, "password");
+  for (const char *const *k = (const char *const[]){"cert", "key", "password",
+                                                    NULL};
+       *k; k++) {
+    lua_getfield(L, 1, *k);
+    lua_setfield(L, 3, *k);
+  }
+  box = lua_newuserdatauv(L, sizeof *box, 0); /* 4 */
+  *box = NULL;
+  if (luaL_newmetatable(L, CTX_MT)) {
+    lua_pushcfunction(L, ctx_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, 4);
+  *box = lg_tls_make(L, 3, 1, err, sizeof err);
+  if (!*box) return luaL_error(L, "tls.sni(\"%s\"): %s", name, err);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 4);
+  lua_rawset(L, 2);
+  return 1;
+}
+
+static int sni_hook(void *ud, const char *name, gl_tls **out) {
+  lg_tls_fns *f = ud;
+  lua_State *L;
+  int rc = GL_OK;
+  if (!f || f->sni == LUA_NOREF) return GL_OK;
+  L = f->rt->L;
+  lua_pushcfunction(L, sni_call);
+  lua_pushlightuserdata(L, f);
+  lua_pushlightuserdata(L, (void *)name);
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+    lg_log_flood(f->rt, &f->failed, "tls.sni: %s", lua_tostring(L, -1));
+    rc = GL_ERR;
+  } else if (lua_type(L, -1) == LUA_TUSERDATA) {
+    gl_tls **box = lua_touserdata(L, -1);
+    if (*box) {
+      gl_tls_ref(*box);
+      *out = *box;
+    }
+  }
+  lua_pop(L, 1);
+  return rc;
+}
+
+/* [-0, +1, e] The protected part of alpn_hook: calls the function with
+ * the offered names (a list), pushes its answer (a string or nil). */
+static int alpn_call(lua_State *L) {
+  lg_tls_fns *f = lua_touserdata(L, 1);
+  const unsigned char *in = lua_touserdata(L, 2);
+  unsigned inlen = (unsigned)lua_tointeger(L, 3), i = 0;
+  int n = 0;
+  lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, f->alpn);
+  lua_newtable(L);
+  while (i < inlen && i + 1u + in[i] <= inlen) {
+    lua_pushlstring(L, (const char *)in + i + 1, in[i]);
+    lua_rawseti(L, 2, ++n);
+    i += 1u + in[i];
+  }
+  lua_call(L, 1, 1);
+  if (!lua_isnil(L, 1) && lua_type(L, 1) != LUA_TSTRING)
+    return luaL_error(L, "tls.alpn function must return one of the names "
+                         "offered or nil, not a %s", luaL_typename(L, 1));
+  return 1;
+}
+
+static int alpn_hook(void *ud, const unsigned char *in, unsigned inlen,
+                     const unsigned char **out, unsigned char *outlen) {
+  lg_tls_fns *f = ud;
+  lua_State *L;
+  int rc = 0;
+  if (!f || f->alpn == LUA_NOREF) return 0;
+  L = f->rt->L;
+  lua_pushcfunction(L, alpn_call);
+  lua_pushlightuserdata(L, f);
+  lua_pushlightuserdata(L, (void *)in);
+  lua_pushinteger(L, inlen);
+  if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
+    lg_log_flood(f->rt, &f->failed, "tls.alpn: %s", lua_tostring(L, -1));
+    rc = -1;
+  } else if (lua_type(L, -1) == LUA_TSTRING) {
+    size_t len;
+    const char *want = lua_tolstring(L, -1, &len);
+    unsigned i = 0;
+    rc = -1; /* a name the client did not offer */
+    while (i < inlen && i + 1u + in[i] <= inlen) {
+      if (in[i] == len && memcmp(in + i + 1, want, len) == 0) {
+        *out = in + i + 1;
+        *outlen = in[i];
+        rc = 1;
+        break;
+      }
+      i += 1u + in[i];
+    }
+    if (rc < 0)
+      lg_log_flood(f->rt, &f->failed, "tls.alpn: \"%s\" was not offered",
+                   want);
+  }
+  lua_pop(L, 1);
+  return rc;
 }
 
 gl_tls *lg_tls_make(lua_State *L, int tls_idx, int server, char *err,
@@ -170,9 +381,16 @@ gl_tls *lg_tls_make(lua_State *L, int tls_idx, int server, char *err,
   } else {
     t = gl_tls_new(&conf, err, errlen);
   }
-  if (t && server && add_names(L, tt, t, conf, err, errlen) != GL_OK) {
-    gl_tls_unref(t);
-    t = NULL;
+  if (t && server) {
+    int s = lua_getfield(L, tt, "sni") == LUA_TFUNCTION;
+    int a = lua_getfield(L, tt, "alpn") == LUA_TFUNCTION;
+    lua_pop(L, 2);
+    gl_tls_set_hooks(t, s && a ? &hooks_both : s ? &hooks_sni
+                        : a    ? &hooks_alpn : NULL);
+    if (add_names(L, tt, t, conf, err, errlen, t) != GL_OK) {
+      gl_tls_unref(t);
+      t = NULL;
+    }
   }
   lua_settop(L, tls_idx);
   return t;

@@ -19,6 +19,19 @@
 gl_tls *lg_tls_make(lua_State *L, int tls_idx, int server, char *err,
                     size_t errlen);
 
+/* A server's functions of tls.sni and tls.alpn in one state, which the
+ * context's hooks call (through gl_tls_set_ud on each connection). */
+typedef struct lg_tls_fns lg_tls_fns;
+
+/* [-0, +0, m] The functions of the tls table at tls_idx (a server's; a
+ * function it does not have is not called). Freed with lg_tls_fns_free,
+ * once no connection may still call it. */
+lg_tls_fns *lg_tls_fns_new(lua_State *L, int tls_idx);
+/* [-0, +0, m] Makes f the functions of another tls table, in place, so
+ * connections already in their handshake call the new ones. */
+void lg_tls_fns_set(lua_State *L, lg_tls_fns *f, int tls_idx);
+void lg_tls_fns_free(lg_tls_fns *f);
+
 /* The name a client sends and verifies for host: tls.server_name when the
  * tls table at tls_idx has one, else host when it is a name, not an
  * address; NULL for none. Points into the table or host. */
