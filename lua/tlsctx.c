@@ -376,7 +376,7 @@ gl_tls *lg_tls_make(lua_State *L, int tls_idx, int server, char *err,
   conf.ciphersuites = o.ciphersuites;
   conf.no_tickets = !o.session_tickets;
   if (server && (!conf.cert || !conf.key)) {
-    snprintf(err, errlen, "serving TLS needs tls.cert and tls.key");
+    snprintf(err, errlen, "serving TLS needs tls.cert and tls.key (--tls-cert, --tls-key)");
     t = NULL;
   } else {
     t = gl_tls_new(&conf, err, errlen);
