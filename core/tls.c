@@ -437,6 +437,14 @@ static void sock_method_make(void) {
     BIO_meth_free(m);
 }
 
+/* The method is made once and lives as long as the code does: freed when
+ * the program ends, or when the library that holds it is unloaded (a Lua
+ * state closing unloads glisten.so). */
+__attribute__((destructor)) static void sock_method_free(void) {
+  BIO_meth_free(sock_method);
+  sock_method = NULL;
+}
+
 /* A BIO over c's descriptor (c->fd outlives it: the BIO goes with the SSL,
  * freed after the connection closed it). */
 static BIO *sock_bio(gl_conn *c) {

@@ -4,6 +4,7 @@
  * turn until one accepts.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "connect.h"
@@ -11,6 +12,7 @@
 #include "resolve.h"
 #include "sock.h"
 #include "socket.h"
+#include "tlsctx.h"
 
 /* The outbound part of a runtime: name lookups, made on first use. */
 typedef struct connects {
@@ -38,6 +40,7 @@ typedef struct attempt {
   struct addrinfo *addrs, *next;
   lg_waitq wq; /* the connecting fiber, while the lookup runs */
   int tried;   /* an address was tried (a failure counts in stats) */
+  int tls;     /* 1: wants TLS; 2: its handshake started */
   char err[GL_ERRLEN]; /* why the last address failed */
 } attempt;
 
@@ -71,8 +74,9 @@ static void on_lookup(gl_lookup *q) {
   lg_wake_all(&a->wq);
 }
 
-/* Stack: host, port, timeout, the socket object, its handle, deadline, the
- * attempt. One deadline covers the lookup and every address tried. */
+/* Stack: host, port, timeout or options, the socket object, its handle,
+ * deadline, the attempt, and with TLS the tls option and true. One
+ * deadline covers the lookup, every address tried and the handshake. */
 static int connect_k(lua_State *L, int status, lua_KContext ctx) {
   lg_socket *s = lua_touserdata(L, 5);
   double deadline = lua_tonumber(L, 6);
@@ -90,13 +94,34 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
       continue;
     }
     if (s->conn) {
-      if (!(s->conn->flags & GL_CONN_CONNECTING)) {
+      gl_conn *c = s->conn;
+      if (a->tls == 1 && !(c->flags & GL_CONN_CONNECTING)) {
+        /* connected: TLS on it, with a context made once per options */
+        gl_tls *t = lg_tls_client(L, 8); /* +1 */
+        const char *name;
+        if (!t) {
+          lg_socket_close(s, LG_R_LOCAL, 0);
+          attempt_end(a);
+          return 2;
+        }
+        name = lg_tls_server_name(L, 8,
+                                  lua_tostring(L, 1));
+        if (gl_tls_start(c, t, name) != GL_OK) return lg_nomem(L);
+        lua_pop(L, 1);
+        a->tls = 2;
+      }
+      if (!(c->flags & (GL_CONN_CONNECTING | GL_CONN_HANDSHAKE))) {
         attempt_end(a);
         lua_pushvalue(L, 4);
         return 1;
       }
       why = lg_wait(L, &s->wq, deadline, connect_k);
       continue;
+    }
+    if (a->tls == 2) { /* the handshake failed: no other address is tried */
+      GL_STAT_ADD(s->rt->stats.errors, 1);
+      attempt_end(a);
+      return lg_fail(L, LG_FAIL_MESSAGE, s->detail ? s->detail : "closed");
     }
     if (s->reason) { /* the last address refused: keep why, try the next */
       snprintf(a->err, sizeof a->err, "%s", s->detail ? s->detail : "closed");
@@ -178,6 +203,12 @@ static int glisten_connect(lua_State *L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &ATTEMPT_MT_KEY);
   lua_setmetatable(L, 7);
   lua_toclose(L, 7); /* a connect cut short cancels its lookup at once */
+  if (o.tls) { /* 8: the tls option (9: true, when it is not a table) */
+    a->tls = 1;
+    lua_getfield(L, 3, "tls");
+    lua_pushboolean(L, 1);
+    s->host = path ? NULL : strdup(host);
+  }
   if (path) return connect_unix(L, s, a, path);
   int rc = gl_sock_numeric(host, (int)port, &a->addrs, a->err, sizeof a->err);
   if (rc == GL_ERR) return lg_fail(L, LG_FAIL_MESSAGE, a->err);

@@ -26,7 +26,8 @@
   X(NOT_FOUND, "not found")                                            \
   X(NOT_A_NUMBER, "not a number")                                      \
   X(NO_ROOM, "no memory")     /* the shared dictionary is full */   \
-  X(NOT_UNIX, "not a unix socket") /* getpeercred on TCP */
+  X(NOT_UNIX, "not a unix socket") /* getpeercred on TCP */            \
+  X(PLAINTEXT, "plaintext pending") /* starttls with input unread */
 
 #define LG_FAIL_ENUM(name, word) LG_FAIL_##name,
 enum { LG_FAILURES(LG_FAIL_ENUM) LG_FAIL_MESSAGE };

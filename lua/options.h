@@ -123,6 +123,8 @@ enum { LG_KIND_STRING, LG_KIND_INT, LG_KIND_BYTES, LG_KIND_SECONDS,
     "the TLS 1.3 suites (none: OpenSSL's default)")                           \
   X(session_tickets, BOOL, 1, 0, 1, LG_IN_TLS, NULL, "",                      \
     "serving: resume sessions with tickets")                                  \
+  X(starttls, BOOL, 0, 0, 1, LG_IN_TLS, "--tls-starttls", "",                 \
+    "serving: connections start plain, and sock:starttls() upgrades them with these settings (SMTP, IMAP)") \
   X(callback_slice, SECONDS, 0.01, 0, 0, LG_IN_SERVER, "--callback-slice",    \
     "SECONDS", "run time after which a callback lets others run (0: never)")  \
   X(max_callback_time, SECONDS, 0, 0, 0, LG_IN_SERVER, "--max-callback-time", \

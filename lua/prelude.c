@@ -67,7 +67,7 @@ static void pre_drain(gl_conn *c) {
   lg_pre *p = c->data;
   if (p->phase == PRE_PROXY) {
     p->hdr = gl_proxyio_take(c);
-    if (p->sv->tls) {
+    if (p->sv->tls && !p->sv->o.starttls) {
       p->phase = PRE_TLS;
       if (gl_tls_start(c, p->sv->tls, NULL) != GL_OK) {
         GL_STAT_ADD(p->sv->rt->stats.errors, 1); /* no memory */

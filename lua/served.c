@@ -346,6 +346,16 @@ typedef struct accept_ctx {
   lg_socket *s; /* once made */
 } accept_ctx;
 
+/* The socket's upgrade hook (socket.h): its server's TLS settings for
+ * starttls. */
+static gl_tls *served_upgrade(lg_socket *s, void **ud) {
+  lg_server *sv = s->server;
+  if (!sv || !sv->tls) return NULL;
+  gl_tls_ref(sv->tls);
+  *ud = sv->tlsfns;
+  return sv->tls;
+}
+
 /* [-0, +0, m] The protected part of serving a new connection. */
 static int serve_conn(lua_State *L) {
   accept_ctx *a = lua_touserdata(L, 1);
@@ -362,6 +372,7 @@ static int serve_conn(lua_State *L) {
   s->sref = luaL_ref(L, LUA_REGISTRYINDEX);
   s->server = sv;
   s->ready = served_wake;
+  s->upgrade = served_upgrade;
   lg_fiber *f = adopt(L, s); /* its first run calls with_init */
   lua_pushcfunction(f->th, conn_run);
   lua_pushlightuserdata(f->th, s);
@@ -422,7 +433,7 @@ static void serve(lg_server *sv, int fd, gl_conn *c, void *proxy,
 }
 
 void lg_served_start(lg_server *sv, int fd, gl_addr *addr) {
-  if (sv->tls || sv->o.proxy_protocol)
+  if ((sv->tls && !sv->o.starttls) || sv->o.proxy_protocol)
     lg_prelude_start(sv, fd, addr);
   else
     serve(sv, fd, NULL, NULL, addr);

@@ -86,10 +86,13 @@ static void on_close(gl_conn *c) {
     switch (c->reason) {
       case GL_CLOSE_PEER: s->reason = LG_R_CLOSED; break;
       case GL_CLOSE_TIMEOUT: s->reason = LG_R_TIMEOUT; break;
-      case GL_CLOSE_ERROR:
+      case GL_CLOSE_ERROR: {
+        const char *t = gl_tls_error(c); /* TLS's words, when it failed */
         s->reason = LG_R_ERROR;
         s->detail = strerror(c->err);
+        if (t && !s->why && (s->why = strdup(t))) s->detail = s->why;
         break;
+      }
       default: s->reason = LG_R_LOCAL; break;
     }
   }
@@ -245,7 +248,11 @@ static int handle_gc(lua_State *L) {
   lg_waitq_orphan(&s->rq);
   lg_waitq_orphan(&s->wq);
   free(s->proxy);
+  free(s->why);
+  free(s->host);
   s->proxy = NULL;
+  s->why = s->host = NULL;
+  s->detail = NULL;
   return 0;
 }
 

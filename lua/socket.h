@@ -12,6 +12,7 @@
 
 #include "fiber.h"
 #include "options.h"
+#include "tls.h"
 
 #define LG_SOCKET "glisten.socket"
 #define LG_HIGH_WATER (64u << 10) /* send waits while more is queued */
@@ -45,6 +46,14 @@ struct lg_socket {
   size_t in_base;      /* in_max while no receive asks for more */
   void *proxy;         /* the PROXY header it came with (a
                           gl_proxyio_hdr, freed with s), or NULL */
+  char *why;           /* a TLS failure's words (s->detail points here;
+                          freed with s), or NULL */
+  char *host;          /* connect's host, for starttls's server name
+                          (freed with s), or NULL */
+  /* A served socket's TLS server settings for starttls, set by the layer
+   * that serves it: a context with a reference for the caller, and in *ud
+   * what its hooks get (gl_tls_set_ud); NULL when its server has none. */
+  gl_tls *(*upgrade)(lg_socket *s, void **ud);
   /* A served connection's (served.c), all 0 / NULL for another socket: */
   struct lg_server *server; /* the server that serves it */
   lg_fiber *owner;     /* the fiber running its callbacks; NULL while

@@ -353,7 +353,7 @@ gl_tls *lg_tls_make(lua_State *L, int tls_idx, int server, char *err,
   gl_tls_conf conf;
   gl_tls *t;
   lg_opts o;
-  int tt;
+  int tt, top = lua_gettop(L);
   tls_idx = lua_absindex(L, tls_idx);
   if (lua_type(L, tls_idx) == LUA_TTABLE) {
     tt = tls_idx;
@@ -392,7 +392,7 @@ gl_tls *lg_tls_make(lua_State *L, int tls_idx, int server, char *err,
       t = NULL;
     }
   }
-  lua_settop(L, tls_idx);
+  lua_settop(L, top);
   return t;
 }
 
@@ -407,6 +407,153 @@ const char *lg_tls_server_name(lua_State *L, int tls_idx, const char *host) {
       inet_pton(AF_INET6, host, &a) == 1 || lg_unix_path(host))
     return NULL;
   return host;
+}
+
+
+/* --- contexts made once per options table ------------------------------- */
+
+static char CLIENT_CACHE_KEY, SERVER_CACHE_KEY;
+
+/* [-0, +1, e] The box (a userdata holding a gl_tls *) of the context for
+ * the tls option at idx (a table, or true: a client's defaults), made the
+ * first time and kept as long as the table lives (true's for good), so a
+ * connect or starttls in a loop does not read certificate files, nor the
+ * system's store, each time. Raises on misuse; pushes nil and a message
+ * when the context cannot be made. */
+static gl_tls *cached(lua_State *L, int idx, int server) {
+  char err[GL_ERRLEN];
+  gl_tls **box;
+  idx = lua_absindex(L, idx);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX,
+                  server ? &SERVER_CACHE_KEY : &CLIENT_CACHE_KEY) !=
+      LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX,
+                server ? &SERVER_CACHE_KEY : &CLIENT_CACHE_KEY);
+  }
+  if (lua_type(L, idx) == LUA_TTABLE)
+    lua_pushvalue(L, idx);
+  else
+    lua_pushboolean(L, 1);
+  if (lua_rawget(L, -2) == LUA_TUSERDATA) {
+    lua_remove(L, -2);
+    return *(gl_tls **)lua_touserdata(L, -1);
+  }
+  lua_pop(L, 1);
+  box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  if (luaL_newmetatable(L, CTX_MT)) {
+    lua_pushcfunction(L, ctx_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  *box = lg_tls_make(L, idx, server, err, sizeof err);
+  if (!*box) {
+    lua_pop(L, 2);
+    lua_pushnil(L);
+    lua_pushfstring(L, "tls: %s", err);
+    return NULL;
+  }
+  if (lua_type(L, idx) == LUA_TTABLE)
+    lua_pushvalue(L, idx);
+  else
+    lua_pushboolean(L, 1);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, -4); /* cache[key] = box */
+  lua_remove(L, -2);
+  return *box;
+}
+
+gl_tls *lg_tls_client(lua_State *L, int tls_idx) {
+  return cached(L, tls_idx, 0);
+}
+
+/* --- sock:starttls([tls]) ------------------------------------------------ */
+
+/* Stack: the handle, the tls option (nil: the server's settings, or a
+ * client's defaults), the deadline, the phase (0: output still queued; 1:
+ * in the handshake). */
+static int starttls_k(lua_State *L, int status, lua_KContext ctx) {
+  lg_socket *s = lua_touserdata(L, 1);
+  double deadline = lua_tonumber(L, 3);
+  int why = lg_woken(ctx);
+  (void)status;
+  for (;;) {
+    gl_conn *c = s->conn;
+    if (!c) {
+      if (s->reason == LG_R_ERROR && s->detail)
+        return lg_fail(L, LG_FAIL_MESSAGE, s->detail);
+      return lg_fail(L, LG_FAIL_CLOSED, NULL);
+    }
+    if (lua_tointeger(L, 4) == 1 && !(c->flags & GL_CONN_HANDSHAKE)) {
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+    if (lua_tointeger(L, 4) == 0 && !gl_conn_queued(c) && !s->writer) {
+      gl_tls *t;
+      void *ud = NULL;
+      const char *name = NULL;
+      int own = 0, rc;
+      /* what the peer sent after its STARTTLS and before the handshake
+       * would be taken for what it sent under TLS: refused */
+      if (c->in.len) {
+        s->detail = "plaintext pending";
+        lg_socket_close(s, LG_R_ERROR, 0);
+        return lg_fail(L, LG_FAIL_PLAINTEXT, NULL);
+      }
+      if (s->upgrade && lua_isnil(L, 2)) { /* a served socket: its server's */
+        t = s->upgrade(s, &ud);
+        if (!t)
+          return luaL_error(L, "starttls: the server has no tls settings "
+                               "(give them: sock:starttls{cert =, key =})");
+        own = 1;
+      } else {
+        t = cached(L, 2, s->upgrade != NULL); /* +1: its box, or nil, err */
+        if (!t) return 2;
+        lua_pop(L, 1); /* the table at 2, or the cache, keeps it */
+        if (!s->upgrade) name = lg_tls_server_name(L, 2, s->host);
+      }
+      rc = gl_tls_start(c, t, name);
+      if (own) gl_tls_unref(t); /* the connection holds its own */
+      if (rc != GL_OK) return lg_nomem(L);
+      gl_tls_set_ud(c, ud);
+      lua_pushinteger(L, 1);
+      lua_replace(L, 4);
+      continue;
+    }
+    if (why == LG_WAKE_TIMEOUT) {
+      lg_socket_close(s, LG_R_LOCAL, 0);
+      return lg_fail(L, LG_FAIL_TIMEOUT, NULL);
+    }
+    why = lg_wait(L, &s->wq, deadline, starttls_k);
+  }
+}
+
+/* sock:starttls([tls]) -> true | nil, err: TLS from here on, as the server
+ * (a served socket: its server's tls settings unless given) or the client
+ * (another socket: a client's settings, verification on, unless given). */
+static int sock_starttls(lua_State *L) {
+  lg_socket *s = lg_check_socket(L, 1);
+  gl_tls_info i;
+  lua_settop(L, 2);
+  if (!lua_isnil(L, 2) && !lua_istable(L, 2) &&
+      !(lua_isboolean(L, 2) && lua_toboolean(L, 2)))
+    return luaL_typeerror(L, 2, "table or nil");
+  if (lua_isboolean(L, 2)) {
+    lua_pushnil(L);
+    lua_replace(L, 2);
+  }
+  if (s->conn && (s->conn->tp != &gl_plain || gl_tls_get_info(s->conn, &i) == GL_OK))
+    return luaL_error(L, "starttls: the socket is already on TLS");
+  lua_pushnumber(L, lg_deadline(s->rt, s->timeout));
+  lua_pushinteger(L, 0);
+  return starttls_k(L, LUA_OK, 0);
 }
 
 /* --- sock:tlsinfo() ------------------------------------------------------ */
@@ -534,6 +681,7 @@ static int sock_proxyinfo(lua_State *L) {
 
 void lg_tls_methods(lua_State *L) {
   static const luaL_Reg methods[] = {{"tlsinfo", sock_tlsinfo},
+                                     {"starttls", sock_starttls},
                                      {"proxyinfo", sock_proxyinfo},
                                      {NULL, NULL}};
   lg_socket_methods(L, methods);

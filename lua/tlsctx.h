@@ -32,6 +32,12 @@ lg_tls_fns *lg_tls_fns_new(lua_State *L, int tls_idx);
 void lg_tls_fns_set(lua_State *L, lg_tls_fns *f, int tls_idx);
 void lg_tls_fns_free(lg_tls_fns *f);
 
+/* [-0, +1, e] A client's context for the tls option at tls_idx (a table,
+ * or true), made once per table and kept while it lives; the box that
+ * holds it is pushed. Returns NULL, with nil and "tls: ..." pushed
+ * instead, when it cannot be made. */
+gl_tls *lg_tls_client(lua_State *L, int tls_idx);
+
 /* The name a client sends and verifies for host: tls.server_name when the
  * tls table at tls_idx has one, else host when it is a name, not an
  * address; NULL for none. Points into the table or host. */
