@@ -75,7 +75,8 @@ static void on_lookup(gl_lookup *q) {
 }
 
 /* Stack: host, port, timeout or options, the socket object, its handle,
- * deadline, the attempt, and with TLS the tls option and true. One
+ * deadline, the attempt, and with TLS the tls option and the box of its
+ * context (tlsctx.h). One
  * deadline covers the lookup, every address tried and the handshake. */
 static int connect_k(lua_State *L, int status, lua_KContext ctx) {
   lg_socket *s = lua_touserdata(L, 5);
@@ -96,18 +97,10 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
     if (s->conn) {
       gl_conn *c = s->conn;
       if (a->tls == 1 && !(c->flags & GL_CONN_CONNECTING)) {
-        /* connected: TLS on it, with a context made once per options */
-        gl_tls *t = lg_tls_client(L, 8); /* +1 */
-        const char *name;
-        if (!t) {
-          lg_socket_close(s, LG_R_LOCAL, 0);
-          attempt_end(a);
-          return 2;
-        }
-        name = lg_tls_server_name(L, 8,
-                                  lua_tostring(L, 1));
+        /* connected: TLS on it, with the context at 9 */
+        gl_tls *t = *(gl_tls **)lua_touserdata(L, 9);
+        const char *name = lg_tls_server_name(L, 8, lua_tostring(L, 1));
         if (gl_tls_start(c, t, name) != GL_OK) return lg_nomem(L);
-        lua_pop(L, 1);
         a->tls = 2;
       }
       if (!(c->flags & (GL_CONN_CONNECTING | GL_CONN_HANDSHAKE))) {
@@ -203,10 +196,10 @@ static int glisten_connect(lua_State *L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &ATTEMPT_MT_KEY);
   lua_setmetatable(L, 7);
   lua_toclose(L, 7); /* a connect cut short cancels its lookup at once */
-  if (o.tls) { /* 8: the tls option (9: true, when it is not a table) */
+  if (o.tls) { /* 8: the tls option; 9: its context, made once per table */
     a->tls = 1;
     lua_getfield(L, 3, "tls");
-    lua_pushboolean(L, 1);
+    if (!lg_tls_client(L, 8)) return 2; /* nil, "tls: ..." */
     s->host = path ? NULL : strdup(host);
   }
   if (path) return connect_unix(L, s, a, path);
