@@ -51,6 +51,7 @@ describe("connect with tls", function()
     assert.equal("hello", c:receive("*l"))
     local t = c:tlsinfo()
     assert.equal("TLSv1.3", t.version)
+    assert.equal("localhost", t.server_name) -- the host, sent as SNI
     assert.is_true(t.verified)
     assert.equal("CN=localhost", t.peer.subject)
     assert.equal("CN=glisten-test-ca", t.peer.issuer)
