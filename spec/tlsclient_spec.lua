@@ -123,6 +123,26 @@ describe("connect with tls", function()
     assert.equal(0, p:stop())
   end)
 
+  it("runs over a Unix socket too, both ways", function()
+    local path = dir .. "/tls.sock"
+    local p = H.start(("--tls-cert %s --tls-key %s scripts/echo.lua unix:%s"):format(
+      H.quote(CERT), H.quote(KEY), H.quote(path)))
+    local c = assert(glisten.connect("unix:" .. path,
+      { tls = { ca = CA, server_name = "localhost" }, timeout = 5 }))
+    c:settimeout(5)
+    c:send("over unix\n")
+    assert.equal("over unix", c:receive("*l"))
+    assert.is_true(c:tlsinfo().verified)
+    c:close()
+    -- no name to check against: the chain alone would pass, so a wrong
+    -- name must still fail
+    local bad, err = glisten.connect("unix:" .. path,
+      { tls = { ca = CA, server_name = "nothere.example" }, timeout = 5 })
+    assert.is_nil(bad)
+    assert.equal("certificate verify failed: hostname mismatch", err)
+    assert.equal(0, p:stop())
+  end)
+
   it("reports a bad tls option as misuse, and a missing ca file as nil, err", function()
     assert.has_error(function() glisten.connect("localhost", 1, { tls = 5 }) end,
       "option 'tls' must be a table (or true)")
@@ -135,6 +155,50 @@ describe("connect with tls", function()
     assert.is_nil(c)
     assert.matches("^tls: .*missing%.pem", err)
     assert.equal(0, p:stop())
+  end)
+end)
+
+describe("a served TLS connection", function()
+  it("keeps send's backpressure and max_output: 8 MiB echoed through a 64 KiB queue, byte for byte, while the client reads late", function()
+    local N = 8 * 1024 * 1024
+    H.serving({
+      tls = { cert = CERT, key = KEY },
+      max_output = 65536,
+      handler = function(msg, state)
+        local ok, err = state.socket:send(msg) -- waits while the client does not read
+        assert(ok, err)
+      end,
+    }, function(srv)
+      local c = assert(glisten.connect("localhost", srv.port, { tls = { ca = CA }, timeout = 5 }))
+      local sent
+      local writer = glisten.spawn(function()
+        sent = 0
+        while sent < N do
+          local n = math.min(65536, N - sent)
+          assert(c:send(H.stream(sent + 1, sent + n)))
+          sent = sent + n
+        end
+      end)
+      glisten.sleep(0.3) -- the server's queue and the kernel's fill meanwhile
+      c:settimeout(10)
+      H.read_stream(c, 0, N)
+      assert.equal(N, sent)
+      c:close()
+    end)
+  end)
+
+  it("reports the peer's close_notify as closed", function()
+    local reasons = {}
+    H.serving({
+      tls = { cert = CERT, key = KEY },
+      handler = function() end,
+      with_close = function(state, reason) reasons[#reasons + 1] = reason end,
+    }, function(srv)
+      local c = assert(glisten.connect("localhost", srv.port, { tls = { ca = CA }, timeout = 5 }))
+      c:close() -- close_notify
+      assert.truthy(H.wait_for(function() return #reasons == 1 end, 5))
+      assert.equal("closed", reasons[1])
+    end)
   end)
 end)
 
