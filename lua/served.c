@@ -217,7 +217,9 @@ static void conn_done(lg_fiber *f, int status) {
     return;
   }
   if (!s->reason) s->reason = s->eof ? LG_R_CLOSED : LG_R_LOCAL;
-  start_close(f, s->reason == LG_R_ERROR ? s->detail : NULL, 0);
+  /* "error" says why; so does "closed" for a TLS stream cut short */
+  start_close(f, s->reason == LG_R_ERROR || s->reason == LG_R_CLOSED
+                     ? s->detail : NULL, 0);
 }
 
 /* [-0, +0, m] Gives an idle connection a fiber (a spare, or new).

@@ -59,7 +59,11 @@ void lg_socket_notify(lg_socket *s) {
 static void on_data(gl_conn *c) {
   lg_socket *s = c->data;
   if (!s) return;
-  if (c->flags & GL_CONN_EOF) s->eof = 1;
+  if (c->flags & GL_CONN_EOF) {
+    const char *t = gl_tls_error(c); /* a TLS stream cut without close_notify */
+    s->eof = 1;
+    if (t && !s->why && (s->why = strdup(t))) s->detail = s->why;
+  }
   lg_socket_notify(s);
 }
 

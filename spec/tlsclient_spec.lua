@@ -187,17 +187,37 @@ describe("a served TLS connection", function()
     end)
   end)
 
+  it("says a stream cut without close_notify is closed, with that as the detail", function()
+    local script = H.script([[
+      return {
+        handler = function(m, s) s.socket:send(m) end,
+        with_close = function(state, reason, detail)
+          io.stderr:write("with_close ", reason, " ", tostring(detail), "\n")
+        end,
+      }
+    ]])
+    local p = H.start(("--tls-cert %s --tls-key %s %s 0"):format(H.quote(CERT), H.quote(KEY), H.quote(script)))
+    -- a client killed while connected: its kernel ends the stream, no
+    -- close_notify
+    os.execute(("env -u LD_PRELOAD sh -c '(echo hi; sleep 2) | timeout -s KILL 1 openssl s_client -connect 127.0.0.1:%d -quiet' >/dev/null 2>&1"):format(p.port))
+    assert.truthy(H.wait_for(function() return p:stderr():match("with_close") end, 10), p:stderr())
+    assert.matches("with_close closed peer closed without close_notify\n", p:stderr())
+    assert.equal(0, p:stop())
+  end)
+
   it("reports the peer's close_notify as closed", function()
     local reasons = {}
     H.serving({
       tls = { cert = CERT, key = KEY },
       handler = function() end,
-      with_close = function(state, reason) reasons[#reasons + 1] = reason end,
+      with_close = function(state, reason, detail)
+        reasons[#reasons + 1] = reason .. " " .. tostring(detail)
+      end,
     }, function(srv)
       local c = assert(glisten.connect("localhost", srv.port, { tls = { ca = CA }, timeout = 5 }))
       c:close() -- close_notify
       assert.truthy(H.wait_for(function() return #reasons == 1 end, 5))
-      assert.equal("closed", reasons[1])
+      assert.equal("closed nil", reasons[1]) -- no detail: a clean end
     end)
   end)
 end)
