@@ -55,6 +55,7 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx) {
       /* the socket object before taking the descriptor: should Lua run out
        * of memory, the descriptor is still pending, not lost */
       lg_socket *s = lg_socket_new(L, ls->rt, NULL);
+      s->inbound = 1;
       int fd = ls->pending[0];
       gl_conn *c;
       memmove(ls->pending, ls->pending + 1,

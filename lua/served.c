@@ -375,6 +375,7 @@ static int serve_conn(lua_State *L) {
   s->server = sv;
   s->ready = served_wake;
   s->upgrade = served_upgrade;
+  s->inbound = 1;
   lg_fiber *f = adopt(L, s); /* its first run calls with_init */
   lua_pushcfunction(f->th, conn_run);
   lua_pushlightuserdata(f->th, s);

@@ -50,6 +50,8 @@ struct lg_socket {
                           freed with s), or NULL */
   char *host;          /* connect's host, for starttls's server name
                           (freed with s), or NULL */
+  int inbound;         /* accepted (served, or from listener:accept):
+                          starttls makes it the TLS server */
   /* A served socket's TLS server settings for starttls, set by the layer
    * that serves it: a context with a reference for the caller, and in *ud
    * what its hooks get (gl_tls_set_ud); NULL when its server has none. */

@@ -507,17 +507,19 @@ static int starttls_k(lua_State *L, int status, lua_KContext ctx) {
         lg_socket_close(s, LG_R_ERROR, 0);
         return lg_fail(L, LG_FAIL_PLAINTEXT, NULL);
       }
-      if (s->upgrade && lua_isnil(L, 2)) { /* a served socket: its server's */
-        t = s->upgrade(s, &ud);
+      if (s->inbound && lua_isnil(L, 2)) { /* a served socket: its server's */
+        t = s->upgrade ? s->upgrade(s, &ud) : NULL;
         if (!t)
-          return luaL_error(L, "starttls: the server has no tls settings "
-                               "(give them: sock:starttls{cert =, key =})");
+          return luaL_error(L, "starttls: %s (give them: sock:starttls{cert "
+                               "=, key =})", s->upgrade
+                               ? "the server has no tls settings"
+                               : "an accepted socket has no tls settings");
         own = 1;
       } else {
-        t = cached(L, 2, s->upgrade != NULL); /* +1: its box, or nil, err */
+        t = cached(L, 2, s->inbound); /* +1: its box, or nil, err */
         if (!t) return 2;
         lua_pop(L, 1); /* the table at 2, or the cache, keeps it */
-        if (!s->upgrade) name = lg_tls_server_name(L, 2, s->host);
+        if (!s->inbound) name = lg_tls_server_name(L, 2, s->host);
       }
       rc = gl_tls_start(c, t, name);
       if (own) gl_tls_unref(t); /* the connection holds its own */
@@ -536,8 +538,9 @@ static int starttls_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* sock:starttls([tls]) -> true | nil, err: TLS from here on, as the server
- * (a served socket: its server's tls settings unless given) or the client
- * (another socket: a client's settings, verification on, unless given). */
+ * (an accepted socket: a served one's server's tls settings unless given)
+ * or the client (a connected socket: a client's settings, verification
+ * on, unless given). */
 static int sock_starttls(lua_State *L) {
   lg_socket *s = lg_check_socket(L, 1);
   gl_tls_info i;
