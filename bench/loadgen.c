@@ -25,8 +25,9 @@
  *       and up (20,000 each) so more than one address's ports fit, holds
  *       them HOLD seconds (any of them closed or written to by the server
  *       meanwhile is a failure), then checks that each still answers. With
- *       --tls every handshake is done before the hold; a session ticket
- *       arriving during it is not a write of the server's.
+ *       --tls every handshake is done before the hold, 64 at a time; a
+ *       session ticket arriving during the hold is not a write of the
+ *       server's.
  *
  * HOST is a loopback address (127.x.x.x), or unix:PATH for a Unix socket
  * (PORT is then ignored; echo, connect and handshake only). No
@@ -69,6 +70,8 @@
 #include "loadgen_tls.h"
 
 #define HIST_US 1000000 /* latency histogram: 1 us buckets up to 1 s */
+#define IDLE_TLS_OPENING 64 /* idle --tls: handshakes under way at once */
+#define TLS_RECORD 16384    /* the most plaintext a TLS record carries */
 
 typedef struct conn {
   int fd;
@@ -248,6 +251,10 @@ static int send_more(conn *c, char *buf) {
      * may hold part of its record */
     if (starting && opt.count && begun >= (uint64_t)opt.count && !c->retry) break;
     size_t left = (size_t)opt.size - (size_t)(c->sent - off);
+    /* TLS: a record's worth per write, so a write that must be repeated is
+     * repeated with the same length, and a long message is not made again
+     * whole for each record */
+    if (c->ssl && left > TLS_RECORD) left = TLS_RECORD;
     for (size_t i = 0; i < left; i++) buf[i] = (char)pat(c->id, c->sent + i);
     ssize_t n = conn_send(c, buf, left);
     c->retry = n < 0 && errno == EAGAIN && c->ssl;
@@ -257,7 +264,12 @@ static int send_more(conn *c, char *buf) {
       begun++;
     }
     c->sent += (uint64_t)n;
-    if ((size_t)n < left) return 0;
+    if (c->sent < off + (uint64_t)opt.size) {
+      /* plain: the kernel took less than all, so it is full; TLS: a write
+       * takes a record at a time, and only EAGAIN says it is full */
+      if (!c->ssl) return 0;
+      continue;
+    }
     c->msgs_sent++;
   }
   return 0;
@@ -606,23 +618,30 @@ static int run_idle(void) {
 #define SSL_OF(i) (ssls ? ssls[i] : NULL)
   double start = now();
   deadline = start + opt.limit;
-  for (int i = 0; i < n; i++) {
-    struct sockaddr_in src = {.sin_family = AF_INET};
-    src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(i / 20000)); /* 127.0.0.2.. */
-    fds[i] = open_to(&src);
-    if (fds[i] < 0) die("connect");
-    /* TLS: edge-triggered both ways, since the handshake wants either */
-    struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)i};
-    if (ssls) {
-      if (!(ssls[i] = lg_tls_new(fds[i], NULL))) die("TLS setup");
-      ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
-    }
-    epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
-  }
-  /* wait until all are connected (and, with --tls, through the handshake) */
-  int connected = 0;
+  /* Plain, every connect goes out at once. Over TLS at most IDLE_TLS_OPENING
+   * handshakes are under way at a time, as clients arriving over time make
+   * them: each holds its record buffers until it is done, and with
+   * thousands at once a server's heap would keep their peak, so its memory
+   * would tell the peak and not what an idle connection holds. */
+  int cap = ssls ? IDLE_TLS_OPENING : n, opened = 0, connected = 0;
   struct epoll_event evs[512];
-  while (connected < n) {
+  for (;;) {
+    for (; opened < n && opened - connected < cap; opened++) {
+      int i = opened;
+      struct sockaddr_in src = {.sin_family = AF_INET};
+      src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(i / 20000)); /* 127.0.0.2.. */
+      fds[i] = open_to(&src);
+      if (fds[i] < 0) die("connect");
+      /* TLS: edge-triggered both ways, since the handshake wants either */
+      struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)i};
+      if (ssls) {
+        if (!(ssls[i] = lg_tls_new(fds[i], NULL))) die("TLS setup");
+        ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
+      }
+      epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
+    }
+    /* wait until all are connected (and, with --tls, through the handshake) */
+    if (connected == n) break;
     if (now() >= deadline)
       fail("time limit of %g s reached: %d of %d connections open", opt.limit,
            connected, n);
