@@ -579,8 +579,11 @@ static int run_handshake(void) {
   fflush(stdout);
   int status = errors ? 1 : 0;
   if (done == 0) {
-    fprintf(stderr, "loadgen: handshake: no connection completed its echo in %g s\n",
-            opt.duration);
+    int in[3] = {0, 0, 0};
+    for (int i = 0; i < opt.conns; i++) in[ss[i].state]++;
+    fprintf(stderr, "loadgen: handshake: no connection completed its echo in %g s "
+            "(at the end %d were in the handshake, %d sending, %d awaiting the echo)\n",
+            opt.duration, in[0], in[1], in[2]);
   } else if (resumed < offered) {
     fprintf(stderr, "loadgen: handshake: the server resumed %llu of the %llu sessions "
             "offered\n", (unsigned long long)resumed, (unsigned long long)offered);
