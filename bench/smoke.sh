@@ -10,6 +10,20 @@
 # Give others to try the smoke itself, e.g. a script that never answers:
 #   sh bench/smoke.sh build "build/glisten-lua /tmp/silent.lua 0"
 #
+# With the default servers two more follow. glisten-lua on a Unix socket
+# (unix:PATH, "listening on unix:PATH"): start, the two echo checks,
+# shutdown, stderr. Then TLS, with a throwaway certificate from the openssl
+# command (skipped, with a message, when there is none): the TLS floor
+# BUILD_DIR/echo_libev_tls, and glisten-lua with --tls-cert and --tls-key
+# once its --help lists them, each through start, the two echo checks over
+# TLS (loadgen --tls), the handshake checks below, idle over TLS (200
+# connections held 1 s), shutdown and stderr:
+#   handshake       at least one connection completed (connect, full TLS
+#                   handshake, echo, close) in 0.5 s, no session offered,
+#                   every completed echo's bytes checked
+#   handshake --resume  the same, with every session offered resumed and at
+#                   least one offered
+#
 # Per server, each of these is one check, passed or failed:
 #   start     the server prints its port within 30 s
 #   echo      exactly N round trips, every byte echoed and checked (twice:
@@ -27,7 +41,8 @@
 set -uf
 build=${1:-build}
 [ $# -gt 0 ] && shift
-[ $# -eq 0 ] && set -- "$build/echo_libev 0" "$build/glisten-lua scripts/echo.lua 0"
+extra=0   # 1: the Unix socket and TLS servers follow the default ones
+[ $# -eq 0 ] && { set -- "$build/echo_libev 0" "$build/glisten-lua scripts/echo.lua 0"; extra=1; }
 
 limit=20   # seconds: loadgen's -t, the bound on each run (never reached
            # by a working server: an unloaded run takes well under 1 s)
@@ -36,6 +51,7 @@ tmp=$(mktemp -d)
 pid=
 passed=0
 failed=0
+tlsflag=  # "--tls" while the server under test speaks TLS
 
 # alive PID: the process runs and is still this shell's child (so a pid
 # reused after the server was reaped is never taken for it).
@@ -68,7 +84,8 @@ sanitized() { grep -E 'ERROR: [A-Za-z]*Sanitizer|WARNING: [A-Za-z]*Sanitizer|SUM
 field() { sed -n "s/^mode=.* $1=\([^ ]*\).*/\1/p" "$2" | head -1; }
 
 n=0
-# start SERVER ARGS...: sets pid and port; returns 1 if it printed no port
+# start SERVER ARGS...: sets pid, host and port (unix:PATH and 0 for a Unix
+# socket); returns 1 if it printed no port
 start() {
   # A file of its own per server: the redirection happens in the child, so
   # a shared file could still hold the previous server's line when read.
@@ -76,12 +93,18 @@ start() {
   $group "$@" >"$tmp/out$n" 2>"$err" &
   pid=$!
   i=0
-  while ! grep -q "listening on .*:[0-9][0-9]*$" "$err" 2>/dev/null; do
+  while ! grep -q -e "listening on .*:[0-9][0-9]*$" -e "listening on unix:" "$err" 2>/dev/null; do
     i=$((i + 1))
     if ! alive "$pid" || [ $i -gt $((grace * 10)) ]; then return 1; fi
     sleep 0.1
   done
-  port=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\)$/\1/p' "$err" | head -1)
+  host=$(sed -n 's/.*listening on \(unix:.*\)$/\1/p' "$err" | head -1)
+  if [ -n "$host" ]; then
+    port=0
+  else
+    host=127.0.0.1
+    port=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\)$/\1/p' "$err" | head -1)
+  fi
 }
 
 # loadgen MODE ARGS...: runs loadgen against the server; leaves its output
@@ -89,7 +112,7 @@ start() {
 loadgen() {
   n=$((n + 1)); out="$tmp/gen$n"; lerr="$tmp/gen$n.err"
   mode=$1; shift
-  timeout -k 5 $((limit + 30)) "$build/loadgen" "$mode" 127.0.0.1 "$port" "$@" \
+  timeout -k 5 $((limit + 30)) "$build/loadgen" "$mode" "$host" "$port" "$@" \
     >"$out" 2>"$lerr"
 }
 
@@ -106,8 +129,8 @@ check_run() {
 }
 
 echo_check() { # echo_check CONNS SIZE DEPTH COUNT
-  what="echo $1 x $2 B, $3 in flight"
-  loadgen echo -c "$1" -s "$2" -p "$3" -n "$4" -w 0 -t "$limit"
+  what="echo${tlsflag:+ over TLS} $1 x $2 B, $3 in flight"
+  loadgen echo $tlsflag -c "$1" -s "$2" -p "$3" -n "$4" -w 0 -t "$limit"
   check_run "$what" $? || return
   rt=$(field roundtrips "$out"); by=$(field bytes "$out"); er=$(field errors "$out")
   want=$(($4 * $2))
@@ -132,9 +155,30 @@ connect_check() {
   fi
 }
 
+# handshake_check [--resume]: loadgen's handshake mode for 0.5 s
+handshake_check() {
+  what="handshake${1:+ $1} 10 at a time for 0.5 s, 64 B echo each"
+  loadgen handshake "$@" -c 10 -s 64 -d 0.5 -t "$limit"
+  check_run "$what" $? || return
+  done_=$(field done "$out"); by=$(field bytes "$out"); er=$(field errors "$out")
+  of=$(field offered "$out"); re=$(field resumed "$out")
+  if [ $# -gt 0 ]; then
+    sessions_ok() { [ "${of:-0}" -gt 0 ] 2>/dev/null && [ "$re" = "$of" ]; }
+  else
+    sessions_ok() { [ "$of" = 0 ] && [ "$re" = 0 ]; }
+  fi
+  if [ "${done_:-0}" -gt 0 ] 2>/dev/null && [ "$by" = "$((done_ * 64))" ] && [ "$er" = 0 ] &&
+     sessions_ok; then
+    pass "$what: $done_ connections completed, $re of $of sessions offered resumed, $by bytes checked"
+  else
+    fail "$what: ${done_:-?} connections completed, ${re:-?} of ${of:-?} sessions offered resumed, bytes ${by:-?}, errors ${er:-?}"
+    show "$out"
+  fi
+}
+
 idle_check() { # idle_check COUNT HOLD
-  what="idle $1 connections held $2 s"
-  loadgen idle -n "$1" -h "$2" -t "$limit"
+  what="idle${tlsflag:+ over TLS} $1 connections held $2 s"
+  loadgen idle $tlsflag -n "$1" -h "$2" -t "$limit"
   check_run "$what" $? || return
   op=$(field open "$out"); an=$(field answered "$out"); he=$(field held "$out")
   er=$(field errors "$out")
@@ -176,26 +220,70 @@ stop() {
   fi
 }
 
-for server in "$@"; do
-  if ! start $server; then
+# begin SERVER: starts it and passes or fails start; returns 1 if it failed
+begin() {
+  if ! start $1; then
     if alive "$pid"; then
       end "$pid"
-      fail "start: $server printed no port in $grace s"
+      fail "start: $1 printed no port in $grace s"
     else
       wait "$pid" 2>/dev/null
-      fail "start: $server exited $? before listening"
+      fail "start: $1 exited $? before listening"
     fi
     pid=
     show "$err"
-    continue
+    return 1
   fi
-  echo "== $server on port $port"
-  pass "start: listening on port $port"
+  if [ "$port" = 0 ]; then
+    echo "== $1 on $host"
+    pass "start: listening on $host"
+  else
+    echo "== $1 on port $port"
+    pass "start: listening on port $port"
+  fi
+}
+
+for server in "$@"; do
+  begin "$server" || continue
   echo_check 10 64 4 20000
   echo_check 4 16384 1 500
   connect_check
   idle_check 500 2
   stop
 done
+
+if [ "$extra" = 1 ] && begin "$build/glisten-lua scripts/echo.lua unix:$tmp/echo.sock"; then
+  echo_check 10 64 4 20000
+  echo_check 4 16384 1 500
+  stop
+fi
+
+if [ "$extra" = 1 ]; then
+  if ! command -v openssl >/dev/null 2>&1; then
+    echo "== TLS skipped: no openssl command to make a certificate with"
+  elif ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+         -subj /CN=localhost -keyout "$tmp/key.pem" -out "$tmp/cert.pem" >"$tmp/openssl" 2>&1; then
+    fail "TLS: openssl made no certificate"
+    show "$tmp/openssl"
+  else
+    set -- "$build/echo_libev_tls 0 $tmp/cert.pem $tmp/key.pem"
+    if "$build/glisten-lua" --help 2>&1 | grep -q -e --tls-cert; then
+      set -- "$@" "$build/glisten-lua --tls-cert $tmp/cert.pem --tls-key $tmp/key.pem scripts/echo.lua 0"
+    else
+      echo "== glisten-lua over TLS skipped: its --help lists no --tls-cert"
+    fi
+    tlsflag=--tls
+    for server in "$@"; do
+      begin "$server" || continue
+      echo_check 10 64 4 2000
+      echo_check 4 16384 1 100
+      handshake_check
+      handshake_check --resume
+      idle_check 200 1
+      stop
+    done
+    tlsflag=
+  fi
+fi
 echo "bench smoke: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
