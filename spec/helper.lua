@@ -8,8 +8,13 @@ local glisten = require "glisten"
 local H = { glisten = glisten, build = build, bin = build .. "/glisten-lua" }
 _G.H = H
 
-local tmpdir = os.tmpname()
-os.remove(tmpdir)
+-- A scratch folder: spec/run's, which it removes after the group; made
+-- here (and left) only when busted runs without spec/run.
+local tmpdir = os.getenv("GLISTEN_TMPDIR")
+if not tmpdir or tmpdir == "" then
+  tmpdir = os.tmpname()
+  os.remove(tmpdir)
+end
 assert(os.execute("mkdir -p " .. tmpdir))
 H.tmpdir = tmpdir
 
