@@ -13,13 +13,15 @@
  *   loadgen connect HOST PORT [-c CONCURRENCY] [-d SECONDS] [-s SIZE]
  *       Connect, one echo of SIZE bytes, close; CONCURRENCY at a time.
  *   loadgen handshake HOST PORT [--resume] [-c CONCURRENCY] [-d SECONDS]
- *                               [-s SIZE]
+ *                               [-n COUNT] [-s SIZE] [-t LIMIT]
  *       The same over TLS: connect, a full TLS handshake, one echo of SIZE
  *       bytes (which also brings TLS 1.3's session tickets in), close_notify,
  *       close. With --resume each of the CONCURRENCY slots keeps the session
  *       of its first connection and offers it on every later one, so all
  *       but the first handshake of each slot are resumed; every one the
- *       server did not resume is counted, and any makes the run fail.
+ *       server did not resume is counted, and any makes the run fail. With
+ *       -n, it runs until COUNT connections completed (at most LIMIT
+ *       seconds) instead of for -d seconds.
  *   loadgen idle HOST PORT [--tls] [-n COUNT] [-h HOLD] [-t LIMIT]
  *       Opens COUNT connections, spread over source addresses 127.0.0.2
  *       and up (20,000 each) so more than one address's ports fit, holds
@@ -542,10 +544,15 @@ static int run_handshake(void) {
   uint64_t done = 0, checked = 0, offered = 0, resumed = 0;
   if (ep < 0 || !ss || !buf || !msg) die("setup");
   for (int i = 0; i < opt.size; i++) msg[i] = (char)('a' + i % 26);
-  double start = now(), end = start + opt.duration;
+  /* -n COUNT: until COUNT connections completed (within -t LIMIT), so a
+   * check does not depend on the machine's speed; else for -d seconds */
+  double start = now(), end = start + (opt.count ? opt.limit : opt.duration);
   for (int i = 0; i < opt.conns; i++) hs_open(ep, &ss[i], (uint32_t)i);
   struct epoll_event evs[256];
-  while (now() < end) {
+  while (opt.count ? done < (uint64_t)opt.count : now() < end) {
+    if (opt.count && now() > end)
+      fail("handshake: %llu of %lld connections completed in %g s",
+           (unsigned long long)done, opt.count, opt.limit);
     int n = epoll_wait(ep, evs, 256, 100);
     for (int k = 0; k < n; k++) {
       uint32_t i = evs[k].data.u32;
