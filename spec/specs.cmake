@@ -14,7 +14,9 @@ set(GLISTEN_SPECS
   shared
   runaway
   unix
-  addresses)
+  addresses
+  tls
+  proxy)
 
 # Under the sanitizers the stock interpreter loads an instrumented module, so
 # the sanitizer runtimes must be loaded first.
@@ -36,7 +38,7 @@ endif()
 # that need something a machine may lack carry a busted tag and run in a
 # group of their own, which ctest shows as "Skipped" (with the reason in its
 # output) where the capability is missing, never as "Passed".
-set(GLISTEN_SPEC_CAPABILITIES netns ipv6 root)
+set(GLISTEN_SPEC_CAPABILITIES netns ipv6 root openssl haproxy)
 string(REPLACE ";" "," GLISTEN_SPEC_EXCLUDE "${GLISTEN_SPEC_CAPABILITIES}")
 
 foreach(spec ${GLISTEN_SPECS})
