@@ -215,7 +215,8 @@ static int alpn_select(SSL *ssl, const unsigned char **out,
            : r == 0 ? SSL_TLSEXT_ERR_NOACK
                     : SSL_TLSEXT_ERR_ALERT_FATAL;
   }
-  if (SSL_select_next_proto(&o, outlen, t->alpn, (unsigned)t->alpn_len, in,
+  if (!t->alpn_len ||
+      SSL_select_next_proto(&o, outlen, t->alpn, (unsigned)t->alpn_len, in,
                             inlen) != OPENSSL_NPN_NEGOTIATED)
     return SSL_TLSEXT_ERR_NOACK; /* nothing forced */
   *out = o;
@@ -335,8 +336,10 @@ gl_tls *gl_tls_new(const gl_tls_conf *conf, char *err, size_t errlen) {
       }
       memcpy(t->alpn, conf->alpn, conf->alpn_len);
       t->alpn_len = conf->alpn_len;
-      SSL_CTX_set_alpn_select_cb(ctx, alpn_select, t);
     }
+    /* always: a tls.alpn function comes as a hook after this, with no list
+     * (alpn_select answers "none" when there is neither) */
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, t);
     SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
     SSL_CTX_set_tlsext_servername_arg(ctx, t);
   } else {

@@ -433,6 +433,37 @@ static void test_alpn(void **state) {
   gl_tls_unref(xt);
 }
 
+/* An ALPN hook on a context with no list of its own is asked (tls.alpn as
+ * a function), and its answer is what the client sees. */
+static int pick_last(void *ud, const unsigned char *in, unsigned inlen,
+                     const unsigned char **out, unsigned char *outlen) {
+  unsigned i = 0, last = 0;
+  (void)ud;
+  while (i < inlen) {
+    last = i;
+    i += 1u + in[i];
+  }
+  *out = in + last + 1;
+  *outlen = in[last];
+  return 1;
+}
+
+static void test_alpn_hook_alone(void **state) {
+  fixture *f = *state;
+  static const gl_tls_hooks hooks = {NULL, pick_last};
+  static const unsigned char cp[] = "\x02h2\x08http/1.1\x03x-3";
+  gl_tls_conf cc = {.alpn = cp, .alpn_len = sizeof cp - 1};
+  gl_tls *st = server_ctx(), *ct = context(&cc);
+  gl_tls_set_hooks(st, &hooks);
+  pair(f, st, ct, NULL);
+  assert_true(shake(f));
+  assert_int_equal(f->a.info.alpn_len, 3);
+  assert_memory_equal(f->a.info.alpn, "x-3", 3);
+  assert_memory_equal(f->b.info.alpn, "x-3", 3);
+  gl_tls_unref(st);
+  gl_tls_unref(ct);
+}
+
 /* SNI picks the certificate by name, exact or one-label wildcard. */
 static void test_sni(void **state) {
   fixture *f = *state;
@@ -551,6 +582,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_client_certificates, setup, teardown),
       cmocka_unit_test_setup_teardown(test_optional_client_certificate, setup, teardown),
       cmocka_unit_test_setup_teardown(test_alpn, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_alpn_hook_alone, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sni, setup, teardown),
       cmocka_unit_test(test_context_errors),
       cmocka_unit_test(test_encrypted_key),
