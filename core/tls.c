@@ -122,25 +122,33 @@ static int load_cert(SSL_CTX *ctx, const char *cert, char *err,
   return GL_OK;
 }
 
+/* The password of a key being read: whether OpenSSL asked for it tells an
+ * encrypted key, whatever its decryption then gave. A wrong password can
+ * decrypt to bytes whose padding happens to check (about one in 256), and
+ * then OpenSSL reports a decoding error, not "bad decrypt". */
+typedef struct key_password {
+  const char *password; /* or NULL */
+  int asked;
+} key_password;
+
+static int give_password(char *buf, int size, int rwflag, void *u) {
+  key_password *kp = u;
+  kp->asked = 1;
+  return no_password(buf, size, rwflag, (void *)kp->password);
+}
+
 static int load_key(SSL_CTX *ctx, const char *key, const char *password,
                     char *err, size_t errlen) {
   BIO *b = open_pem(key, "key", err, errlen);
+  key_password kp = {password, 0};
   EVP_PKEY *k;
   if (!b) return GL_ERR;
-  k = PEM_read_bio_PrivateKey(b, NULL, no_password, (void *)password);
+  k = PEM_read_bio_PrivateKey(b, NULL, give_password, &kp);
   BIO_free(b);
   if (!k) {
-    /* an encrypted key tells itself by the reasons OpenSSL queued */
-    unsigned long e;
-    int encrypted = 0;
-    while ((e = ERR_get_error()) != 0) {
-      const char *r = ERR_reason_error_string(e);
-      if (r && (strstr(r, "bad decrypt") || strstr(r, "passphrase") ||
-                strstr(r, "bad password")))
-        encrypted = 1;
-    }
+    ERR_clear_error();
     snprintf(err, errlen, "key %s: %s", name_of(key),
-             !encrypted ? "not a PEM private key"
+             !kp.asked ? "not a PEM private key"
              : password ? "wrong password"
                         : "encrypted: a password is needed");
     return GL_ERR;
