@@ -64,10 +64,26 @@ openssl ca -config cadb/ca.cnf -batch -notext -cert ca.pem -keyfile ca.key \
 openssl pkey -in server.key -aes256 -passout "pass:$2" -out server-enc.key
 ]=]
 
-local made = {}
+local function paths(dir)
+  return {
+    ca = dir .. "/ca.pem", ca_key = dir .. "/ca.key",
+    cert = dir .. "/server.pem", key = dir .. "/server.key",
+    other = dir .. "/other.pem", other_key = dir .. "/other.key",
+    client = dir .. "/client.pem", client_key = dir .. "/client.key",
+    stranger = dir .. "/stranger.pem", stranger_key = dir .. "/stranger.key",
+    expired = dir .. "/expired.pem", expired_key = dir .. "/expired.key",
+    enc_key = dir .. "/server-enc.key",
+  }
+end
 
+-- Made once per folder, for every spec file that asks (each loads this
+-- file anew): the folder's "made" file says they are there.
 function M.make(dir)
-  if made[dir] then return made[dir] end
+  local done = io.open(dir .. "/made")
+  if done then
+    done:close()
+    return paths(dir)
+  end
   assert(os.execute("mkdir -p " .. quote(dir)))
   local script = dir .. "/make.sh"
   local f = assert(io.open(script, "w"))
@@ -79,22 +95,14 @@ function M.make(dir)
     local log = io.open(dir .. "/make.log")
     error("making the certificates failed:\n" .. (log and log:read("a") or ""))
   end
-  local p = {
-    ca = dir .. "/ca.pem", ca_key = dir .. "/ca.key",
-    cert = dir .. "/server.pem", key = dir .. "/server.key",
-    other = dir .. "/other.pem", other_key = dir .. "/other.key",
-    client = dir .. "/client.pem", client_key = dir .. "/client.key",
-    stranger = dir .. "/stranger.pem", stranger_key = dir .. "/stranger.key",
-    expired = dir .. "/expired.pem", expired_key = dir .. "/expired.key",
-    enc_key = dir .. "/server-enc.key",
-  }
+  local p = paths(dir)
   -- the expired certificate really is: openssl itself refuses it
   local check = io.popen(("env -u LD_PRELOAD openssl verify -CAfile %s %s 2>&1"):format(
     quote(p.ca), quote(p.expired)))
   local out = check:read("a")
   check:close()
   assert(out:match("certificate has expired"), "the expired certificate verifies:\n" .. out)
-  made[dir] = p
+  io.open(dir .. "/made", "w"):close()
   return p
 end
 
