@@ -106,25 +106,6 @@ function M.make(dir)
   return p
 end
 
--- A wrong password for the encrypted key at path whose decryption OpenSSL
--- does not catch as such: the padding of the bytes it gives happens to
--- check (about one password in 256), so openssl reports garbage to decode,
--- not "bad decrypt". nil when none of 3,000 is.
-function M.garbling_password(path)
-  local f = io.popen(("env -u LD_PRELOAD sh -c %s sh %s 2>/dev/null"):format(quote([[
-    i=0
-    while [ $i -lt 3000 ]; do
-      i=$((i + 1))
-      if ! openssl pkey -in "$1" -passin "pass:wrong$i" -noout 2>&1 | grep -q "bad decrypt"; then
-        echo "wrong$i"
-        exit 0
-      fi
-    done]]), quote(path)))
-  local pw = f:read("l")
-  f:close()
-  return pw
-end
-
 -- What openssl says of a certificate file: `openssl x509 -noout ARGS`.
 function M.x509(path, args)
   local f = io.popen(("env -u LD_PRELOAD openssl x509 -noout -in %s %s 2>&1"):format(

@@ -647,13 +647,9 @@ describe("a handshake that fails", function()
     rc, _, err = H.run(path .. " 0")
     assert.equal(1, rc)
     assert.matches("tls: key " .. C.enc_key:gsub("%p", "%%%0") .. ": wrong password", err)
-    -- also one that decrypts to garbage, which OpenSSL calls a decoding error
-    local garbling = certs.garbling_password(C.enc_key)
-    if garbling then
-      rc, _, err = H.run(script(("{ tls = { cert = C.cert, key = C.enc_key, password = %q } }"):format(garbling)) .. " 0")
-      assert.equal(1, rc)
-      assert.matches("tls: key " .. C.enc_key:gsub("%p", "%%%0") .. ": wrong password", err)
-    end
+    -- (a wrong password that decrypts to garbage, about one in 256, which
+    -- OpenSSL calls a decoding error: core_tls's test_encrypted_key finds
+    -- one in process, where trying hundreds costs little)
     local p = serve(("{ tls = { cert = C.cert, key = C.enc_key, password = %q } }"):format(certs.PASSWORD))
     assert.matches("@echo unlocked\n", (s_client(p.port, "-verify_return_error", "unlocked\nbye\n")))
     assert.equal(0, p:stop())
