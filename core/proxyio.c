@@ -43,7 +43,7 @@ static int handshake(gl_conn *c) {
   long n;
   int rc;
   if (r->done) return 1;
-  memcpy(tmp, r->got, r->len);
+  if (r->len) memcpy(tmp, r->got, r->len); /* got is NULL until a piece */
   n = recv_some(c->fd, tmp + r->len, sizeof tmp - r->len, MSG_PEEK);
   if (n == -EAGAIN || n == -EWOULDBLOCK) return GL_WANT_READ;
   if (n < 0) return (int)n;

@@ -122,25 +122,33 @@ static int load_cert(SSL_CTX *ctx, const char *cert, char *err,
   return GL_OK;
 }
 
+/* The password of a key being read: whether OpenSSL asked for it tells an
+ * encrypted key, whatever its decryption then gave. A wrong password can
+ * decrypt to bytes whose padding happens to check (about one in 256), and
+ * then OpenSSL reports a decoding error, not "bad decrypt". */
+typedef struct key_password {
+  const char *password; /* or NULL */
+  int asked;
+} key_password;
+
+static int give_password(char *buf, int size, int rwflag, void *u) {
+  key_password *kp = u;
+  kp->asked = 1;
+  return no_password(buf, size, rwflag, (void *)kp->password);
+}
+
 static int load_key(SSL_CTX *ctx, const char *key, const char *password,
                     char *err, size_t errlen) {
   BIO *b = open_pem(key, "key", err, errlen);
+  key_password kp = {password, 0};
   EVP_PKEY *k;
   if (!b) return GL_ERR;
-  k = PEM_read_bio_PrivateKey(b, NULL, no_password, (void *)password);
+  k = PEM_read_bio_PrivateKey(b, NULL, give_password, &kp);
   BIO_free(b);
   if (!k) {
-    /* an encrypted key tells itself by the reasons OpenSSL queued */
-    unsigned long e;
-    int encrypted = 0;
-    while ((e = ERR_get_error()) != 0) {
-      const char *r = ERR_reason_error_string(e);
-      if (r && (strstr(r, "bad decrypt") || strstr(r, "passphrase") ||
-                strstr(r, "bad password")))
-        encrypted = 1;
-    }
+    ERR_clear_error();
     snprintf(err, errlen, "key %s: %s", name_of(key),
-             !encrypted ? "not a PEM private key"
+             !kp.asked ? "not a PEM private key"
              : password ? "wrong password"
                         : "encrypted: a password is needed");
     return GL_ERR;
@@ -215,7 +223,8 @@ static int alpn_select(SSL *ssl, const unsigned char **out,
            : r == 0 ? SSL_TLSEXT_ERR_NOACK
                     : SSL_TLSEXT_ERR_ALERT_FATAL;
   }
-  if (SSL_select_next_proto(&o, outlen, t->alpn, (unsigned)t->alpn_len, in,
+  if (!t->alpn_len ||
+      SSL_select_next_proto(&o, outlen, t->alpn, (unsigned)t->alpn_len, in,
                             inlen) != OPENSSL_NPN_NEGOTIATED)
     return SSL_TLSEXT_ERR_NOACK; /* nothing forced */
   *out = o;
@@ -335,8 +344,10 @@ gl_tls *gl_tls_new(const gl_tls_conf *conf, char *err, size_t errlen) {
       }
       memcpy(t->alpn, conf->alpn, conf->alpn_len);
       t->alpn_len = conf->alpn_len;
-      SSL_CTX_set_alpn_select_cb(ctx, alpn_select, t);
     }
+    /* always: a tls.alpn function comes as a hook after this, with no list
+     * (alpn_select answers "none" when there is neither) */
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, t);
     SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
     SSL_CTX_set_tlsext_servername_arg(ctx, t);
   } else {

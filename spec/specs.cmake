@@ -15,7 +15,9 @@ set(GLISTEN_SPECS
   runaway
   unix
   addresses
-  tlsclient)
+  tlsclient
+  tls
+  proxy)
 
 # Under the sanitizers the stock interpreter loads an instrumented module, so
 # the sanitizer runtimes must be loaded first.
@@ -37,7 +39,7 @@ endif()
 # that need something a machine may lack carry a busted tag and run in a
 # group of their own, which ctest shows as "Skipped" (with the reason in its
 # output) where the capability is missing, never as "Passed".
-set(GLISTEN_SPEC_CAPABILITIES netns ipv6 root)
+set(GLISTEN_SPEC_CAPABILITIES netns ipv6 root openssl haproxy)
 string(REPLACE ";" "," GLISTEN_SPEC_EXCLUDE "${GLISTEN_SPEC_CAPABILITIES}")
 
 foreach(spec ${GLISTEN_SPECS})

@@ -11,8 +11,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/pkcs12.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -433,6 +435,37 @@ static void test_alpn(void **state) {
   gl_tls_unref(xt);
 }
 
+/* An ALPN hook on a context with no list of its own is asked (tls.alpn as
+ * a function), and its answer is what the client sees. */
+static int pick_last(void *ud, const unsigned char *in, unsigned inlen,
+                     const unsigned char **out, unsigned char *outlen) {
+  unsigned i = 0, last = 0;
+  (void)ud;
+  while (i < inlen) {
+    last = i;
+    i += 1u + in[i];
+  }
+  *out = in + last + 1;
+  *outlen = in[last];
+  return 1;
+}
+
+static void test_alpn_hook_alone(void **state) {
+  fixture *f = *state;
+  static const gl_tls_hooks hooks = {NULL, pick_last};
+  static const unsigned char cp[] = "\x02h2\x08http/1.1\x03x-3";
+  gl_tls_conf cc = {.alpn = cp, .alpn_len = sizeof cp - 1};
+  gl_tls *st = server_ctx(), *ct = context(&cc);
+  gl_tls_set_hooks(st, &hooks);
+  pair(f, st, ct, NULL);
+  assert_true(shake(f));
+  assert_int_equal(f->a.info.alpn_len, 3);
+  assert_memory_equal(f->a.info.alpn, "x-3", 3);
+  assert_memory_equal(f->b.info.alpn, "x-3", 3);
+  gl_tls_unref(st);
+  gl_tls_unref(ct);
+}
+
 /* SNI picks the certificate by name, exact or one-label wildcard. */
 static void test_sni(void **state) {
   fixture *f = *state;
@@ -522,6 +555,45 @@ static void test_encrypted_key(void **state) {
   c.password = "wrong";
   assert_null(gl_tls_new(&c, err, sizeof err));
   assert_string_equal(err, "key (PEM text): wrong password");
+  /* a wrong password whose decryption OpenSSL does not catch (the padding
+   * of what it gives happens to check, about one in 256): garbage to
+   * decode, and still the wrong password. Searched for on a copy encrypted
+   * with one round of PBKDF2, so that a try costs next to nothing. */
+  char cheap[4096];
+  in = BIO_new_mem_buf(srv.key, -1);
+  k = PEM_read_bio_PrivateKey(in, NULL, NULL, NULL);
+  BIO_free(in);
+  PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(k);
+  X509_SIG *sig = PKCS8_encrypt(-1, EVP_aes_128_cbc(), "sesame", 6, NULL, 0, 1, p8);
+  out = BIO_new(BIO_s_mem());
+  assert_int_equal(PEM_write_bio_PKCS8(out, sig), 1);
+  n = BIO_get_mem_data(out, &d);
+  memcpy(cheap, d, (size_t)n);
+  cheap[n] = 0;
+  BIO_free(out);
+  X509_SIG_free(sig);
+  PKCS8_PRIV_KEY_INFO_free(p8);
+  EVP_PKEY_free(k);
+  int found = 0;
+  for (int i = 0; i < 5000 && !found; i++) {
+    char pw[16];
+    unsigned long e;
+    int caught = 0;
+    BIO *b = BIO_new_mem_buf(cheap, -1);
+    snprintf(pw, sizeof pw, "wrong%d", i);
+    k = PEM_read_bio_PrivateKey(b, NULL, NULL, pw);
+    BIO_free(b);
+    while ((e = ERR_get_error()) != 0)
+      if (ERR_GET_REASON(e) == EVP_R_BAD_DECRYPT) caught = 1;
+    EVP_PKEY_free(k);
+    if (k || caught) continue;
+    gl_tls_conf cc = {.server = 1, .cert = srv.cert, .key = cheap,
+                      .password = pw};
+    assert_null(gl_tls_new(&cc, err, sizeof err));
+    assert_string_equal(err, "key (PEM text): wrong password");
+    found = 1;
+  }
+  assert_true(found);
   c.password = "sesame";
   gl_tls *t = gl_tls_new(&c, err, sizeof err);
   assert_non_null(t);
@@ -551,6 +623,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_client_certificates, setup, teardown),
       cmocka_unit_test_setup_teardown(test_optional_client_certificate, setup, teardown),
       cmocka_unit_test_setup_teardown(test_alpn, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_alpn_hook_alone, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sni, setup, teardown),
       cmocka_unit_test(test_context_errors),
       cmocka_unit_test(test_encrypted_key),
