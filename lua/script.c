@@ -86,7 +86,7 @@ void lg_script_options(lua_State *L, int t, int from_table, int opts) {
       lua_insert(L, -2);
       if (lua_type(L, -1) == LUA_TTABLE && lua_type(L, -2) == LUA_TSTRING &&
           strcmp(lua_tostring(L, -2), "tls") == 0)
-        merge_tls(L, -3);
+        merge_tls(L, -4); /* over the tls the table being made has */
       lua_settable(L, -4);
     }
   }
