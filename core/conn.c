@@ -173,7 +173,14 @@ static inline void update(gl_conn *c) {
 
 /* Advances the handshake; its end is reported as on_drain. */
 static void shake(gl_conn *c) {
-  int r = c->tp->handshake(c);
+  int r;
+  c->busy++; /* a hook inside the handshake may close c */
+  r = c->tp->handshake(c);
+  c->busy--;
+  if (c->flags & GL_CONN_CLOSED) {
+    if (!c->busy) destroy(c);
+    return;
+  }
   if (r == GL_WANT_READ || r == GL_WANT_WRITE) {
     c->hswant = r;
     gl_conn_update(c);
@@ -470,7 +477,7 @@ long gl_conn_write_some(gl_conn *c, const char *p, size_t n) {
 void gl_conn_close(gl_conn *c, int reason, double linger) {
   if (c->flags & GL_CONN_CLOSED) return;
   if (linger > 0 && c->out.len &&
-      !(c->flags & (GL_CONN_CONNECTING | GL_CONN_WDEAD))) {
+      !(c->flags & (GL_CONN_CONNECTING | GL_CONN_WDEAD | GL_CONN_HANDSHAKE))) {
     if (c->flags & GL_CONN_CLOSING) return;
     c->flags |= GL_CONN_CLOSING;
     c->reason = reason;

@@ -39,6 +39,7 @@ typedef struct tls_conn {
   SSL *ssl;
   gl_tls *t;
   void *ud; /* for the hooks (gl_tls_set_ud) */
+  gl_tls *sni; /* the context a sni hook gave, held while ssl may use it */
   char err[200]; /* why the handshake or the stream failed */
 } tls_conn;
 
@@ -243,11 +244,13 @@ static int on_servername(SSL *ssl, int *alert, void *arg) {
   gl_tls *t = arg;
   const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
   if (!name) return SSL_TLSEXT_ERR_OK;
-  for (int i = 0; i < t->nnames; i++)
-    if (name_matches(t->names[i].name, name)) {
-      SSL_set_SSL_CTX(ssl, t->names[i].other->ctx);
-      return SSL_TLSEXT_ERR_OK;
-    }
+  for (int pass = 0; pass < 2; pass++) /* exact names first, then "*." */
+    for (int i = 0; i < t->nnames; i++)
+      if ((t->names[i].name[0] == '*') == pass &&
+          name_matches(t->names[i].name, name)) {
+        SSL_set_SSL_CTX(ssl, t->names[i].other->ctx);
+        return SSL_TLSEXT_ERR_OK;
+      }
   if (t->hooks && t->hooks->sni) {
     tls_conn *tc = SSL_get_app_data(ssl);
     gl_tls *other = NULL;
@@ -257,7 +260,12 @@ static int on_servername(SSL *ssl, int *alert, void *arg) {
     }
     if (other) {
       SSL_set_SSL_CTX(ssl, other->ctx); /* which takes its own reference */
-      gl_tls_unref(other);
+      if (tc) {
+        gl_tls_unref(tc->sni); /* its callbacks' arg must outlive ssl */
+        tc->sni = other;
+      } else {
+        gl_tls_unref(other);
+      }
     }
   }
   return SSL_TLSEXT_ERR_OK;
@@ -561,6 +569,7 @@ static void tls_free(gl_conn *c) {
   tls_conn *tc = TC(c);
   c->tpd = NULL;
   SSL_free(tc->ssl);
+  gl_tls_unref(tc->sni);
   gl_tls_unref(tc->t);
   free(tc);
 }

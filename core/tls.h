@@ -66,7 +66,8 @@ void gl_tls_unref(gl_tls *t); /* the last one frees it */
 /* A server context: serve name (exactly, or "*.example.com" for one label
  * under example.com) with the certificate of other (a server context made
  * for it; it takes a reference). Names are matched without regard to case;
- * the first that matches wins, and a client naming none gets t's own.
+ * an exact name before any "*." one, and among those the first added; a
+ * client naming none gets t's own.
  * Returns GL_OK or -ENOMEM. Call before t is used by connections. */
 int gl_tls_add_name(gl_tls *t, const char *name, gl_tls *other);
 

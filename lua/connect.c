@@ -200,8 +200,8 @@ static int glisten_connect(lua_State *L) {
     a->tls = 1;
     lua_getfield(L, 3, "tls");
     if (!lg_tls_client(L, 8)) return 2; /* nil, "tls: ..." */
-    s->host = path ? NULL : strdup(host);
   }
+  if (!path && !(s->host = strdup(host))) return lg_nomem(L);
   if (path) return connect_unix(L, s, a, path);
   int rc = gl_sock_numeric(host, (int)port, &a->addrs, a->err, sizeof a->err);
   if (rc == GL_ERR) return lg_fail(L, LG_FAIL_MESSAGE, a->err);

@@ -195,7 +195,8 @@ static lg_server *check_server(lua_State *L) {
 
 /* server:set_tls(tls) -> true | nil, err: new connections use the
  * certificates and settings of the tls table from now on; those already
- * open, or in their handshake, keep theirs. */
+ * open, or in their handshake, keep their context, and a handshake in
+ * progress calls the new table's sni and alpn functions. */
 static int server_set_tls(lua_State *L) {
   lg_server *sv = check_server(L);
   char err[GL_ERRLEN];
@@ -259,9 +260,9 @@ static int server_tostring(lua_State *L) {
 
 static int server_gc(lua_State *L) {
   lg_server *sv = lua_touserdata(L, 1);
+  if (sv->rt->loop) lg_prelude_close_all(sv);
   gl_addrs_free(sv->own_addrs); /* its connections are gone, or closing */
   sv->own_addrs = sv->addrs = NULL;
-  if (sv->rt->loop) lg_prelude_close_all(sv);
   gl_tls_unref(sv->tls); /* connections hold their own references */
   sv->tls = NULL;
   lg_tls_fns_free(sv->tlsfns);

@@ -269,14 +269,18 @@ static int sni_call(lua_State *L) {
 static int sni_hook(void *ud, const char *name, gl_tls **out) {
   lg_tls_fns *f = ud;
   lua_State *L;
-  int rc = GL_OK;
+  int rc = GL_OK, st;
   if (!f || f->sni == LUA_NOREF) return GL_OK;
   L = f->rt->L;
   lua_pushcfunction(L, sni_call);
   lua_pushlightuserdata(L, f);
   lua_pushlightuserdata(L, (void *)name);
-  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
-    lg_log_flood(f->rt, &f->failed, "tls.sni: %s", lua_tostring(L, -1));
+  f->rt->running++; /* no wait, loop or resume inside OpenSSL */
+  st = lua_pcall(L, 2, 1, 0);
+  f->rt->running--;
+  if (st != LUA_OK) {
+    lg_log_flood(f->rt, &f->failed, "tls.sni: %s",
+                 lua_isstring(L, -1) ? lua_tostring(L, -1) : "(not a string)");
     rc = GL_ERR;
   } else if (lua_type(L, -1) == LUA_TUSERDATA) {
     gl_tls **box = lua_touserdata(L, -1);
@@ -315,15 +319,19 @@ static int alpn_hook(void *ud, const unsigned char *in, unsigned inlen,
                      const unsigned char **out, unsigned char *outlen) {
   lg_tls_fns *f = ud;
   lua_State *L;
-  int rc = 0;
+  int rc = 0, st;
   if (!f || f->alpn == LUA_NOREF) return 0;
   L = f->rt->L;
   lua_pushcfunction(L, alpn_call);
   lua_pushlightuserdata(L, f);
   lua_pushlightuserdata(L, (void *)in);
   lua_pushinteger(L, inlen);
-  if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
-    lg_log_flood(f->rt, &f->failed, "tls.alpn: %s", lua_tostring(L, -1));
+  f->rt->running++; /* no wait, loop or resume inside OpenSSL */
+  st = lua_pcall(L, 3, 1, 0);
+  f->rt->running--;
+  if (st != LUA_OK) {
+    lg_log_flood(f->rt, &f->failed, "tls.alpn: %s",
+                 lua_isstring(L, -1) ? lua_tostring(L, -1) : "(not a string)");
     rc = -1;
   } else if (lua_type(L, -1) == LUA_TSTRING) {
     size_t len;
@@ -375,11 +383,19 @@ gl_tls *lg_tls_make(lua_State *L, int tls_idx, int server, char *err,
   conf.ciphers = o.ciphers;
   conf.ciphersuites = o.ciphersuites;
   conf.no_tickets = !o.session_tickets;
+  /* a box holds t while add_names may raise */
+  gl_tls **hold = lua_newuserdatauv(L, sizeof *hold, 0);
+  *hold = NULL;
+  if (luaL_newmetatable(L, CTX_MT)) {
+    lua_pushcfunction(L, ctx_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
   if (server && (!conf.cert || !conf.key)) {
     snprintf(err, errlen, "serving TLS needs tls.cert and tls.key (--tls-cert, --tls-key)");
     t = NULL;
   } else {
-    t = gl_tls_new(&conf, err, errlen);
+    t = *hold = gl_tls_new(&conf, err, errlen);
   }
   if (t && server) {
     int s = lua_getfield(L, tt, "sni") == LUA_TFUNCTION;
@@ -392,6 +408,7 @@ gl_tls *lg_tls_make(lua_State *L, int tls_idx, int server, char *err,
       t = NULL;
     }
   }
+  *hold = NULL; /* the caller's now */
   lua_settop(L, top);
   return t;
 }
