@@ -14,7 +14,8 @@ set(GLISTEN_SPECS
   shared
   runaway
   unix
-  addresses)
+  addresses
+  sendfile)
 
 # Under the sanitizers the stock interpreter loads an instrumented module, so
 # the sanitizer runtimes must be loaded first.
