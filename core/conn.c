@@ -1,10 +1,15 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/sendfile.h>
+#endif
 
 #include "gl.h"
 
@@ -101,7 +106,7 @@ static int write_failed(gl_conn *c, int e) {
     fail(c, e);
     return 0;
   }
-  c->flags |= GL_CONN_WDEAD;
+  c->flags = (c->flags | GL_CONN_WDEAD) & ~GL_CONN_WANT_DRAIN;
   c->err = e;
   c->wwait = 0;
   gl_buf_free(&c->out);
@@ -140,7 +145,10 @@ void gl_conn_update(gl_conn *c) {
     wr = !rd;
   } else {
     if (reading(c)) *(c->rwait ? &wr : &rd) = 1;
-    if (c->out.len) *(c->wwait ? &rd : &wr) = 1;
+    if (c->out.len)
+      *(c->wwait ? &rd : &wr) = 1;
+    else if (c->flags & GL_CONN_WANT_DRAIN)
+      wr = 1;
   }
   set_watcher(loop, &c->wio, wr);
   set_watcher(loop, &c->rio, rd);
@@ -150,10 +158,11 @@ void gl_conn_update(gl_conn *c) {
 }
 
 /* gl_conn_update, with the hot case inline: a plain connection that has
- * nothing queued and at most wants to read. */
+ * nothing queued, waits for no writability, and at most wants to read. */
 static inline void update(gl_conn *c) {
   if (c->tp == &gl_plain && !c->out.len &&
-      !(c->flags & (GL_CONN_CLOSED | GL_CONN_CONNECTING | GL_CONN_HANDSHAKE))) {
+      !(c->flags & (GL_CONN_CLOSED | GL_CONN_CONNECTING | GL_CONN_HANDSHAKE |
+                    GL_CONN_WANT_DRAIN))) {
     int in = reading(c);
     if (in != ev_is_active(&c->rio)) set_watcher(c->env->loop, &c->rio, in);
     if (ev_is_active(&c->wio)) ev_io_stop(c->env->loop, &c->wio);
@@ -311,8 +320,11 @@ static void on_write(EV_P_ ev_io *w, int revents) {
   }
 }
 
-/* Writes what is queued, as much as the transport takes. */
+/* Writes what is queued, as much as the transport takes; with nothing
+ * queued, only tells a writer waiting for writability (GL_CONN_WANT_DRAIN)
+ * that it has come. */
 static void flush_out(gl_conn *c) {
+  c->flags &= ~GL_CONN_WANT_DRAIN;
   if (c->out.len) {
     long n = tp_write(c, gl_buf_head(&c->out), c->out.len);
     if (n == GL_WANT_READ || n == GL_WANT_WRITE) {
@@ -472,6 +484,107 @@ long gl_conn_write_some(gl_conn *c, const char *p, size_t n) {
     gl_conn_update(c);
   }
   return w + (long)rest;
+}
+
+/* --- files ---------------------------------------------------------------- */
+
+/* One chunk of the file through the write path: read with pread (which
+ * neither needs nor moves the file's offset), then gl_conn_write_some. Reads
+ * no more than the queue has room for, so every byte read is taken (unless
+ * memory runs out), and at most GL_READ_CHUNK, the most of a file held in
+ * user space at once besides the queue. */
+static long file_chunk(gl_conn *c, int fd, off_t *off, size_t n, int *ferr) {
+  size_t room = c->out_max > c->out.len ? c->out_max - c->out.len : 0;
+  char *chunk;
+  ssize_t r;
+  long w;
+  if (n > room) n = room;
+  if (n > GL_READ_CHUNK) n = GL_READ_CHUNK;
+  if (!n) return 0; /* the queue is full: on_drain follows as it drains */
+  chunk = malloc(n);
+  if (!chunk) return -ENOMEM;
+  do {
+    r = pread(fd, chunk, n, *off);
+  } while (r < 0 && errno == EINTR);
+  if (r <= 0) {
+    *ferr = r < 0 ? errno : 0;
+    free(chunk);
+    return r < 0 ? GL_FILE_ERROR : GL_FILE_END;
+  }
+  w = gl_conn_write_some(c, chunk, (size_t)r);
+  free(chunk);
+  if (w > 0) *off += w;
+  return w;
+}
+
+#ifdef __linux__
+/* sendfile(2) takes no MSG_NOSIGNAL: to a peer that is gone it raises
+ * SIGPIPE, which a program that embeds the library need not ignore (the
+ * library never raises it). It raises it even when it returns a count: the
+ * bytes moved before it met the closed socket. So it runs with SIGPIPE
+ * blocked for the thread, and after a call that moved fewer bytes than
+ * asked, a SIGPIPE it raised is taken before the mask is put back; one
+ * already pending (only possible where the thread blocked it itself) is
+ * left alone. */
+static ssize_t quiet_sendfile(int out, int in, off_t *off, size_t n) {
+  sigset_t pipe, old, pending;
+  ssize_t r;
+  int e, had = 0;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, &old);
+  if (sigismember(&old, SIGPIPE) && sigpending(&pending) == 0)
+    had = sigismember(&pending, SIGPIPE);
+  r = sendfile(out, in, off, n);
+  e = errno;
+  if (r != (ssize_t)n && !had) {
+    struct timespec now = {0, 0};
+    while (sigtimedwait(&pipe, NULL, &now) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  errno = e;
+  return r;
+}
+#endif
+
+long gl_conn_sendfile(gl_conn *c, int fd, off_t *off, size_t n, int *ferr) {
+  if (!n) return 0;
+  if (c->flags & (GL_CONN_CLOSED | GL_CONN_CLOSING | GL_CONN_WDEAD))
+    return (c->flags & GL_CONN_WDEAD) ? -c->err : -EPIPE;
+#ifdef __linux__
+  if (c->tp == &gl_plain && !c->out.len &&
+      !(c->flags & (GL_CONN_CONNECTING | GL_CONN_HANDSHAKE))) {
+    ssize_t r = quiet_sendfile(c->fd, fd, off, n);
+    if (r > 0) {
+      c->last_active = ev_now(c->env->loop);
+      if (c->env->stats) GL_STAT_ADD(c->env->stats->bytes_out, (size_t)r);
+      return (long)r;
+    }
+    if (r == 0) return GL_FILE_END;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+      /* the socket is full: nothing moved, and nothing is queued whose
+       * draining would say when to go on, so wait for writability */
+      gl_conn_want_drain(c);
+      return 0;
+    }
+    if (errno == EPIPE || errno == ECONNRESET) {
+      int e = errno;
+      write_failed(c, e);
+      return -e;
+    }
+    /* Any other failure may be the file's (EIO, a file sendfile cannot read:
+     * EINVAL, ESPIPE) or the socket's (ETIMEDOUT): the chunk's pread and
+     * write tell which, each reporting its own. */
+  }
+#endif
+  return file_chunk(c, fd, off, n, ferr);
+}
+
+void gl_conn_want_drain(gl_conn *c) {
+  if (c->flags & GL_CONN_CLOSED) return;
+  c->flags |= GL_CONN_WANT_DRAIN;
+  gl_conn_update(c);
 }
 
 void gl_conn_close(gl_conn *c, int reason, double linger) {

@@ -17,6 +17,13 @@
  * stats->errors: its owner may go on to another address, and counts the
  * connect that fails for good.
  *
+ * Files: gl_conn_sendfile sends bytes of a file with sendfile(2), the
+ * kernel copying them from the page cache, when the plain transport can
+ * write at once; behind queued output, or over another transport (TLS), it
+ * reads one chunk of at most GL_READ_CHUNK bytes and writes it as
+ * gl_conn_write_some does. So no more of a file than one chunk is ever in
+ * user space on its way out, besides what the queue holds.
+ *
  * Input: each readiness event makes one read of at most GL_READ_CHUNK bytes.
  * While the connection holds no unread input, the read lands in the worker's
  * shared scratch buffer (gl_env.scratch) and only the bytes the owner leaves
@@ -29,6 +36,7 @@
 
 #include <ev.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "buf.h"
 #include "stats.h"
@@ -45,6 +53,12 @@ typedef struct gl_conn gl_conn;
  * way must pass first. */
 #define GL_WANT_READ (-10001)
 #define GL_WANT_WRITE (-10002)
+
+/* gl_conn_sendfile's results besides a count and -errno: the file ends
+ * before the bytes asked for (it is shorter, or was cut while being sent);
+ * reading the file failed (*ferr holds the errno; c is untouched). */
+#define GL_FILE_END (-10003)
+#define GL_FILE_ERROR (-10004)
 
 /* How bytes cross a connection's descriptor: plain (the default) or TLS
  * (tls.h). The connection calls it; it never calls the owner. */
@@ -96,7 +110,9 @@ enum {
   GL_CONN_CONNECTING = 8, /* outbound connect in progress */
   GL_CONN_READING = 16,   /* the owner wants input */
   GL_CONN_WDEAD = 32,     /* the peer reset: writes fail, reads go on */
-  GL_CONN_HANDSHAKE = 64  /* the transport's handshake is under way */
+  GL_CONN_HANDSHAKE = 64, /* the transport's handshake is under way */
+  GL_CONN_WANT_DRAIN = 128 /* the owner waits for writability, with nothing
+                              queued: on_drain then (gl_conn_want_drain) */
 };
 
 enum {
@@ -178,6 +194,45 @@ int gl_conn_write(gl_conn *c, const char *p, size_t n);
  * (c stays open), else as gl_conn_write. For a writer that waits for
  * on_drain and goes on with the rest. */
 long gl_conn_write_some(gl_conn *c, const char *p, size_t n);
+
+/* Sends at most n (> 0) bytes of the file open as fd, from *off on, and
+ * advances *off by what it took. fd is the caller's: it is neither closed
+ * nor moved (the reads give their offset).
+ *
+ * When nothing is queued and c is on the plain transport, sendfile(2)
+ * moves the bytes from the file to the socket directly: what the kernel
+ * takes is sent, nothing is queued. Otherwise (queued output, a connect or
+ * handshake under way, another transport such as TLS, or a file sendfile
+ * cannot read) it reads one chunk of at most GL_READ_CHUNK bytes, no more
+ * than the queue has room for under out_max, with pread and writes it as
+ * gl_conn_write_some does: after the queued bytes, queueing what the
+ * transport does not take. stats->bytes_out and last_active count what is
+ * written, as for any write.
+ *
+ * Returns:
+ *   > 0            bytes taken (written, or queued to be written);
+ *   0              nothing taken: the socket is full (c then waits for
+ *                  writability) or the queue is at out_max; on_drain follows
+ *                  once more can be taken, and the caller calls again then,
+ *                  as a writer of gl_conn_write_some that got 0 does;
+ *   GL_FILE_END    the file ends at *off: nothing left to send, whatever n
+ *                  said (a file cut short while it is sent ends the send
+ *                  cleanly, never a wait);
+ *   GL_FILE_ERROR  reading the file failed; *ferr holds the errno, c is as
+ *                  it was;
+ *   -errno         as gl_conn_write_some: -EPIPE or -ECONNRESET when the
+ *                  peer is gone (c stays open for reading), -ENOMEM with
+ *                  nothing taken, or another -errno when the socket failed
+ *                  (c has been closed: on_close has run).
+ * Never runs a callback of c's owner but on_close, and that only when the
+ * socket failed. */
+long gl_conn_sendfile(gl_conn *c, int fd, off_t *off, size_t n, int *ferr);
+
+/* Asks for on_drain at the socket's next writability even though nothing is
+ * queued (at once, in the loop's next turn, if it is writable now): for a
+ * writer that gives the loop a turn between large steps. With output
+ * queued, on_drain comes as the queue drains anyway. */
+void gl_conn_want_drain(gl_conn *c);
 
 /* Closes. With linger > 0 and output queued, reading stops and the close
  * waits until the queue is written or linger seconds pass. reason is

@@ -18,12 +18,15 @@
  * a registry ref (s->sref), its callbacks by its server's (server.c).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "frame.h"
 #include "gl.h"
@@ -434,6 +437,18 @@ static int send_turn_close(lua_State *L) {
   return 0;
 }
 
+/* [-0, +1, m] Gives s's turn to the send running on L, until the
+ * to-be-closed value it pushes is closed. */
+static void take_turn(lua_State *L, lg_socket *s) {
+  send_turn *t = lua_newuserdatauv(L, sizeof *t, 0);
+  t->s = s;
+  t->L = L;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &SEND_TURN_MT_KEY);
+  lua_setmetatable(L, -2);
+  lua_toclose(L, -1);
+  s->writer = L;
+}
+
 /* Stack: the handle, data, first byte, next byte to take, last byte,
  * deadline, [the turn]. Takes data in pieces as the queue drains, so a send
  * of any size holds at most max_output bytes of it queued; the rest stays in
@@ -458,15 +473,8 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
       lua_pushinteger(L, i - i0);
       return 3;
     }
-    if (i > i0 && !s->writer) { /* a part is taken: our turn until done */
-      send_turn *t = lua_newuserdatauv(L, sizeof *t, 0); /* 7 */
-      t->s = s;
-      t->L = L;
-      lua_rawgetp(L, LUA_REGISTRYINDEX, &SEND_TURN_MT_KEY);
-      lua_setmetatable(L, 7);
-      lua_toclose(L, 7);
-      s->writer = L;
-    }
+    if (i > i0 && !s->writer) /* a part is taken: our turn until done */
+      take_turn(L, s); /* 7 */
     if (gl_conn_queued(c) <= s->high_water &&
         (!s->writer || s->writer == L)) {
       long r = gl_conn_write_some(c, data + i - 1, (size_t)(j - i + 1));
@@ -531,6 +539,152 @@ static int sock_send(lua_State *L) {
   return send_k(L, LUA_OK, 0);
 }
 
+/* --- sendfile ------------------------------------------------------------ */
+
+/* The most of a file one resume takes before the loop gets a turn: the
+ * kernel may go on taking it as fast as a peer on another CPU reads. */
+#define SENDFILE_BURST (1u << 20)
+
+/* A file being sent: a to-be-closed value on the send's stack, so its
+ * descriptor is closed however the send ends, its coroutine cut short
+ * included. The descriptor is the send's own: one it opened, or a copy of
+ * a Lua file's, which the script may close meanwhile. */
+typedef struct send_file {
+  int fd;           /* -1 once closed */
+  off_t off;        /* the next byte of the file to send */
+  lua_Integer left; /* bytes still to send; < 0: until the file ends */
+  lua_Integer sent; /* bytes taken */
+  double deadline;
+} send_file;
+
+static char SEND_FILE_MT_KEY;
+
+static int send_file_close(lua_State *L) {
+  send_file *f = lua_touserdata(L, 1);
+  if (f->fd >= 0) close(f->fd);
+  f->fd = -1;
+  return 0;
+}
+
+/* [-0, +3, m] nil, "PATH: MESSAGE" (the path at 2, if a string) or the
+ * system's message for errno e, and the bytes taken. */
+static int file_failed(lua_State *L, int e, lua_Integer sent) {
+  if (lua_type(L, 2) == LUA_TSTRING)
+    lua_pushfstring(L, "%s: %s", lua_tostring(L, 2), strerror(e));
+  else
+    lua_pushstring(L, strerror(e));
+  lg_fail(L, LG_FAIL_MESSAGE, lua_tostring(L, -1));
+  lua_remove(L, -3);
+  lua_pushinteger(L, sent);
+  return 3;
+}
+
+/* Stack: the handle, the file (a path or a Lua file), the send_file,
+ * [the turn]. Goes as send_k does, taking a step of the file at a time
+ * (gl_conn_sendfile: sendfile(2) while nothing is queued, else a chunk
+ * through the queue), with the same waits: while more than high_water is
+ * queued, the socket is full, or another send has the turn. Once a part is
+ * taken, the turn is this send's until the file is sent. */
+static int sendfile_k(lua_State *L, int status, lua_KContext ctx) {
+  lg_socket *s = lua_touserdata(L, 1);
+  send_file *f = lua_touserdata(L, 3);
+  size_t burst = 0; /* taken since this resume */
+  int why = lg_woken(ctx);
+  (void)status;
+  for (;;) {
+    gl_conn *c = s->conn;
+    if (f->left == 0) { /* a turn, if any, ends as this returns */
+      lua_pushinteger(L, f->sent);
+      return 1;
+    }
+    if (!c) {
+      push_closed(L, s);
+      lua_pushinteger(L, f->sent);
+      return 3;
+    }
+    if (gl_conn_queued(c) <= s->high_water &&
+        (!s->writer || s->writer == L)) {
+      size_t n = f->left < 0 || f->left > (lua_Integer)SENDFILE_BURST
+                     ? SENDFILE_BURST
+                     : (size_t)f->left;
+      int ferr = 0;
+      long r = gl_conn_sendfile(c, f->fd, &f->off, n, &ferr);
+      if (r == GL_FILE_END) {
+        f->left = 0;
+        continue;
+      }
+      if (r == GL_FILE_ERROR) return file_failed(L, ferr, f->sent);
+      if (r < 0) return send_failed(L, s, r, f->sent);
+      if (r > 0) {
+        if (!s->writer) take_turn(L, s); /* 4: a part is taken */
+        f->sent += r;
+        if (f->left > 0) f->left -= r;
+        burst += (size_t)r;
+        if (burst < SENDFILE_BURST || f->left == 0) continue;
+        gl_conn_want_drain(c); /* the others first: back at writability */
+      }
+      /* else nothing taken: the socket is full or the queue at max_output;
+       * on_drain follows */
+    }
+    if (why == LG_WAKE_TIMEOUT) {
+      lg_fail(L, LG_FAIL_TIMEOUT, NULL);
+      lua_pushinteger(L, f->sent);
+      return 3;
+    }
+    why = lg_wait(L, &s->wq, f->deadline, sendfile_k);
+  }
+}
+
+/* sock:sendfile(file [, offset [, count]]): count bytes (default: to the
+ * end) of file, a path or an open Lua file, from offset (default 0). The
+ * results are send's: the bytes taken, or nil, err, n. */
+static int sock_sendfile(lua_State *L) {
+  lg_socket *s = lg_check_socket(L, 1);
+  lua_Integer off = luaL_optinteger(L, 3, 0), count = -1;
+  luaL_Stream *fh = NULL;
+  send_file *f;
+  struct stat st;
+  luaL_argcheck(L, off >= 0, 3, "offset must be >= 0");
+  if (!lua_isnoneornil(L, 4)) {
+    count = luaL_checkinteger(L, 4);
+    luaL_argcheck(L, count >= 0, 4, "byte count must be >= 0");
+  }
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    size_t len;
+    const char *path = lua_tolstring(L, 2, &len);
+    /* the system would read a shorter path: "a\0.txt" as "a" */
+    luaL_argcheck(L, strlen(path) == len, 2, "path contains a zero byte");
+  } else {
+    fh = luaL_testudata(L, 2, LUA_FILEHANDLE);
+    if (!fh) return luaL_typeerror(L, 2, "string or file");
+    if (!fh->closef) return luaL_argerror(L, 2, "attempt to use a closed file");
+  }
+  lua_settop(L, 2);
+  f = lua_newuserdatauv(L, sizeof *f, 0); /* 3 */
+  f->fd = -1;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &SEND_FILE_MT_KEY);
+  lua_setmetatable(L, 3);
+  lua_toclose(L, 3);
+  if (fh) {
+    fflush(fh->f); /* what was written through it is in the file */
+    f->fd = fcntl(fileno(fh->f), F_DUPFD_CLOEXEC, 0);
+  } else {
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer */
+    do {
+      f->fd = open(lua_tostring(L, 2),
+                   O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    } while (f->fd < 0 && errno == EINTR);
+  }
+  if (f->fd < 0) return file_failed(L, errno, 0);
+  if (count < 0 && fstat(f->fd, &st) == 0 && S_ISREG(st.st_mode))
+    count = st.st_size > off ? (lua_Integer)(st.st_size - off) : 0;
+  f->off = (off_t)off;
+  f->left = count;
+  f->sent = 0;
+  f->deadline = lg_deadline(s->rt, s->timeout);
+  return sendfile_k(L, LUA_OK, 0);
+}
+
 /* --- the rest of the methods ----------------------------------------- */
 
 static int sock_close(lua_State *L) {
@@ -577,6 +731,7 @@ lg_socket *lg_find_socket(lua_State *L, lua_Integer id) {
 }
 
 static const luaL_Reg sock_methods[] = {{"send", sock_send},
+                                        {"sendfile", sock_sendfile},
                                         {"receive", sock_receive},
                                         {"close", sock_close},
                                         {"settimeout", sock_settimeout},
@@ -599,6 +754,7 @@ int lg_socket_open(lua_State *L) {
   lg_class(L, LG_SOCKET, meta, sock_methods);
   lg_hidden_mt(L, &HANDLE_MT_KEY, handle_gc, NULL);
   lg_hidden_mt(L, &SEND_TURN_MT_KEY, NULL, send_turn_close); /* a send's turn */
+  lg_hidden_mt(L, &SEND_FILE_MT_KEY, send_file_close, send_file_close);
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &CONNS_KEY);
   return 0;

@@ -17,7 +17,9 @@ set(GLISTEN_SPECS
   addresses
   tlsclient
   tls
-  proxy)
+  proxy
+
+  sendfile)
 
 # Under the sanitizers the stock interpreter loads an instrumented module, so
 # the sanitizer runtimes must be loaded first.

@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -58,6 +60,7 @@ typedef struct probe {
   int write_in_close;         /* gl_conn_write inside on_close */
   int reason, err;
   int bad_seen;        /* c->in shrank between calls */
+  int drain_want;      /* what drains_reach waits for */
   size_t drain_queued; /* gl_conn_queued at the first on_drain */
   size_t close_queued; /* gl_conn_queued in on_close */
   ev_tstamp last_data_at;  /* loop time of the last on_data */
@@ -71,6 +74,7 @@ typedef struct peer {
   ev_io io;
   size_t got;  /* bytes read */
   size_t want; /* what peer_got_reaches waits for */
+  size_t piece; /* the most one read takes; 0: 64 KiB */
   int eof;
   int err;     /* errno of a failed read */
   int bad;     /* a byte broke the pattern */
@@ -165,7 +169,7 @@ static void peer_read(struct ev_loop *loop, ev_io *w, int revents) {
   peer *q = w->data;
   char buf[65536];
   (void)revents;
-  ssize_t n = read(q->fd, buf, sizeof buf);
+  ssize_t n = read(q->fd, buf, q->piece ? q->piece : sizeof buf);
   if (n > 0) {
     for (ssize_t i = 0; i < n; i++)
       if (buf[i] != pat(q->got + (size_t)i)) q->bad = 1;
@@ -1017,6 +1021,366 @@ static void test_connect_refused(void **state) {
   assert_all_closed(f);
 }
 
+/* --- files ------------------------------------------------------------- */
+
+/* A file of n bytes of the pattern (byte i is pat(i)), already unlinked:
+ * only the descriptor names it. */
+static int pattern_file(size_t n) {
+  char path[] = "/tmp/glisten-test-conn-XXXXXX";
+  char *src = pattern(GL_READ_CHUNK + 251);
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  assert_int_equal(unlink(path), 0);
+  for (size_t done = 0; done < n;) {
+    size_t k = n - done < GL_READ_CHUNK ? n - done : GL_READ_CHUNK;
+    write_all(fd, src + done % 251, k);
+    done += k;
+  }
+  free(src);
+  return fd;
+}
+
+static int drains_reach(void *arg) {
+  probe *p = arg;
+  return p->drain_calls >= p->drain_want || p->close_calls;
+}
+
+/* Runs the loop until on_drain comes after the drain_calls-th one
+ * (bounded). */
+static void wait_drain(fixture *f, probe *p) {
+  p->drain_want = p->drain_calls + 1;
+  if (!run_until(f->loop, drains_reach, p, 2 * WAIT_S))
+    fail_msg("no on_drain after %d", p->drain_calls);
+  assert_int_equal(p->close_calls, 0);
+}
+
+/* Sends the file from *off until `end` or its end, as a writer does: steps
+ * while they take bytes, and waits for on_drain after one that takes none.
+ * Every step keeps to the contract: at most `most` bytes (0: any), and
+ * never a failure. Returns the last result (GL_FILE_END, or the last
+ * count); *zeros counts the steps that took nothing. */
+static long sendfile_all(fixture *f, probe *p, gl_conn *c, int fd, off_t *off,
+                         off_t end, size_t most, int *zeros) {
+  long r = 0;
+  while (*off < end) {
+    off_t was = *off;
+    int ferr = -1;
+    r = gl_conn_sendfile(c, fd, off, (size_t)(end - *off), &ferr);
+    if (r == GL_FILE_END) {
+      assert_int_equal(*off, was);
+      return r;
+    }
+    if (r < 0) fail_msg("gl_conn_sendfile: %ld (file: %d)", r, ferr);
+    assert_int_equal(*off, was + r);
+    if (most) assert_true((size_t)r <= most);
+    if (r == 0) {
+      ++*zeros;
+      wait_drain(f, p);
+    }
+  }
+  return r;
+}
+
+/* On a plain connection with nothing queued, the file goes from the page
+ * cache to the socket: nothing is ever queued. A peer that does not read
+ * fills the socket (found, not assumed: the steps stop taking before the
+ * end); a step then takes nothing and the connection waits for
+ * writability; as the peer reads slowly, on_drain says when to go on, and
+ * every byte arrives once, in order, counted in bytes_out. */
+static void test_sendfile_zero_copy(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  peer *q = &f->peers[0];
+  size_t size = 2 * BIG;
+  int fd = pattern_file(size), ferr = 0, zeros = 0;
+  off_t off = 0;
+  long r;
+  shrink_buffers(c, q);
+  c->last_active = ev_now(f->loop) - 100;
+
+  while ((r = gl_conn_sendfile(c, fd, &off, size - (size_t)off, &ferr)) > 0) {
+    assert_int_equal(gl_conn_queued(c), 0);
+    assert_null(c->out.data);
+    assert_true(c->last_active >= ev_now(f->loop));
+  }
+  assert_int_equal(r, 0); /* the socket is full: nothing taken */
+  assert_true(off > 0 && (size_t)off < size);
+  assert_int_equal(f->stats.bytes_out, (size_t)off);
+  assert_int_equal(gl_conn_queued(c), 0);
+  assert_true(c->flags & GL_CONN_WANT_DRAIN);
+  assert_true(ev_is_active(&c->wio)); /* waits for writability */
+  assert_int_equal(p->drain_calls, 0);
+
+  q->piece = 4096; /* a slow reader: the socket fills again and again */
+  ev_io_start(f->loop, &q->io);
+  wait_drain(f, p);
+  r = sendfile_all(f, p, c, fd, &off, (off_t)size, 0, &zeros);
+  assert_true(r > 0);
+  assert_true(zeros > 0);
+  assert_int_equal(off, size);
+  assert_int_equal(f->stats.bytes_out, size);
+  assert_int_equal(gl_conn_queued(c), 0);
+  wait_peer_got(f, q, size);
+  assert_int_equal(q->got, size);
+  assert_false(q->bad);
+  /* once sent, it waits for nothing */
+  assert_false(c->flags & GL_CONN_WANT_DRAIN);
+  assert_false(ev_is_active(&c->wio));
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  if (!run_until(f->loop, peer_done, q, WAIT_S)) fail_msg("peer: no EOF");
+  assert_int_equal(q->got, size);
+  assert_int_equal(p->close_calls, 1);
+  assert_all_closed(f);
+  close(fd);
+}
+
+/* Behind queued output, the file goes through the queue, one chunk of at
+ * most GL_READ_CHUNK bytes at a time and no more than out_max leaves room
+ * for, after the queued bytes: the peer gets the stream in order. */
+static void test_sendfile_behind_queue(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  peer *q = &f->peers[0];
+  size_t size = BIG, first = 1 << 20;
+  char *src = pattern(first);
+  int fd = pattern_file(size), ferr = 0, zeros = 0;
+  off_t off = (off_t)first;
+  shrink_buffers(c, q);
+
+  assert_int_equal(gl_conn_write(c, src, first), GL_OK);
+  size_t queued = gl_conn_queued(c);
+  unsigned long long out = f->stats.bytes_out;
+  assert_true(queued > 0);
+  long r = gl_conn_sendfile(c, fd, &off, size - first, &ferr);
+  assert_int_equal(r, GL_READ_CHUNK);
+  assert_int_equal(off, first + GL_READ_CHUNK);
+  assert_int_equal(gl_conn_queued(c), queued + GL_READ_CHUNK);
+  assert_int_equal(f->stats.bytes_out, out); /* all of it queued */
+
+  /* a full queue takes nothing, and reads nothing */
+  c->out_max = gl_conn_queued(c) + 100;
+  r = gl_conn_sendfile(c, fd, &off, size - (size_t)off, &ferr);
+  assert_int_equal(r, 100);
+  r = gl_conn_sendfile(c, fd, &off, size - (size_t)off, &ferr);
+  assert_int_equal(r, 0);
+  assert_int_equal(off, first + GL_READ_CHUNK + 100);
+  assert_int_equal(gl_conn_queued(c), c->out_max);
+
+  c->out_max = 4 * GL_READ_CHUNK;
+  ev_io_start(f->loop, &q->io);
+  r = sendfile_all(f, p, c, fd, &off, (off_t)size, 0, &zeros);
+  assert_true(r > 0);
+  assert_int_equal(off, size);
+  wait_peer_got(f, q, size);
+  assert_int_equal(q->got, size);
+  assert_false(q->bad);
+  assert_int_equal(f->stats.bytes_out, size);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  assert_all_closed(f);
+  close(fd);
+  free(src);
+}
+
+/* A transport other than plain (TLS, say) must see every byte: the file
+ * goes through its write, one chunk at a time, never sendfile(2). */
+static size_t counted; /* bytes the counting transport wrote */
+
+static long counting_read(gl_conn *c, char *p, size_t n) {
+  ssize_t r = read(c->fd, p, n);
+  if (r >= 0) return (long)r;
+  return errno == EAGAIN ? GL_WANT_READ : -errno;
+}
+
+static long counting_write(gl_conn *c, const char *p, size_t n) {
+  ssize_t r = send(c->fd, p, n, MSG_NOSIGNAL);
+  if (r >= 0) {
+    counted += (size_t)r;
+    return (long)r;
+  }
+  return errno == EAGAIN ? GL_WANT_WRITE : -errno;
+}
+
+static int counting_handshake(gl_conn *c) {
+  (void)c;
+  return 1;
+}
+
+static const gl_transport counting = {"counting", counting_read,
+                                      counting_write, counting_handshake,
+                                      NULL, NULL, NULL};
+
+static void test_sendfile_other_transport(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  peer *q = &f->peers[0];
+  size_t size = BIG;
+  int fd = pattern_file(size), ferr = 0, zeros = 0;
+  off_t off = 0;
+  counted = 0;
+  gl_conn_set_transport(c, &counting, NULL, 0);
+  shrink_buffers(c, q);
+  c->out_max = 2 * GL_READ_CHUNK;
+  ev_io_start(f->loop, &q->io);
+  long r = sendfile_all(f, p, c, fd, &off, (off_t)size, GL_READ_CHUNK, &zeros);
+  assert_true(r > 0);
+  assert_true(zeros > 0); /* the queue filled, and drained */
+  assert_int_equal(off, size);
+  /* past the end: the file ends, nothing is sent */
+  assert_int_equal(gl_conn_sendfile(c, fd, &off, 1, &ferr), GL_FILE_END);
+  assert_int_equal(off, size);
+  wait_peer_got(f, q, size);
+  assert_false(q->bad);
+  assert_int_equal(counted, size);
+  assert_int_equal(f->stats.bytes_out, size);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  assert_all_closed(f);
+  close(fd);
+}
+
+/* A file shorter than asked ends the send with GL_FILE_END, never a wait:
+ * asking past its end, starting past its end, and a file cut short while
+ * the send waits for a full socket. */
+static void test_sendfile_file_ends(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  peer *q = &f->peers[0];
+  size_t size = BIG;
+  int fd = pattern_file(size), ferr = 0, zeros = 0;
+  off_t off = (off_t)size + 10;
+  long r;
+  assert_int_equal(gl_conn_sendfile(c, fd, &off, 100, &ferr), GL_FILE_END);
+  assert_int_equal(off, size + 10);
+  assert_int_equal(f->stats.bytes_out, 0);
+
+  shrink_buffers(c, q);
+  off = 0;
+  while ((r = gl_conn_sendfile(c, fd, &off, size - (size_t)off, &ferr)) > 0) {
+  }
+  assert_int_equal(r, 0);
+  assert_true(off > 0 && (size_t)off < size);
+  size_t cut = (size_t)off + 100000;
+  assert_true(cut < size);
+  assert_int_equal(ftruncate(fd, (off_t)cut), 0);
+  ev_io_start(f->loop, &q->io);
+  r = sendfile_all(f, p, c, fd, &off, (off_t)(2 * size), 0, &zeros);
+  assert_int_equal(r, GL_FILE_END);
+  assert_int_equal(off, cut);
+  wait_peer_got(f, q, cut);
+  assert_int_equal(q->got, cut);
+  assert_false(q->bad);
+  assert_int_equal(f->stats.bytes_out, cut);
+  assert_false(c->flags & GL_CONN_WANT_DRAIN);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  if (!run_until(f->loop, peer_done, q, WAIT_S)) fail_msg("peer: no EOF");
+  assert_int_equal(q->got, cut);
+  assert_all_closed(f);
+  close(fd);
+}
+
+/* A file that cannot be read (a folder; a pipe, which has no offsets)
+ * gives GL_FILE_ERROR with its errno, and leaves the connection as it was:
+ * open, nothing queued, nothing sent. */
+static void test_sendfile_file_error(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  int dir = open("/tmp", O_RDONLY | O_DIRECTORY), fds[2], ferr = 0;
+  off_t off = 0;
+  assert_true(dir >= 0);
+  assert_int_equal(pipe(fds), 0);
+  write_all(fds[1], "abc", 3);
+
+  assert_int_equal(gl_conn_sendfile(c, dir, &off, 100, &ferr), GL_FILE_ERROR);
+  assert_int_equal(ferr, EISDIR);
+  ferr = 0;
+  assert_int_equal(gl_conn_sendfile(c, fds[0], &off, 100, &ferr),
+                   GL_FILE_ERROR);
+  assert_int_equal(ferr, ESPIPE);
+  assert_int_equal(off, 0);
+  assert_int_equal(p->close_calls, 0);
+  assert_false(c->flags & (GL_CONN_WDEAD | GL_CONN_WANT_DRAIN));
+  assert_int_equal(gl_conn_queued(c), 0);
+  assert_int_equal(f->stats.bytes_out, 0);
+  assert_int_equal(gl_conn_write(c, "ok", 2), GL_OK);
+  peer_expect(&f->peers[0], "ok", 2);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  assert_all_closed(f);
+  close(dir);
+  close(fds[0]);
+  close(fds[1]);
+}
+
+static volatile sig_atomic_t sigpipes;
+static void count_sigpipe(int sig) {
+  (void)sig;
+  sigpipes++;
+}
+
+/* A peer that resets while a send waits for a full socket: the wait ends
+ * (on_drain), and the next step fails as a write does (-EPIPE, only the
+ * writing side ended), without SIGPIPE: sendfile(2) raises it where a
+ * write with MSG_NOSIGNAL does not, and the library never may. The reset's
+ * own error is taken first (SO_ERROR), as a read would, so the step meets
+ * the EPIPE that raises the signal, not the ECONNRESET that does not. */
+static void test_sendfile_peer_gone(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  peer *q = &f->peers[0];
+  size_t size = BIG;
+  int fd = pattern_file(size), ferr = 0;
+  off_t off = 0;
+  long r;
+  gl_conn_read(c, 0); /* only the writing side may learn of it */
+  shrink_buffers(c, q);
+  while ((r = gl_conn_sendfile(c, fd, &off, size - (size_t)off, &ferr)) > 0) {
+  }
+  assert_int_equal(r, 0);
+  peer_reset(q);
+  wait_drain(f, p);
+  int e = 0;
+  socklen_t len = sizeof e;
+  assert_int_equal(getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &len), 0);
+  struct sigaction count = {.sa_handler = count_sigpipe}, was;
+  sigemptyset(&count.sa_mask);
+  sigpipes = 0;
+  assert_int_equal(sigaction(SIGPIPE, &count, &was), 0);
+  r = gl_conn_sendfile(c, fd, &off, size - (size_t)off, &ferr);
+  assert_int_equal(sigaction(SIGPIPE, &was, NULL), 0);
+  assert_int_equal(r, -EPIPE);
+  assert_int_equal(sigpipes, 0);
+  assert_int_equal(p->close_calls, 0);
+  assert_true(c->flags & GL_CONN_WDEAD);
+  assert_false(c->flags & GL_CONN_WANT_DRAIN);
+  assert_int_equal(gl_conn_sendfile(c, fd, &off, 1, &ferr), r);
+  gl_conn_read(c, 1);
+  wait_ended(f, p);
+  assert_all_closed(f);
+  close(fd);
+}
+
+/* gl_conn_want_drain: one on_drain at the next writability, with nothing
+ * queued, then no more waiting (no watcher left to spin on). */
+static void test_want_drain(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  gl_conn_want_drain(c);
+  assert_true(ev_is_active(&c->wio));
+  wait_drain(f, p);
+  assert_int_equal(p->drain_calls, 1);
+  assert_false(c->flags & GL_CONN_WANT_DRAIN);
+  assert_false(ev_is_active(&c->wio));
+  run_for(f->loop, 0.02);
+  assert_int_equal(p->drain_calls, 1);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  assert_all_closed(f);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void) {
@@ -1043,6 +1407,13 @@ int main(void) {
       T(test_close_inside_on_drain),
       T(test_connect),
       T(test_connect_refused),
+      T(test_sendfile_zero_copy),
+      T(test_sendfile_behind_queue),
+      T(test_sendfile_other_transport),
+      T(test_sendfile_file_ends),
+      T(test_sendfile_file_error),
+      T(test_sendfile_peer_gone),
+      T(test_want_drain),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
