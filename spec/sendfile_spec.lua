@@ -162,6 +162,28 @@ describe("socket:sendfile", function()
     end)
   end)
 
+  it("sends over a Unix socket too, and to one whose peer left", function()
+    local data = stream(1, 3 * MiB)
+    local path = tmpfile(data)
+    local sock = H.tmpdir .. "/sendfile.sock"
+    local l = assert(glisten.listen("unix:" .. sock))
+    local c = H.connect_unix(sock, LONG)
+    local s = assert(l:accept(5))
+    l:close()
+    s:settimeout(LONG)
+    local got
+    glisten.spawn(function() got = c:receive(#data) end)
+    assert.equal(#data, s:sendfile(path))
+    assert.is_true(H.wait_for(function() return got end, LONG))
+    assert.is_true(got == data, "the bytes are not the file's")
+    c:close()
+    local n, err, sent = s:sendfile(path)
+    assert.is_nil(n)
+    assert.equal("closed", err)
+    assert.is_true(sent < #data)
+    s:close()
+  end)
+
   it('returns nil, "closed", 0 on a closed socket', function()
     local path = tmpfile("abc")
     pair(function(s)
@@ -374,18 +396,27 @@ describe("socket:sendfile", function()
       c:close()
       assert.equal("closed", select(2, s:sendfile(path)))
     end)
+    local waiting
     local srv = assert(glisten.serve({
       port = 0,
-      handler = function(_, state) state.socket:sendfile(path) end,
+      handler = function(_, state)
+        waiting = true -- seen once the send below waits: the peer never reads
+        state.socket:sendfile(path)
+      end,
     }))
     local c = H.connect(srv.port, nil, LONG)
     c:send("go")
-    assert.is_true(H.wait_for(function() return open_fds() > before + 2 end, LONG))
+    assert.is_true(H.wait_for(function() return waiting end, LONG))
     srv:close(0) -- cuts the waiting send short
     assert.is_true(H.wait_for(function() return srv.connections == 0 end, LONG))
     c:close()
-    collectgarbage()
-    assert.equal(before, open_fds())
+    local now
+    H.wait_for(function()
+      collectgarbage()
+      now = open_fds()
+      return glisten.stats().connections == 0 and now == before
+    end, LONG)
+    assert.equal(before, now)
   end)
 end)
 
