@@ -124,6 +124,23 @@ function H.start(args, opts)
   error("glisten-lua did not start within 5 s; stderr:\n" .. p:stderr())
 end
 
+-- Runs a peer's shell command (openssl, curl, socat, nc, haproxy's
+-- clients, ...) to completion, without the sanitizers' preload (the peer
+-- is not instrumented, and LeakSanitizer would abort it at exit), at most
+-- `limit` seconds (60), with `input` on its stdin. Returns its output,
+-- stdout and stderr together ("" for none), and whether it succeeded. It
+-- blocks this runner's loop: the server it talks to must be another
+-- process (H.start).
+local npeer = 0
+function H.peer(cmd, input, limit)
+  npeer = npeer + 1
+  local base = ("%s/peer%d"):format(tmpdir, npeer)
+  local inp = writefile(base .. ".in", input or "")
+  local ok = os.execute(("env -u LD_PRELOAD timeout %d %s <%s >%s.out 2>&1"):format(
+    limit or 60, cmd, sh_quote(inp), base))
+  return readfile(base .. ".out") or "", ok
+end
+
 -- A client connection to 127.0.0.1:port (or host) with a timeout of limit
 -- seconds (5 unless given) on every call, so no spec can hang.
 function H.connect(port, host, limit)

@@ -29,15 +29,7 @@ local function tmpfile(data)
   return H.writefile(("%s/proxy_spec%d"):format(H.tmpdir, nfile), data or "")
 end
 
--- Runs a peer's shell command without the sanitizers' preload (at most
--- LONG seconds), input on its stdin; returns its output and whether it
--- succeeded.
-local function peer(cmd, input)
-  local inp, out = tmpfile(input or ""), tmpfile()
-  local ok = os.execute(("env -u LD_PRELOAD timeout %d %s <%s >%s 2>&1"):format(
-    LONG, cmd, H.quote(inp), H.quote(out)))
-  return H.readfile(out), ok
-end
+local function peer(cmd, input) return H.peer(cmd, input, LONG) end
 
 -- The server script: it answers lines: "who" with what the socket says of
 -- its addresses, its PROXY header and TLS ("@who k=v|..."), "stats" with

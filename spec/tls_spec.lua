@@ -29,15 +29,7 @@ local function tmpfile(data)
   return H.writefile(("%s/tls_spec%d"):format(H.tmpdir, nfile), data or "")
 end
 
--- Runs a shell command for a peer (openssl, curl, nc) without the
--- sanitizers' preload, at most LONG seconds, with input on its stdin;
--- returns its output (stdout and stderr) and whether it succeeded.
-local function peer(cmd, input)
-  local inp, out = tmpfile(input or ""), tmpfile()
-  local ok = os.execute(("env -u LD_PRELOAD timeout %d %s <%s >%s 2>&1"):format(
-    LONG, cmd, H.quote(inp), H.quote(out)))
-  return H.readfile(out), ok
-end
+local function peer(cmd, input) return H.peer(cmd, input, LONG) end
 
 -- openssl s_client to 127.0.0.1:port with args, trusting the spec's CA.
 -- -ign_eof: it sends its input and reads until the server closes (the

@@ -340,16 +340,8 @@ describe("starttls", function()
   end)
 end)
 
--- Runs a peer (openssl, curl) without the sanitizers' preload, at most
--- LONG seconds; returns its output.
-local nfile = 0
-local function peer(cmd, input)
-  nfile = nfile + 1
-  local inp = H.writefile(("%s/in%d"):format(dir, nfile), input or "")
-  local out = ("%s/out%d"):format(dir, nfile)
-  os.execute(("env -u LD_PRELOAD timeout %d %s <%s >%s 2>&1"):format(LONG, cmd, H.quote(inp), H.quote(out)))
-  return H.readfile(out) or ""
-end
+-- A peer's output (openssl, curl; H.peer).
+local function peer(cmd, input) return (H.peer(cmd, input, LONG)) end
 
 describe("the examples", function()
   it("scripts/smtp_starttls.lua: openssl s_client -starttls smtp, AUTH only under TLS", function()

@@ -38,15 +38,7 @@ local function tmpfile(data)
   return H.writefile(("%s/unix_spec%d"):format(H.tmpdir, nfile), data or "")
 end
 
--- Runs a shell command for a peer (socat, nc) without the sanitizers'
--- preload, at most LONG seconds, with input; returns its output and
--- whether it succeeded.
-local function peer(cmd, input)
-  local inp, out = tmpfile(input or ""), tmpfile()
-  local ok = os.execute(("env -u LD_PRELOAD timeout %d %s <%s >%s 2>&1"):format(
-    LONG, cmd, H.quote(inp), H.quote(out)))
-  return H.readfile(out), ok
-end
+local function peer(cmd, input) return H.peer(cmd, input, LONG) end
 
 local function socat(path, input)
   return peer("socat - UNIX-CONNECT:" .. H.quote(path), input)
