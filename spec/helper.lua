@@ -141,6 +141,17 @@ function H.peer(cmd, input, limit)
   return readfile(base .. ".out") or "", ok
 end
 
+-- Lua source of a table of strings and numbers (keys sorted), for putting
+-- values into a script written for another process.
+function H.lua_table(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  local out = {}
+  for _, k in ipairs(keys) do out[#out + 1] = ("%s = %q,"):format(k, t[k]) end
+  return "{ " .. table.concat(out, " ") .. " }"
+end
+
 -- A client connection to 127.0.0.1:port (or host) with a timeout of limit
 -- seconds (5 unless given) on every call, so no spec can hang.
 function H.connect(port, host, limit)

@@ -97,14 +97,7 @@ end
 return OPTS
 ]==]
 
-local function lua_table(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys)
-  local out = {}
-  for _, k in ipairs(keys) do out[#out + 1] = ("%s = %q,"):format(k, t[k]) end
-  return "{ " .. table.concat(out, " ") .. " }"
-end
+local lua_table = H.lua_table
 
 -- Starts the command serving the script with the options (Lua source of a
 -- table; C: the certificates' paths) and flags; p.events is its events file.

@@ -124,14 +124,7 @@ OPTS.handler = OPTS.handler or lines(HOOK)
 if SERVE then SERVER = assert(glisten.serve(OPTS)) else return OPTS end
 ]==]
 
-local function lua_table(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys)
-  local out = {}
-  for _, k in ipairs(keys) do out[#out + 1] = ("%s = %q,"):format(k, t[k]) end
-  return "{ " .. table.concat(out, " ") .. " }"
-end
+local lua_table = H.lua_table
 
 -- Writes a server script (above); returns its path and its events file.
 local function script(opts, extra)
