@@ -152,6 +152,15 @@ function H.lua_table(t)
   return "{ " .. table.concat(out, " ") .. " }"
 end
 
+-- How many lines of the file at path match the pattern (0 for no file).
+function H.count_lines(path, pattern)
+  local n = 0
+  for line in (readfile(path) or ""):gmatch("[^\n]+") do
+    if line:match(pattern) then n = n + 1 end
+  end
+  return n
+end
+
 -- A client connection to 127.0.0.1:port (or host) with a timeout of limit
 -- seconds (5 unless given) on every call, so no spec can hang.
 function H.connect(port, host, limit)

@@ -110,13 +110,8 @@ local function serve(options, args)
   return p
 end
 
-local function count(p, pattern)
-  local n = 0
-  for line in (H.readfile(p.events) or ""):gmatch("[^\n]+") do
-    if line:match(pattern) then n = n + 1 end
-  end
-  return n
-end
+-- How many lines of p's events file match the pattern.
+local function count(p, pattern) return H.count_lines(p.events, pattern) end
 
 -- The "@who" (or another "@") line in text, as a table.
 local function fields(text, what)

@@ -143,13 +143,7 @@ local function serve(opts, args, extra)
 end
 
 -- How many lines of p's events file match the pattern.
-local function count(p, pattern)
-  local n = 0
-  for line in (H.readfile(p.events) or ""):gmatch("[^\n]+") do
-    if line:match(pattern) then n = n + 1 end
-  end
-  return n
-end
+local function count(p, pattern) return H.count_lines(p.events, pattern) end
 
 -- The "@info" (or "@stats") line in a peer's output, as a table.
 local function fields(out, what)
