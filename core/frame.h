@@ -49,4 +49,21 @@ typedef struct gl_frame {
  * another answer: an input buffer of that size never waits in vain. */
 int gl_frame_line(const char *p, size_t len, size_t max_line, gl_frame *out);
 
+/* Bytes up to the first occurrence of the delimiter d[0..dlen) (dlen > 0),
+ * which is the trailer. A payload longer than max is GL_FRAME_TOO_LONG, and
+ * so is input without the delimiter that holds more than max bytes that
+ * cannot be the delimiter's start (all but its last dlen - 1). So
+ * GL_FRAME_NEED_MORE leaves at most max + dlen - 1 bytes waiting, and an
+ * input buffer of max + dlen bytes never waits in vain. */
+int gl_frame_until(const char *p, size_t len, const char *d, size_t dlen,
+                   size_t max, gl_frame *out);
+
+/* A packet: a big-endian unsigned length of hdr bytes (1, 2 or 4), then
+ * that many bytes of payload. A length above max is GL_FRAME_TOO_LONG as
+ * soon as the header is in. On GL_FRAME_NEED_MORE, out->size is the whole
+ * frame's size once the header is in (hdr before): the caller may wait for
+ * exactly that much. */
+int gl_frame_packet(const char *p, size_t len, int hdr, size_t max,
+                    gl_frame *out);
+
 #endif
