@@ -3,13 +3,14 @@
  * needs nothing else, TLS is OpenSSL's (loadgen_tls.c). One thread; every
  * connection non-blocking.
  *
- *   loadgen echo HOST PORT [--tls] [-c CONNS] [-s SIZE] [-p DEPTH]
+ *   loadgen echo HOST PORT [--tls] [--line] [-c CONNS] [-s SIZE] [-p DEPTH]
  *                          [-d SECONDS] [-w WARMUP] [-n ROUNDTRIPS] [-t LIMIT]
  *       CONNS connections each keep DEPTH messages of SIZE bytes in flight
  *       and check every echoed byte. Runs WARMUP seconds unmeasured, then
  *       SECONDS measured (or exactly ROUNDTRIPS round trips with -n). With
  *       --tls each connection makes its handshake first (in the warm-up,
- *       or inside the count with -n).
+ *       or inside the count with -n). With --line each message is a line
+ *       of SIZE bytes: SIZE - 1 letters and '\n' (for a line echo).
  *   loadgen connect HOST PORT [-c CONCURRENCY] [-d SECONDS] [-s SIZE]
  *       Connect, one echo of SIZE bytes, close; CONCURRENCY at a time.
  *   loadgen handshake HOST PORT [--resume] [-c CONCURRENCY] [-d SECONDS]
@@ -89,7 +90,7 @@ typedef struct conn {
 
 static struct {
   const char *mode, *host;
-  int port, conns, size, depth, tls, resume;
+  int port, conns, size, depth, tls, resume, line;
   double duration, warmup, hold, limit;
   long long count;
 } opt = {.conns = 50, .size = 64, .depth = 1, .duration = 5.0, .warmup = 1.0,
@@ -136,7 +137,7 @@ static const char *sock_error(int fd) {
 static void usage(void) {
   fprintf(stderr,
           "usage: loadgen echo|connect|handshake|idle HOST|unix:PATH PORT "
-          "[--tls] [--resume] [-c N] [-s SIZE] [-p DEPTH] [-d SECONDS] "
+          "[--tls] [--resume] [--line] [-c N] [-s SIZE] [-p DEPTH] [-d SECONDS] "
           "[-w SECONDS] [-n COUNT] [-h SECONDS] [-t LIMIT]\n");
   exit(2);
 }
@@ -179,7 +180,10 @@ static void raise_nofile(void) {
 /* The byte at offset off of connection c's stream: every echoed byte can be
  * checked without keeping what was sent. */
 static inline unsigned char pat(int c, uint64_t off) {
-  return (unsigned char)((off * 2654435761u + (uint64_t)c * 40503u) >> 7);
+  unsigned char b = (unsigned char)((off * 2654435761u + (uint64_t)c * 40503u) >> 7);
+  if (!opt.line) return b;
+  /* --line: letters, and each message's last byte ends its line */
+  return off % (uint64_t)opt.size == (uint64_t)opt.size - 1 ? '\n' : (unsigned char)('a' + b % 26);
 }
 
 /* A non-blocking socket connecting (or connected) to dst, from src when
@@ -755,6 +759,7 @@ int main(int argc, char **argv) {
   for (int i = 4; i < argc; i++) {
     if (strcmp(argv[i], "--tls") == 0) { opt.tls = 1; continue; }
     if (strcmp(argv[i], "--resume") == 0) { opt.resume = 1; continue; }
+    if (strcmp(argv[i], "--line") == 0) { opt.line = 1; continue; }
     if (argv[i][0] != '-' || !argv[i][1] || argv[i][2] || i + 1 >= argc) usage();
     const char *v = argv[++i];
     switch (argv[i - 1][1]) {

@@ -486,6 +486,54 @@ long gl_conn_write_some(gl_conn *c, const char *p, size_t n) {
   return w + (long)rest;
 }
 
+/* The first step of a vectored write on the plain transport, as
+ * write_direct. */
+static long writev_direct(gl_conn *c, const struct iovec *iov, int n) {
+  struct msghdr m;
+  ssize_t w;
+  if (c->flags & (GL_CONN_CLOSED | GL_CONN_CLOSING | GL_CONN_WDEAD))
+    return (c->flags & GL_CONN_WDEAD) ? -c->err : -EPIPE;
+  if (c->out.len || (c->flags & (GL_CONN_CONNECTING | GL_CONN_HANDSHAKE)))
+    return 0;
+  memset(&m, 0, sizeof m);
+  m.msg_iov = (struct iovec *)iov;
+  m.msg_iovlen = (size_t)n;
+  w = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+  if (w < 0) {
+    int e = errno;
+    if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR) return 0;
+    write_failed(c, e);
+    return -e;
+  }
+  c->last_active = ev_now(c->env->loop);
+  if (c->env->stats) GL_STAT_ADD(c->env->stats->bytes_out, (size_t)w);
+  return (long)w;
+}
+
+long gl_conn_writev_some(gl_conn *c, const struct iovec *iov, int n) {
+  long taken = 0, w;
+  int i = 0;
+  size_t skip = 0; /* of iov[i], already taken */
+  if (c->tp == &gl_plain && n > 1) {
+    w = writev_direct(c, iov, n);
+    if (w < 0) return w;
+    taken = w;
+    while (i < n && (size_t)w >= iov[i].iov_len) w -= (long)iov[i++].iov_len;
+    skip = (size_t)w;
+  }
+  /* the rest, piece by piece: written when nothing is queued, else
+   * queued, until the queue is full */
+  for (; i < n; i++, skip = 0) {
+    size_t len = iov[i].iov_len - skip;
+    if (!len) continue;
+    w = gl_conn_write_some(c, (const char *)iov[i].iov_base + skip, len);
+    if (w < 0) return taken ? taken : w;
+    taken += w;
+    if ((size_t)w < len) break;
+  }
+  return taken;
+}
+
 /* --- files ---------------------------------------------------------------- */
 
 /* One chunk of the file through the write path: read with pread (which

@@ -37,6 +37,7 @@
 #include <ev.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "buf.h"
 #include "stats.h"
@@ -194,6 +195,13 @@ int gl_conn_write(gl_conn *c, const char *p, size_t n);
  * (c stays open), else as gl_conn_write. For a writer that waits for
  * on_drain and goes on with the rest. */
 long gl_conn_write_some(gl_conn *c, const char *p, size_t n);
+
+/* gl_conn_write_some for the n pieces of iov, one after the other, as one
+ * stream of bytes. On the plain transport, with nothing queued, one
+ * writev-like call (sendmsg) writes them: the kernel sees one write. Another
+ * transport takes them piece by piece. Returns as gl_conn_write_some, the
+ * count being bytes of the whole stream. */
+long gl_conn_writev_some(gl_conn *c, const struct iovec *iov, int n);
 
 /* Sends at most n (> 0) bytes of the file open as fd, from *off on, and
  * advances *off by what it took. fd is the caller's: it is neither closed

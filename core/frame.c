@@ -1,31 +1,8 @@
 #define _GNU_SOURCE /* memmem */
 #include "frame.h"
 
+#include <stdint.h>
 #include <string.h>
-
-int gl_frame_line(const char *p, size_t len, size_t max_line, gl_frame *out) {
-  const char *nl = len ? memchr(p, '\n', len) : NULL;
-  size_t l;
-  out->off = 0;
-  if (!nl) {
-    /* a last '\r' may be the start of a "\r\n": not payload yet */
-    if (len - (len && p[len - 1] == '\r') > max_line) {
-      out->len = out->size = 0;
-      return GL_FRAME_TOO_LONG;
-    }
-    out->len = 0;
-    out->size = len + 1;
-    return GL_FRAME_NEED_MORE;
-  }
-  l = (size_t)(nl - p);
-  out->len = l - (l && p[l - 1] == '\r');
-  if (out->len > max_line) {
-    out->len = out->size = 0;
-    return GL_FRAME_TOO_LONG;
-  }
-  out->size = l + 1;
-  return GL_FRAME_FOUND;
-}
 
 int gl_frame_until(const char *p, size_t len, const char *d, size_t dlen,
                    size_t max, gl_frame *out) {
@@ -62,7 +39,7 @@ int gl_frame_packet(const char *p, size_t len, int hdr, size_t max,
     return GL_FRAME_NEED_MORE;
   }
   for (i = 0; i < hdr; i++) n = n << 8 | u[i];
-  if (n > max) {
+  if (n > max || n > SIZE_MAX - (size_t)hdr) { /* (a 32-bit size_t) */
     out->size = 0;
     return GL_FRAME_TOO_LONG;
   }

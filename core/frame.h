@@ -19,6 +19,7 @@
 #define GL_FRAME_H
 
 #include <stddef.h>
+#include <string.h>
 
 enum {
   GL_FRAME_NEED_MORE = 0, /* no whole frame yet: read more, call again */
@@ -47,7 +48,31 @@ typedef struct gl_frame {
  * payload of the line to come. So GL_FRAME_NEED_MORE leaves at most
  * max_line + 1 bytes waiting, and max_line + 2 bytes of input always get
  * another answer: an input buffer of that size never waits in vain. */
-int gl_frame_line(const char *p, size_t len, size_t max_line, gl_frame *out);
+static inline int gl_frame_line(const char *p, size_t len, size_t max_line,
+                                gl_frame *out) {
+  /* inline: it runs once per message of a line-mode connection */
+  const char *nl = len ? (const char *)memchr(p, '\n', len) : NULL;
+  size_t l;
+  out->off = 0;
+  if (!nl) {
+    /* a last '\r' may be the start of a "\r\n": not payload yet */
+    if (len - (len && p[len - 1] == '\r') > max_line) {
+      out->len = out->size = 0;
+      return GL_FRAME_TOO_LONG;
+    }
+    out->len = 0;
+    out->size = len + 1;
+    return GL_FRAME_NEED_MORE;
+  }
+  l = (size_t)(nl - p);
+  out->len = l - (l && p[l - 1] == '\r');
+  if (out->len > max_line) {
+    out->len = out->size = 0;
+    return GL_FRAME_TOO_LONG;
+  }
+  out->size = l + 1;
+  return GL_FRAME_FOUND;
+}
 
 /* Bytes up to the first occurrence of the delimiter d[0..dlen) (dlen > 0),
  * which is the trailer. A payload longer than max is GL_FRAME_TOO_LONG, and

@@ -23,6 +23,7 @@
 #define SDEF_MODE(d) NULL
 #define SDEF_TABLE(d) NULL
 #define SDEF_ANY(d) NULL
+#define SDEF_PACKET(d) NULL
 #define NDEF_STRING(d) 0
 #define NDEF_INT(d) d
 #define NDEF_BYTES(d) d
@@ -32,6 +33,7 @@
 #define NDEF_MODE(d) d
 #define NDEF_TABLE(d) d
 #define NDEF_ANY(d) d
+#define NDEF_PACKET(d) d
 
 #define ROW(key, kind, def, lo, hi, where, flag, meta, help)                \
   {#key, LG_KIND_##kind, SDEF_##kind(def), NDEF_##kind(def), lo, hi, where, \
@@ -58,6 +60,20 @@ static void read_fields(lua_State *L, int idx, lg_opts *o, unsigned where,
 /* Whether row r is only a field of the tls table. */
 static int tls_only(const lg_option *r) { return r->where == LG_IN_TLS; }
 
+int lg_opts_packet(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    const char *v = lua_tostring(L, idx);
+    if (strcmp(v, "raw") == 0) return LG_PACKET_RAW;
+    if (strcmp(v, "line") == 0) return LG_PACKET_LINE;
+  }
+  if (lua_type(L, idx) == LUA_TNUMBER || lua_type(L, idx) == LUA_TSTRING) {
+    int ok;
+    lua_Integer n = lua_tointegerx(L, idx, &ok);
+    if (ok && (n == 1 || n == 2 || n == 4)) return (int)n;
+  }
+  return -2;
+}
+
 /* [-0, +0, e] Checks the value on top against row r and stores it in o. */
 static void set_value(lua_State *L, const lg_option *r, lg_opts *o) {
   char *field = (char *)o + r->offset;
@@ -72,6 +88,11 @@ static void set_value(lua_State *L, const lg_option *r, lg_opts *o) {
     return;
   case LG_KIND_ANY:
     *(int *)field = lua_type(L, -1);
+    return;
+  case LG_KIND_PACKET:
+    if ((*(int *)field = lg_opts_packet(L, -1)) == -2)
+      luaL_error(L, "option '%s' must be \"raw\", \"line\", 1, 2 or 4",
+                 r->key);
     return;
   case LG_KIND_STRING:
     if (lua_type(L, -1) != LUA_TSTRING)
@@ -184,7 +205,7 @@ static const char *parse_value(lua_State *L, const lg_option *r,
   char *end;
   errno = 0;
   if (r->kind == LG_KIND_STRING || r->kind == LG_KIND_MODE ||
-      r->kind == LG_KIND_ANY ||
+      r->kind == LG_KIND_ANY || r->kind == LG_KIND_PACKET ||
       (r->kind == LG_KIND_WORKERS && strcmp(v, "auto") == 0)) {
     lua_pushstring(L, v);
   } else if (r->kind == LG_KIND_BOOL) {
@@ -224,6 +245,8 @@ static const char *default_text(const lg_option *r, char *buf, size_t len) {
   case LG_KIND_TABLE:
   case LG_KIND_ANY:
     return "none";
+  case LG_KIND_PACKET:
+    return "raw";
   case LG_KIND_BOOL:
     return r->def ? "true" : "false";
   case LG_KIND_MODE:

@@ -34,7 +34,7 @@
 /* The kinds, each with its C type and how its default is written. */
 enum { LG_KIND_STRING, LG_KIND_INT, LG_KIND_BYTES, LG_KIND_SECONDS,
        LG_KIND_WORKERS, LG_KIND_BOOL, LG_KIND_MODE, LG_KIND_TABLE,
-       LG_KIND_ANY };
+       LG_KIND_ANY, LG_KIND_PACKET };
 #define LG_CTYPE_STRING const char *
 #define LG_CTYPE_INT lua_Integer
 #define LG_CTYPE_BYTES lua_Integer
@@ -44,6 +44,13 @@ enum { LG_KIND_STRING, LG_KIND_INT, LG_KIND_BYTES, LG_KIND_SECONDS,
 #define LG_CTYPE_MODE lua_Integer
 #define LG_CTYPE_TABLE int
 #define LG_CTYPE_ANY int
+#define LG_CTYPE_PACKET int
+
+/* A PACKET option's values: how input is cut into messages (a socket's
+ * receive() without a pattern, and a served connection's handler). */
+#define LG_PACKET_RAW 0   /* "raw": what has arrived, as it arrived */
+#define LG_PACKET_LINE -1 /* "line": a line without its end of line */
+/* 1, 2, 4: a payload after a big-endian length of that many bytes */
 
 /* X(KEY, KIND, DEFAULT, LOW, HIGH, WHERE, FLAG, METAVAR, HELP)
  * LOW and HIGH bound numbers (a SECONDS option with LOW < 0 takes any
@@ -57,7 +64,8 @@ enum { LG_KIND_STRING, LG_KIND_INT, LG_KIND_BYTES, LG_KIND_SECONDS,
  * or, where connect takes it, true (every field at its default); its value
  * is 1 when given. An ANY option is read by the module that uses it, from
  * the table (its value here: the Lua type, LUA_TNIL when not given); its
- * flag gives a string. FLAG is
+ * flag gives a string. A PACKET option is "raw", "line", 1, 2 or 4 (the
+ * flag's "1", "2", "4" too), read as LG_PACKET_*, or the length's size. FLAG is
  * NULL for an option the command does not take; "-x, --long" gives it a
  * short alias too. */
 #define LG_OPTIONS(X)                                                        \
@@ -86,6 +94,8 @@ enum { LG_KIND_STRING, LG_KIND_INT, LG_KIND_BYTES, LG_KIND_SECONDS,
     "BYTES", "the longest line receive(\"*l\") accepts")                     \
   X(max_receive, BYTES, 16777216, 1, 1099511627776, LG_IN_SOCKET,            \
     "--max-receive", "BYTES", "the most receive(\"*a\") buffers")            \
+  X(packet, PACKET, LG_PACKET_RAW, 0, 0, LG_IN_SOCKET, "--packet",            \
+    "raw|line|1|2|4", "how input is cut into messages for handler and receive(): as it arrives, by line (max_line), or after a big-endian length of 1, 2 or 4 bytes (max_receive)") \
   X(max_mailbox, INT, 1024, 1, 16777216, LG_IN_SERVER, "--max-mailbox", "N", \
     "posts queued per connection")                                           \
   X(max_memory, BYTES, 0, 0, 1099511627776, LG_IN_SERVER, "--max-memory",    \
@@ -167,6 +177,10 @@ extern const char *const lg_callback_names[];
  * row and ignores other keys. A value of the wrong kind or out of range
  * raises "option 'k' must be ...". */
 void lg_opts_read(lua_State *L, int idx, lg_opts *o, unsigned where);
+
+/* [-0, +0, -] The packet mode (LG_PACKET_*, or 1, 2, 4) the value at idx
+ * names, or -2 when it names none. */
+int lg_opts_packet(lua_State *L, int idx);
 
 /* [-0, +0, m] Converts a command-line value v of the option at row into
  * a Lua value and stores it in the table on top as field row->key. When v

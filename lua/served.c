@@ -5,7 +5,8 @@
  * something to do (the connection is new, input or a message arrived, or it
  * ended), the connection takes a fiber (a spare one, or new) and runs
  * conn_run on it (served_wake, the socket's ready hook): with_init once,
- * then handler for each chunk of input and with_message for each post, one
+ * then handler for each message of input (a chunk as it arrived, a line or
+ * a packet: the socket's packet mode) and with_message for each post, one
  * at a time and in order, until nothing is left; then the fiber's function
  * returns and the fiber is kept as a spare. A callback that waits (receive,
  * sleep, ...) keeps the fiber, suspended, until it returns; meanwhile input
@@ -54,8 +55,20 @@ static int conn_k(lua_State *L, int status, lua_KContext ctx) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, sv->cb[LG_CB_MESSAGE]);
       lg_mail_pop(L, s);
     } else if (c->in.len) {
+      int r;
       lua_rawgeti(L, LUA_REGISTRYINDEX, sv->cb[LG_CB_HANDLER]);
-      lg_socket_take(L, s);
+      if ((r = lg_socket_next(L, s)) <= 0) {
+        if (r < 0 || s->eof) { /* a message that cannot be */
+          s->detail = r < 0 ? (s->packet == LG_PACKET_LINE
+                                   ? "line longer than max_line"
+                                   : "packet longer than max_receive")
+                            : "peer closed in the middle of a packet";
+          lg_socket_close(s, r < 0 ? LG_R_ERROR : LG_R_CLOSED, LG_LINGER);
+          break;
+        }
+        s->idle = 1; /* until the rest of the message arrives */
+        return 0;
+      }
     } else {
       s->idle = !s->eof;
       return 0;

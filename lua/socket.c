@@ -19,6 +19,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -62,6 +63,8 @@ void lg_socket_notify(lg_socket *s) {
 static void on_data(gl_conn *c) {
   lg_socket *s = c->data;
   if (!s) return;
+  /* the rest of a message: not there yet */
+  if (c->in.len < s->need && !(c->flags & GL_CONN_EOF) && !s->owner) return;
   if (c->flags & GL_CONN_EOF) {
     const char *t = gl_tls_error(c); /* a TLS stream cut without close_notify */
     s->eof = 1;
@@ -151,6 +154,7 @@ void lg_socket_limits(lg_socket *s, const lg_opts *o) {
   s->max_receive = o->max_receive;
   s->max_output = o->max_output;
   s->max_mail = o->max_mailbox;
+  s->packet = o->packet;
 }
 
 void lg_socket_attach(lg_socket *s, gl_conn *c) {
@@ -274,7 +278,7 @@ static void push_closed(lua_State *L, lg_socket *s) {
 
 /* --- receive ------------------------------------------------------------- */
 
-enum { RCV_ANY, RCV_LINE, RCV_LINE_EOL, RCV_ALL, RCV_N };
+enum { RCV_ANY, RCV_LINE, RCV_LINE_EOL, RCV_ALL, RCV_N, RCV_UNTIL };
 
 static int pattern(lua_State *L, int idx, size_t *n) {
   const char *p;
@@ -308,10 +312,59 @@ static void take(lua_State *L, lg_socket *s, size_t push, size_t consume) {
   if (c->in_max != s->in_base) want_input(s, 0);
 }
 
+/* The next message under s's packet mode: as lg_socket_next, but at the
+ * end of input too a message must be whole. */
+static int next_message(lua_State *L, lg_socket *s) {
+  gl_conn *c = s->conn;
+  const char *p = gl_buf_head(&c->in);
+  size_t len = c->in.len;
+  gl_frame f;
+  int r;
+  switch (s->packet) {
+    case LG_PACKET_RAW:
+      if (!len) return 0;
+      take(L, s, len, len);
+      return 1;
+    case LG_PACKET_LINE:
+      r = gl_frame_line(p, len, s->max_line, &f);
+      break;
+    default:
+      r = gl_frame_packet(p, len, s->packet, s->max_receive, &f);
+      break;
+  }
+  if (r == GL_FRAME_FOUND) {
+    lua_pushlstring(L, p + f.off, f.len);
+    gl_conn_consume(c, f.size);
+    s->need = 0;
+    if (c->in_max != s->in_base) want_input(s, 0);
+    return 1;
+  }
+  if (r == GL_FRAME_TOO_LONG) return -1;
+  s->need = f.size;
+  /* room for the whole message: a line fits in_base (frame.h) */
+  if (f.size > c->in_max) want_input(s, f.size);
+  return 0;
+}
+
+int lg_socket_next(lua_State *L, lg_socket *s) {
+  int r;
+  if (s->packet == LG_PACKET_RAW) { /* the common case, first */
+    size_t n = s->conn->in.len;
+    if (!n) return 0;
+    take(L, s, n, n);
+    return 1;
+  }
+  r = next_message(L, s);
+  if (r || !s->eof || s->packet != LG_PACKET_LINE || !s->conn->in.len)
+    return r;
+  take(L, s, s->conn->in.len, s->conn->in.len); /* a last, unended line */
+  return 1;
+}
+
 /* [-0, +(0|1|2|3), m] Completes a receive if it can: pushes its results and
  * returns their count, or returns 0 to wait for more input. */
 static int try_receive(lua_State *L, lg_socket *s, int mode, size_t n,
-                       int timed_out) {
+                       const char *delim, int timed_out) {
   gl_conn *c = s->conn;
   const char *p;
   size_t len;
@@ -336,6 +389,16 @@ static int try_receive(lua_State *L, lg_socket *s, int mode, size_t n,
       /* room for the longest line and its "\r\n" (frame.h) */
       want_input(s, s->max_line + 2);
       break;
+    case RCV_UNTIL: /* n: the delimiter's length */
+      switch (gl_frame_until(p, len, delim, n, s->max_line, &f)) {
+        case GL_FRAME_FOUND:
+          take(L, s, f.len, f.size);
+          return 1;
+        case GL_FRAME_TOO_LONG:
+          return lg_fail(L, LG_FAIL_TOO_LONG, NULL);
+      }
+      want_input(s, s->max_line + n); /* frame.h */
+      break;
     case RCV_N:
       if (len >= n) {
         take(L, s, n, n);
@@ -344,9 +407,9 @@ static int try_receive(lua_State *L, lg_socket *s, int mode, size_t n,
       want_input(s, n);
       break;
     case RCV_ANY:
-      if (len) {
-        take(L, s, len, len);
-        return 1;
+      switch (next_message(L, s)) {
+        case 1: return 1;
+        case -1: return lg_fail(L, LG_FAIL_TOO_LONG, NULL);
       }
       break;
     case RCV_ALL:
@@ -376,10 +439,21 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
   int why = lg_woken(ctx), r;
   (void)status;
   for (;;) {
-    r = try_receive(L, s, mode, n, why == LG_WAKE_TIMEOUT);
+    r = try_receive(L, s, mode, n, NULL, why == LG_WAKE_TIMEOUT);
     if (r) return r;
     why = lg_wait(L, &s->rq, deadline, receive_k);
   }
+}
+
+/* [-0, +0, v] Raises unless L may receive on s now. */
+static void check_reader(lua_State *L, lg_socket *s) {
+  if (s->server && (!s->owner || lg_current(L) != s->owner))
+    luaL_error(L, "socket %d is a served connection: only its own "
+                  "callbacks can receive on it", (int)s->id);
+  if (!lg_waitq_empty(&s->rq))
+    luaL_error(L, "socket %d is already being read by another coroutine",
+               (int)s->id);
+  s->need = 0; /* any input may be what this receive waits for */
 }
 
 static int sock_receive(lua_State *L) {
@@ -388,15 +462,56 @@ static int sock_receive(lua_State *L) {
   double t;
   pattern(L, 2, &n);
   t = lg_opt_seconds(L, 3, s->timeout);
-  if (s->server && (!s->owner || lg_current(L) != s->owner))
-    return luaL_error(L, "socket %d is a served connection: only its own "
-                         "callbacks can receive on it", (int)s->id);
-  if (!lg_waitq_empty(&s->rq))
-    return luaL_error(L, "socket %d is already being read by another "
-                         "coroutine", (int)s->id);
+  check_reader(L, s);
   lua_settop(L, 3);
   lua_pushnumber(L, lg_deadline(s->rt, t));
   return receive_k(L, LUA_OK, 0);
+}
+
+static int until_k(lua_State *L, int status, lua_KContext ctx) {
+  lg_socket *s = lua_touserdata(L, 1);
+  size_t n;
+  const char *delim = lua_tolstring(L, 2, &n);
+  double deadline = lua_tonumber(L, 4);
+  int why = lg_woken(ctx), r;
+  (void)status;
+  for (;;) {
+    r = try_receive(L, s, RCV_UNTIL, n, delim, why == LG_WAKE_TIMEOUT);
+    if (r) return r;
+    why = lg_wait(L, &s->rq, deadline, until_k);
+  }
+}
+
+/* sock:receive_until(delimiter [, timeout]): the bytes before the
+ * delimiter, which is taken too; bounded by max_line. */
+static int sock_receive_until(lua_State *L) {
+  lg_socket *s = lg_check_socket(L, 1);
+  size_t n;
+  double t;
+  luaL_checklstring(L, 2, &n);
+  luaL_argcheck(L, n > 0, 2, "empty delimiter");
+  t = lg_opt_seconds(L, 3, s->timeout);
+  check_reader(L, s);
+  lua_settop(L, 3);
+  lua_pushnumber(L, lg_deadline(s->rt, t));
+  return until_k(L, LUA_OK, 0);
+}
+
+/* sock:setpacket(mode): how receive() and handler cut the input from now
+ * on. What is buffered is cut under the new mode: nothing is lost or
+ * taken twice. */
+static int sock_setpacket(lua_State *L) {
+  lg_socket *s = lg_check_socket(L, 1);
+  int mode = lg_opts_packet(L, 2);
+  if (mode == -2)
+    return luaL_argerror(L, 2, "packet mode must be \"raw\", \"line\", 1, 2 or 4");
+  s->packet = mode;
+  s->need = 0;
+  /* an idle connection may hold a whole message under the new mode */
+  if (s->conn && s->conn->in.len && !s->owner && s->server)
+    lg_socket_notify(s);
+  lua_pushinteger(L, 1);
+  return 1;
 }
 
 /* --- send ---------------------------------------------------------------- */
@@ -499,16 +614,113 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
   }
 }
 
-/* sock:send(data [, i [, j]]): bytes i..j of data (as string.sub). */
+/* The most pieces of a table one send writes with one call; a longer
+ * table is joined first. */
+#define SEND_PIECES 64
+
+/* [-0, +0, v] The bytes of piece k (the value on top) of a send's table:
+ * a string, or a number, which is converted where it lies. */
+static const char *piece(lua_State *L, lua_Integer k, size_t *len) {
+  int t = lua_type(L, -1);
+  if (t != LUA_TSTRING && t != LUA_TNUMBER)
+    luaL_argerror(L, 2, lua_pushfstring(L, "piece %I of the table is %s, "
+                  "not a string", (LUAI_UACINT)k, luaL_typename(L, -1)));
+  return lua_tolstring(L, -1, len);
+}
+
+/* [-0, +1, -] Pushes piece k of a send: of the table at 2, or argument
+ * k + 1 when the pieces are the arguments. */
+static void push_piece(lua_State *L, int tbl, int k) {
+  if (tbl)
+    lua_rawgeti(L, 2, k);
+  else
+    lua_pushvalue(L, k + 1);
+}
+
+/* Writes the n pieces at iov as one stream when the socket can take it
+ * now: returns the bytes taken (all, or fewer when the queue filled) or a
+ * negative errno; or SEND_LATER when it cannot try now (closed, more than
+ * high_water queued, or another send's turn). */
+#define SEND_LATER LONG_MIN
+static long try_writev(lg_socket *s, const struct iovec *iov, int n) {
+  if (!s->conn || s->writer || gl_conn_queued(s->conn) > s->high_water)
+    return SEND_LATER;
+  return n == 1 ? gl_conn_write_some(s->conn, iov[0].iov_base, iov[0].iov_len)
+                : gl_conn_writev_some(s->conn, iov, n);
+}
+
+/* The rest of a send of pieces that was not taken whole at once: joins them
+ * (piece raises on one that is neither a string nor a number) and goes on
+ * as a send of the joined string from byte taken + 1. Stack: the handle at
+ * 1, the pieces: the table at 2 (tbl), or the arguments 2..n+1. */
+static int send_joined(lua_State *L, lg_socket *s, int tbl, int n,
+                       long taken) {
+  luaL_Buffer b;
+  size_t len;
+  int k;
+  luaL_buffinit(L, &b);
+  for (k = 1; k <= n; k++) {
+    push_piece(L, tbl, k);
+    piece(L, k, &len);
+    luaL_addvalue(&b);
+  }
+  luaL_pushresult(&b);
+  lua_replace(L, 2);
+  lua_settop(L, 2);
+  lua_pushinteger(L, 1);         /* 3: the first byte (for the count) */
+  lua_pushinteger(L, taken + 1); /* 4: the next byte to take */
+  lua_pushinteger(L, (lua_Integer)lua_rawlen(L, 2));
+  lua_pushnumber(L, lg_deadline(s->rt, s->timeout));
+  return send_k(L, LUA_OK, 0);
+}
+
+/* sock:send(pieces) and sock:send(s1, s2, ...): the strings (or numbers)
+ * pieces[1..#pieces], or the arguments, in order, as one send of what
+ * table.concat would make of them, without making it: when the socket can
+ * take them now, one vectored write (gl_conn_writev_some) sends them all.
+ * Otherwise send_joined goes on with the rest. Stack: the handle at 1. */
+static int send_pieces(lua_State *L, lg_socket *s, int tbl, int n) {
+  struct iovec iov[SEND_PIECES];
+  long r = SEND_LATER;
+  size_t total = 0;
+  int k, top = lua_gettop(L);
+  if (n <= SEND_PIECES) {
+    if (tbl) luaL_checkstack(L, n, "too many pieces");
+    for (k = 1; k <= n; k++) { /* each stays on the stack while written */
+      size_t len;
+      const char *p;
+      if (!tbl && lua_type(L, k + 1) == LUA_TSTRING) {
+        p = lua_tolstring(L, k + 1, &len);
+      } else {
+        push_piece(L, tbl, k);
+        p = piece(L, k, &len);
+      }
+      iov[k - 1].iov_base = (void *)p;
+      iov[k - 1].iov_len = len;
+      total += len;
+    }
+    r = n ? try_writev(s, iov, n) : 0;
+    lua_settop(L, top);
+    if (r == (long)total) {
+      lua_pushinteger(L, (lua_Integer)total);
+      return 1;
+    }
+    if (r < 0 && r != SEND_LATER) return send_failed(L, s, r, 0);
+  }
+  return send_joined(L, s, tbl, n, r == SEND_LATER ? 0 : r);
+}
+
+/* sock:send(data [, i [, j]]): bytes i..j of data (as string.sub); or
+ * sock:send(pieces) (a table) and sock:send(s1, s2, ...) (send_pieces). */
 static int sock_send(lua_State *L) {
   lg_socket *s;
   size_t len;
   const char *data;
   lua_Integer first = 1, i = 1, j;
-  /* the common case: all of data, an open socket with little queued */
-  if (lua_gettop(L) == 2) {
+  /* the common cases: all of data, or two or more strings, to an open
+   * socket with little queued */
+  if (lua_gettop(L) == 2 && (data = lua_tolstring(L, 2, &len)) != NULL) {
     s = push_handle(L, 1); /* 3, left there: the results go on top */
-    data = luaL_checklstring(L, 2, &len);
     if (s->conn && gl_conn_queued(s->conn) <= s->high_water && !s->writer) {
       long r = gl_conn_write_some(s->conn, data, len);
       if (r == (long)len) {
@@ -520,8 +732,35 @@ static int sock_send(lua_State *L) {
     }
     lua_replace(L, 1);
     j = (lua_Integer)len;
+  } else if (lua_type(L, 3) == LUA_TSTRING) { /* pieces, not a byte range */
+    int n = lua_gettop(L) - 1, k;
+    struct iovec iov[SEND_PIECES];
+    size_t total = 0;
+    s = push_handle(L, 1); /* n + 2, left there: the result goes on top */
+    for (k = 0; k < n && k < SEND_PIECES; k++) {
+      if (lua_type(L, k + 2) != LUA_TSTRING) break; /* numbers: below */
+      iov[k].iov_base = (void *)lua_tolstring(L, k + 2, &iov[k].iov_len);
+      total += iov[k].iov_len;
+    }
+    if (k == n) {
+      long r = try_writev(s, iov, n);
+      if (r == (long)total) {
+        lua_pushinteger(L, (lua_Integer)total);
+        return 1;
+      }
+      lua_replace(L, 1);
+      if (r < 0 && r != SEND_LATER) return send_failed(L, s, r, 0);
+      return send_joined(L, s, 0, n, r == SEND_LATER ? 0 : r);
+    }
+    lua_replace(L, 1);
+    return send_pieces(L, s, 0, n);
   } else {
     s = lg_check_socket(L, 1);
+    if (lua_type(L, 2) == LUA_TTABLE) {
+      luaL_argcheck(L, lua_gettop(L) == 2, 3,
+                    "no byte range with a table of pieces");
+      return send_pieces(L, s, 1, (int)lua_rawlen(L, 2));
+    }
     data = luaL_checklstring(L, 2, &len);
     i = luaL_optinteger(L, 3, 1);
     j = luaL_optinteger(L, 4, -1);
@@ -716,10 +955,6 @@ static int sock_tostring(lua_State *L) {
 
 /* --- what a served connection's run takes --------------------------------- */
 
-void lg_socket_take(lua_State *L, lg_socket *s) {
-  size_t n = s->conn->in.len;
-  take(L, s, n, n);
-}
 
 lg_socket *lg_find_socket(lua_State *L, lua_Integer id) {
   lg_socket *s;
@@ -733,6 +968,8 @@ lg_socket *lg_find_socket(lua_State *L, lua_Integer id) {
 static const luaL_Reg sock_methods[] = {{"send", sock_send},
                                         {"sendfile", sock_sendfile},
                                         {"receive", sock_receive},
+                                        {"receive_until", sock_receive_until},
+                                        {"setpacket", sock_setpacket},
                                         {"close", sock_close},
                                         {"settimeout", sock_settimeout},
                                         {NULL, NULL}};

@@ -44,6 +44,11 @@ struct lg_socket {
                           waits to take the rest: no other takes any */
   size_t max_line, max_receive, max_output, high_water;
   size_t in_base;      /* in_max while no receive asks for more */
+  int packet;          /* how receive() and handler cut input into
+                          messages: LG_PACKET_* or a length's size */
+  size_t need;         /* a served connection waiting for the rest of a
+                          message: input shorter than this cannot hold it,
+                          so it is not woken for less (0: any input) */
   void *proxy;         /* the PROXY header it came with (a
                           gl_proxyio_hdr, freed with s), or NULL */
   char *why;           /* a TLS failure's words (s->detail points here;
@@ -123,8 +128,14 @@ lg_socket *lg_find_socket(lua_State *L, lua_Integer id);
  * lua_touserdata; raises otherwise. */
 lg_socket *lg_check_socket(lua_State *L, int idx);
 
-/* [-0, +1, -] Takes all the buffered input of s, as a string onto L. */
-void lg_socket_take(lua_State *L, lg_socket *s);
+/* [-0, +(0|1), m] Takes the next message of s's buffered input, cut as
+ * its packet mode says, and pushes it: returns 1. Returns 0 with nothing
+ * pushed when no whole message is buffered yet (s then reads enough to
+ * hold one); at the end of input (s->eof), the rest of an unended line is
+ * a last line, and the rest of a packet is left. Returns -1 when the
+ * message at the start is longer than max_line (a line) or max_receive (a
+ * packet's declared length): the input is left as it is. */
+int lg_socket_next(lua_State *L, lg_socket *s);
 
 /* The peer's address as text, as logs name it ("127.0.0.1:5000",
  * "unix:PATH pid N uid N"; "closed" when there is none). */

@@ -277,7 +277,8 @@ describe("socket:receive", function()
       assert.has_error(function() s:receive(-1) end)
       assert.has_error(function() s:receive({}) end)
       assert.has_error(function() s.receive(42) end)
-      assert.has_error(function() s:send({}) end)
+      assert.has_error(function() s:send({ {} }) end) -- a piece that is not a string
+      assert.has_error(function() s:send({ "a" }, 1) end) -- no byte range with pieces
       assert.has_error(function() s:send() end)
       assert.has_error(function() s:settimeout("soon") end)
     end)
