@@ -52,9 +52,9 @@ local OUT_BATCH = 64 * 1024          -- pipelined replies written once this many
 --           kept beside it (under "\1" .. key) for TTL to read.
 local glisten = glisten or require "glisten"
 
-local byte, char, find, sub, match, upper, lower, gsub, rep =
+local byte, char, find, sub, match, upper, lower, gsub =
   string.byte, string.char, string.find, string.sub, string.match,
-  string.upper, string.lower, string.gsub, string.rep
+  string.upper, string.lower, string.gsub
 local concat, tonumber, tostring, type, pairs, next = table.concat,
   tonumber, tostring, type, pairs, next
 local mtype, floor, maxint, minint = math.type, math.floor,
@@ -859,7 +859,7 @@ local function general(state, buf, pos, nout)
           cnt = tonumber(cnt)
           if cnt > MAX_ARGS then fail = "invalid multibulk length"; break end
           pos = p
-          if cnt <= 0 then goto next end -- an empty array: nothing to run
+          if cnt <= 0 then goto continue end -- an empty array: nothing to run
           argc, nargs, room = cnt, 0, MAX_COMMAND
         else -- an inline command: one line
           local e = find(buf, "\n", pos, true)
@@ -868,7 +868,7 @@ local function general(state, buf, pos, nout)
           pos = e + 1
           local cnt = split(text, argv)
           if not cnt then fail = "unbalanced quotes in request"; break end
-          if cnt == 0 then goto next end -- an empty line: no reply
+          if cnt == 0 then goto continue end -- an empty line: no reply
           argc, nargs = cnt, cnt
         end
       end
@@ -905,7 +905,7 @@ local function general(state, buf, pos, nout)
           nout, held = 0, 0
         end
       end
-      ::next::
+      ::continue::
     end
     if fail or quit or (not want and not line) then break end
     -- the command was cut short: the replies so far, then the rest of it
