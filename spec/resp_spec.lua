@@ -370,6 +370,14 @@ describe("scripts/resp.lua", function()
       s:close()
       assert.equal("$4\r\nhere\r\n", ask(other, cmd("GET", "still")))
     end
+    -- peers that leave in the middle of a command: nothing of it is kept
+    for _, half in ipairs{ "*3\r\n$3\r\nSET\r\n$4\r\nhalf\r\n$100\r\nabc",
+      "*3\r\n$3\r\nSET\r\n$4\r\nhalf\r\n$1", "*3\r\n$3\r\nSET\r\n", "SET half v" } do
+      local s = connect(p.port)
+      assert(s:send(half))
+      s:close()
+      assert.equal("$-1\r\n", ask(other, cmd("GET", "half")))
+    end
     -- a bulk of 16 MiB, the bound, is taken
     local s = connect(p.port)
     local max = ("x"):rep(16 * 1024 * 1024)
@@ -421,6 +429,18 @@ describe("scripts/resp.lua", function()
     assert.is_true(H.wait_for(function()
       return ask(s, cmd("KEYS", "gone*")) == "*0\r\n"
     end, LONG))
+    -- 50,000 keys that expire after 1 ms: the sweep, 1,000 keys a tenth of
+    -- a second at most, needs 5 s to drop them all, and until then KEYS,
+    -- DBSIZE and EXISTS must pass over the ones it still holds
+    req = {}
+    for i = 1, 50000 do req[i] = cmd("SET", "brief" .. i, "v", "PX", "1") end
+    assert(s:send(table.concat(req)))
+    assert.equal(("+OK\r\n"):rep(50000), s:receive(5 * 50000))
+    assert.is_true(H.wait_for(function() return ask(s, cmd("EXISTS", "brief50000")) == ":0\r\n" end, LONG))
+    assert.equal("*0\r\n", ask(s, cmd("KEYS", "brief*")))
+    assert.equal(":2\r\n", ask(s, cmd("DBSIZE")))
+    local held = tonumber(ask(s, cmd("INFO")):match("db0:keys=(%d+)"))
+    assert.is_true(held > 2, "the sweep was done before KEYS could be checked against it")
     -- the sweep drops them: INFO counts the keys held, expired or not
     assert.is_true(H.wait_for(function()
       return ask(s, cmd("INFO")):match("db0:keys=(%d+)") == "2"
