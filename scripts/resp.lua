@@ -13,9 +13,9 @@
 -- COMMAND (an empty list), CONFIG GET (save, appendonly and a few more),
 -- CLIENT SETNAME/GETNAME/ID/SETINFO, SELECT 0, HELLO 2, INFO, QUIT. Replies
 -- and errors are Redis's, word for word ("-ERR syntax error", "-ERR wrong
--- number of arguments for 'get' command", ...). Keys and values are any
--- bytes. Commands pipelined in one read are all answered, in order, in one
--- write.
+-- number of arguments for 'get' command", ...); after a command's error the
+-- connection goes on. Keys and values are any bytes. Commands pipelined in
+-- one read are all answered, in order, in one write.
 --
 -- Input is checked before it is kept: a bulk string longer than MAX_BULK,
 -- an array of more than MAX_ARGS elements, a command whose bulks add up to
