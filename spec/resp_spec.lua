@@ -330,7 +330,7 @@ describe("scripts/resp.lua", function()
     stop(p)
   end)
 
-  it("answers 3,000 pipelined commands in one write, in order", function()
+  it("answers pipelined commands in one write, in order: 3,000 small, 40 with replies of 100 KiB", function()
     local p = start()
     local s = connect(p.port)
     local req, want = {}, {}
@@ -347,6 +347,19 @@ describe("scripts/resp.lua", function()
     assert(s:send(req))
     local got, err = s:receive(#want)
     assert.equal(want, got, err)
+    s:close()
+    -- replies larger than what is held before a write (64 KiB), in order
+    s = connect(p.port)
+    local v = H.random_bytes(100 * 1024)
+    assert.equal("+OK\r\n", ask(s, cmd("SET", "v", v)))
+    local one = "$" .. #v .. "\r\n" .. v .. "\r\n"
+    assert(s:send((cmd("GET", "v") .. cmd("PING")):rep(20)))
+    local got2 = s:receive(20 * (#one + 7))
+    assert.is_true(got2 == (one .. "+PONG\r\n"):rep(20), "the large pipelined replies differ")
+    -- the same through the general reader (inline commands of two words)
+    assert(s:send(("GET v\r\nPING\r\n"):rep(20)))
+    got2 = s:receive(20 * (#one + 7))
+    assert.is_true(got2 == (one .. "+PONG\r\n"):rep(20), "the large inline replies differ")
     s:close()
     -- redis-cli --pipe: its own count of replies and errors
     local lines = {}
