@@ -3,6 +3,11 @@
 --   glisten-lua -w 4 scripts/chat.lua 9000     (four: the same behaviour)
 --   nc 127.0.0.1 9000   (in two terminals)
 --
+-- packet = "line": handler gets one line at a time, without its end of
+-- line, however the bytes arrived; the splitting is glisten's, in C. A line
+-- longer than max_line ends that connection (with_close gets "error",
+-- "line longer than max_line"); nothing more of it is buffered.
+--
 -- Every connection subscribes to the topic "chat"; a line is published to
 -- it, and each subscriber, on whichever worker, gets it in with_message.
 -- A client that stops reading only fills its own bounded mailbox: lines for
@@ -30,36 +35,25 @@ local function pace(state)
 end
 
 return {
+  packet = "line",
+  max_line = 4096,
+
   with_init = function(state)
     local sock = state.socket
     sock:subscribe("chat")
     local here = glisten.shared:incr("chat:clients", 1, 0)
     sock:send(("* you are %d; %d other(s) here\n"):format(sock.id, here - 1))
-    state.buf = ""
     state.tokens, state.at = BURST, glisten.now()
   end,
 
-  handler = function(msg, state)
-    local buf, start = state.buf .. msg, 1
-    while true do -- one pass over the bytes, whatever the line lengths
-      local nl = buf:find("\n", start, true)
-      if not nl then break end
-      local line = buf:sub(start, buf:byte(nl - 1) == 13 and nl - 2 or nl - 1)
-      start = nl + 1
-      if line ~= "" then
-        pace(state)
-        glisten.publish("chat", { from = state.socket.id, line = line })
-      end
-    end
-    state.buf = buf:sub(start)
-    if #state.buf > 4096 then
-      state.socket:send("* line too long\n")
-      state.socket:close()
-    end
+  handler = function(line, state)
+    if line == "" then return end
+    pace(state)
+    glisten.publish("chat", { from = state.socket.id, line = line })
   end,
 
   with_message = function(msg, state)
-    if msg.from ~= state.socket.id then state.socket:send(msg.line .. "\n") end
+    if msg.from ~= state.socket.id then state.socket:send(msg.line, "\n") end
   end,
 
   with_close = function(state)

@@ -1,20 +1,33 @@
--- A handshake before handler mode: with_init reads a hello line with
--- receive("*l"); every later chunk goes to handler.
+-- A text handshake, then binary frames: the client says "HELLO <name>" on
+-- a line; from then on both sides speak in frames, each a 4-byte
+-- big-endian length and that many bytes (any bytes). Every frame the client
+-- sends comes back prefixed with its name.
 --   glisten-lua scripts/handshake.lua 9001
---   printf 'HELLO alice\nhi there\n' | nc -N 127.0.0.1 9001
-function with_init(state)
-  local sock = state.socket
-  local line, err = sock:receive("*l", 10)
-  local name = line and line:match("^HELLO (%w+)$")
-  if not name then
-    sock:send("ERR expected: HELLO <name>\n")
-    sock:close()
-    return
-  end
-  state.name = name
-  sock:send("WELCOME " .. name .. "\n")
-end
+--   printf 'HELLO alice\n\0\0\0\2hi' | nc -N 127.0.0.1 9001 | od -c
+--
+-- The connection starts in packet = "line", so handler gets the greeting
+-- as one line; sock:setpacket(4) then switches to length-prefixed frames.
+-- Bytes that came with the greeting (the client need not wait for WELCOME)
+-- are cut as frames: nothing is lost or read twice. A frame's length is
+-- bounded by max_receive: a longer one ends the connection.
+return {
+  packet = "line",
+  max_receive = 1024 * 1024,
 
-function handler(msg, state)
-  state.socket:send(state.name .. ": " .. msg)
-end
+  handler = function(msg, state)
+    local sock = state.socket
+    if not state.name then -- the greeting
+      local name = msg:match("^HELLO (%w+)$")
+      if not name then
+        sock:send("ERR expected: HELLO <name>\n")
+        return sock:close()
+      end
+      state.name = name
+      sock:send("WELCOME ", name, "\n")
+      sock:setpacket(4)
+      return
+    end
+    local reply = state.name .. ": " .. msg
+    sock:send(string.pack(">s4", reply))
+  end,
+}
