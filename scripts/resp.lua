@@ -821,10 +821,11 @@ local function run(argv, argc, state)
   return reply, quit
 end
 
--- Writes the replies out[1..nout] in one send, and forgets them.
+-- Writes the replies out[1..nout] (nothing after them) in one send, one
+-- writev of the pieces, and forgets them.
 local function write_out(sock, out, nout)
   if nout == 1 then send(sock, out[1])
-  elseif nout > 1 then send(sock, concat(out, "", 1, nout)) end
+  elseif nout > 1 then send(sock, out) end
   for i = 1, nout do out[i] = nil end
 end
 
