@@ -737,9 +737,9 @@ static int sock_send(lua_State *L) {
     struct iovec iov[SEND_PIECES];
     size_t total = 0;
     s = push_handle(L, 1); /* n + 2, left there: the result goes on top */
-    for (k = 0; k < n && k < SEND_PIECES; k++) {
-      if (lua_type(L, k + 2) != LUA_TSTRING) break; /* numbers: below */
+    for (k = 0; k < n && k < SEND_PIECES; k++) { /* a number: converted */
       iov[k].iov_base = (void *)lua_tolstring(L, k + 2, &iov[k].iov_len);
+      if (!iov[k].iov_base) break; /* neither: raises below */
       total += iov[k].iov_len;
     }
     if (k == n) {
