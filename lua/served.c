@@ -58,12 +58,19 @@ static int conn_k(lua_State *L, int status, lua_KContext ctx) {
       int r;
       lua_rawgeti(L, LUA_REGISTRYINDEX, sv->cb[LG_CB_HANDLER]);
       if ((r = lg_socket_next(L, s)) <= 0) {
-        if (r < 0 || s->eof) { /* a message that cannot be */
-          s->detail = r < 0 ? (s->packet == LG_PACKET_LINE
-                                   ? "line longer than max_line"
-                                   : "packet longer than max_receive")
-                            : "peer closed in the middle of a packet";
-          lg_socket_close(s, r < 0 ? LG_R_ERROR : LG_R_CLOSED, LG_LINGER);
+        if (r < 0) { /* a message past its limit: the connection fails */
+          s->detail = s->packet == LG_PACKET_LINE
+                          ? "line longer than max_line"
+                          : "packet longer than max_receive";
+          lg_socket_close(s, LG_R_ERROR, LG_LINGER);
+          break;
+        }
+        if (s->eof) { /* the rest of a packet never comes: dropped, and
+                       * with_close runs as for any "closed", the socket
+                       * still open for a last answer */
+          s->reason = LG_R_CLOSED;
+          s->detail = "peer closed in the middle of a packet";
+          gl_conn_consume(c, c->in.len);
           break;
         }
         s->idle = 1; /* until the rest of the message arrives */

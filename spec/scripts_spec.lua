@@ -347,6 +347,19 @@ describe("scripts/handshake.lua", function()
     assert.equal(0, stop(p))
   end)
 
+  it("says goodbye in with_close to a peer that closed in the middle of a frame", function()
+    local p = start(H.script([[
+      return { packet = 4,
+        handler = function(m, st) st.socket:send("[" .. m .. "]") end,
+        with_close = function(st, r, d) st.socket:send(r .. "|" .. tostring(d) .. "\n") end }
+    ]]))
+    local out = H.peer(("nc -N 127.0.0.1 %d"):format(p.port), "\0\0\0\2hi\0\0\0\5ab", LONG)
+    assert.equal("[hi]closed|peer closed in the middle of a packet\n", out)
+    out = H.peer(("nc -N 127.0.0.1 %d"):format(p.port), "\0\0\0\2hi", LONG)
+    assert.equal("[hi]closed|nil\n", out)
+    assert.equal(0, stop(p))
+  end)
+
   it("works with nc as its comment shows", function()
     local p = start("scripts/handshake.lua")
     local out, rc = nc(p.port, "HELLO alice\n\0\0\0\2hi")
