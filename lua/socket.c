@@ -618,13 +618,16 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
  * table is joined first. */
 #define SEND_PIECES 64
 
-/* [-0, +0, v] The bytes of piece k (the value on top) of a send's table:
- * a string, or a number, which is converted where it lies. */
-static const char *piece(lua_State *L, lua_Integer k, size_t *len) {
+/* [-0, +0, v] The bytes of piece k (the value on top) of a send's table
+ * (tbl) or arguments: a string, or a number, which is converted where it
+ * lies. Raises naming the table's piece, or the argument. */
+static const char *piece(lua_State *L, int tbl, int k, size_t *len) {
   int t = lua_type(L, -1);
-  if (t != LUA_TSTRING && t != LUA_TNUMBER)
-    luaL_argerror(L, 2, lua_pushfstring(L, "piece %I of the table is %s, "
-                  "not a string", (LUAI_UACINT)k, luaL_typename(L, -1)));
+  if (t != LUA_TSTRING && t != LUA_TNUMBER) {
+    if (!tbl) luaL_typeerror(L, k + 1, "string");
+    luaL_argerror(L, 2, lua_pushfstring(L, "piece %d of the table is %s, "
+                  "not a string or a number", k, luaL_typename(L, -1)));
+  }
   return lua_tolstring(L, -1, len);
 }
 
@@ -661,7 +664,7 @@ static int send_joined(lua_State *L, lg_socket *s, int tbl, int n,
   luaL_buffinit(L, &b);
   for (k = 1; k <= n; k++) {
     push_piece(L, tbl, k);
-    piece(L, k, &len);
+    piece(L, tbl, k, &len);
     luaL_addvalue(&b);
   }
   luaL_pushresult(&b);
@@ -693,7 +696,7 @@ static int send_pieces(lua_State *L, lg_socket *s, int tbl, int n) {
         p = lua_tolstring(L, k + 1, &len);
       } else {
         push_piece(L, tbl, k);
-        p = piece(L, k, &len);
+        p = piece(L, tbl, k, &len);
       }
       iov[k - 1].iov_base = (void *)p;
       iov[k - 1].iov_len = len;

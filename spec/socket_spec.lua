@@ -278,6 +278,13 @@ describe("socket:receive", function()
       assert.has_error(function() s:receive({}) end)
       assert.has_error(function() s.receive(42) end)
       assert.has_error(function() s:send({ {} }) end) -- a piece that is not a string
+      -- the error names the table's piece, or the argument
+      local ok, err = pcall(function() s:send({ "a", true }) end)
+      assert.is_false(ok)
+      assert.matches("piece 2 of the table is boolean", err)
+      ok, err = pcall(function() s:send("a", "b", true) end)
+      assert.is_false(ok)
+      assert.matches("bad argument #3 to 'send' %(string expected, got boolean%)", err)
       assert.has_error(function() s:send({ "a" }, 1) end) -- no byte range with pieces
       assert.has_error(function() s:send() end)
       assert.has_error(function() s:settimeout("soon") end)
