@@ -58,8 +58,9 @@ void lg_acceptor_accept(gl_listener *l, int fd) {
   lg_server *sv = l->data;
   gl_addr *addr;
   if (!per_address(sv, fd, &addr)) { /* as nginx's limit_conn: refused */
-    close(fd);
+    /* counted first: once the peer sees the close, stats() shows it */
     GL_STAT_ADD(sv->rt->stats.refused, 1);
+    close(fd);
     return;
   }
   if (sv->nheld || !claim(sv)) {
