@@ -40,12 +40,12 @@ struct lg_socket {
   int reason;          /* LG_R_*, once known */
   const char *detail;  /* static text for reason "error" from the socket */
   int eof;             /* the peer closed its side */
+  int packet;          /* how receive() and handler cut input into
+                          messages: LG_PACKET_* or a length's size */
   lua_State *writer;   /* the send that has taken part of its data and
                           waits to take the rest: no other takes any */
   size_t max_line, max_receive, max_output, high_water;
   size_t in_base;      /* in_max while no receive asks for more */
-  int packet;          /* how receive() and handler cut input into
-                          messages: LG_PACKET_* or a length's size */
   size_t need;         /* a served connection waiting for the rest of a
                           message: input shorter than this cannot hold it,
                           so it is not woken for less (0: any input) */
