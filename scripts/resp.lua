@@ -234,9 +234,7 @@ else
 
   -- A canonical integer is kept as a number, so that incr works on it.
   local function value(v)
-    local n = tonumber(v)
-    if n and mtype(n) == "integer" and tostring(n) == v then return n end
-    return v
+    return toint(v) or v
   end
 
   function get(k)

@@ -79,6 +79,17 @@ static uint32_t next(uint32_t *x) {
   return *x;
 }
 
+/* How much of the n bytes a stream has fed once one more read arrives:
+ * all at once when seed is 0, else mostly short reads, some long ones. */
+static size_t next_read(uint32_t *seed, size_t fed, size_t n) {
+  uint32_t x;
+  size_t step;
+  if (!*seed) return n;
+  x = next(seed);
+  step = x % 5 ? 1 + (x >> 8) % 17 : 1 + (x >> 8) % 400;
+  return fed + (step < n - fed ? step : n - fed);
+}
+
 /* Runs the stream s[0..n) through gl_frame_line in reads cut by seed (0:
  * one read), checking each answer; returns what came out. */
 static result run(const char *s, size_t n, size_t max, uint32_t seed) {
@@ -129,13 +140,7 @@ static result run(const char *s, size_t n, size_t max, uint32_t seed) {
       break;
     }
     if (r.end == GL_FRAME_TOO_LONG || fed == n) break;
-    if (!seed) {
-      fed = n;
-    } else { /* mostly short reads, some long ones */
-      uint32_t x = next(&seed);
-      size_t step = x % 5 ? 1 + (x >> 8) % 17 : 1 + (x >> 8) % 400;
-      fed += step < n - fed ? step : n - fed;
-    }
+    fed = next_read(&seed, fed, n);
   }
   CHECK(outlen == r.done && (!outlen || memcmp(out, s, outlen) == 0));
   free(out);
@@ -258,13 +263,7 @@ static result run_framing(const framing *fr, const char *s, size_t n,
       break;
     }
     if (r.end == GL_FRAME_TOO_LONG || fed == n) break;
-    if (!seed) {
-      fed = n;
-    } else { /* mostly short reads, some long ones */
-      uint32_t x = next(&seed);
-      size_t step = x % 5 ? 1 + (x >> 8) % 17 : 1 + (x >> 8) % 400;
-      fed += step < n - fed ? step : n - fed;
-    }
+    fed = next_read(&seed, fed, n);
   }
   CHECK(outlen == r.done && (!outlen || memcmp(out, s, outlen) == 0));
   free(out);
