@@ -123,12 +123,16 @@ local function field_value(line, from)
   return sub(line, s, e)
 end
 
--- The headers this server acts on, by the length of their name: a header
--- of another length is skipped without making a string of its name.
-local WATCHED = { [4] = "host", [6] = "expect", [10] = "connection",
-                  [14] = "content-length", [17] = "transfer-encoding" }
+-- The headers this server acts on, by name as clients usually spell it;
+-- WATCHED_LENGTH, by the length of the name, catches other spellings
+-- ("content-LENGTH") with one lower() for names of those lengths only.
+local WATCHED = {}
+for _, name in ipairs({ "Host", "Expect", "Connection", "Content-Length", "Transfer-Encoding" }) do
+  WATCHED[name], WATCHED[lower(name)] = lower(name), lower(name)
+end
+local WATCHED_LENGTH = { [4] = true, [6] = true, [10] = true, [14] = true, [17] = true }
 -- A field name (a token) and its colon, from the start of the line.
-local NAME_COLON = "^[%w!#$%%&'*+%-.^_`|~]+:"
+local NAME_COLON = "^([%w!#$%%&'*+%-.^_`|~]+):"
 
 -- Reads a chunked body (trailers read and dropped). Returns the body, or
 -- nil and an error status and its reason, or nil when the client left.
@@ -241,10 +245,10 @@ local function exchange(sock)
     if line == "" then break end
     bytes, lines = bytes + #line, lines + 1
     if bytes > MAX_HEAD or lines > MAX_HEADERS then return fail(sock, 431) end
-    local _, colon = find(line, NAME_COLON)
+    local _, colon, name = find(line, NAME_COLON)
     if not colon then return fail(sock, 400, "bad header line") end
-    local name = WATCHED[colon - 1]
-    if name and lower(sub(line, 1, colon - 1)) == name then
+    name = WATCHED[name] or WATCHED_LENGTH[#name] and WATCHED[lower(name)]
+    if name then
       if name == "host" then
         hosts = hosts + 1
       else
@@ -287,13 +291,15 @@ local function exchange(sock)
   local has_body = chunked or length and length > 0
 
   local path = target
-  if byte(target) ~= 47 then -- "/": else the absolute form, http://host/path
-    path = match(target, "^[hH][tT][tT][pP][sS]?://[^/?#]*(.*)$")
-    if not path then return fail(sock, 400, "bad request target") end
-    if path == "" or byte(path) == 63 then path = "/" .. path end
+  if target ~= "/" then
+    if byte(target) ~= 47 then -- "/": else the absolute form, http://host/path
+      path = match(target, "^[hH][tT][tT][pP][sS]?://[^/?#]*(.*)$")
+      if not path then return fail(sock, 400, "bad request target") end
+      if path == "" or byte(path) == 63 then path = "/" .. path end
+    end
+    local q = find(path, "?", 1, true)
+    if q then path = sub(path, 1, q - 1) end
   end
-  local q = find(path, "?", 1, true)
-  if q then path = sub(path, 1, q - 1) end
 
   -- the hot route first: GET / with no body
   if path == "/" and method == "GET" and not has_body then

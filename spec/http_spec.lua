@@ -197,6 +197,25 @@ describe("scripts/http.lua", function()
     assert.equal(0, p:stop())
   end)
 
+  it("reads header names and the values it acts on in any case", function()
+    local p = serve()
+    local s = connect(p)
+    s:send("POST /echo HTTP/1.1\r\nhOST: x\r\ncontent-LENGTH: 3\r\n\r\nabc"
+      .. "POST /echo HTTP/1.1\r\nHOST: x\r\nTRANSFER-ENCODING:Chunked\r\n\r\n2\r\nde\r\n0\r\n\r\n"
+      .. "POST /echo HTTP/1.1\r\nhost: x\r\nexpect: 100-Continue\r\ncontent-length:   2  \r\n\r\n")
+    assert.equal("abc", assert(response(s)).body)
+    assert.equal("de", assert(response(s)).body)
+    assert.equal("HTTP/1.1 100 Continue", s:receive("*l"))
+    assert.equal("", s:receive("*l"))
+    s:send("fg" .. "GET / HTTP/1.1\r\nHost: x\r\nCONNECTION: Close\r\n\r\n")
+    assert.equal("fg", assert(response(s)).body)
+    local r = assert(response(s))
+    assert.equal("close", r.headers.connection)
+    H.assert_closed(s)
+    s:close()
+    assert.equal(0, p:stop())
+  end)
+
   it("sends 100 Continue before it reads the body of an Expect: 100-continue request", function()
     local p = serve()
     local out, ok = curl(("-v -H 'Expect: 100-continue' --data-binary 'small body' %s"):format(url(p, "/echo")))
@@ -451,6 +470,16 @@ describe("scripts/http.lua", function()
       { ("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\nsome of it"):format(max + 1), 413 },
       { "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n", 413 },
     })
+    -- declared, with much of the body sent behind the head by nc, which
+    -- reads only once it has written it all: the reply reaches it whole,
+    -- not lost to a reset (the server reads and drops what follows before
+    -- it closes)
+    local input = ("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"):format(max + 1)
+      .. ("y"):rep(300 * 1000)
+    for _ = 1, 10 do
+      local out = H.peer(("nc -N 127.0.0.1 %d"):format(p.port), input, LONG)
+      assert.equal("HTTP/1.1 413 Content Too Large\r\n", out:sub(1, 32))
+    end
     -- chunked: once the chunks pass it
     local chunk = ("x"):rep(1024 * 1024)
     local s = connect(p)
