@@ -102,7 +102,7 @@ local function fail(sock, code, why)
   return false
 end
 
--- Answers a plain status (404, 405) on a connection that may stay open.
+-- Answers a plain status (403, 404, 405) on a connection that may stay open.
 local function status(sock, code, method, keep, extra)
   local body = REASONS[code] .. "\n"
   local h = head(code, "text/plain", #body, keep, extra)
