@@ -336,14 +336,22 @@ for _, mode in ipairs { "set", "add", "replace", "append", "prepend", "cas" } do
 end
 
 -- get, gets, gat, gats: keys from position at; exp: a new expiry for gat.
+-- The reply goes out in parts of about 256 KiB, so a get of many large
+-- values never holds them all in one string.
 local function retrieve(sock, line, at, with_cas, exp)
-  local out, n, t = {}, 0, now()
   local pos = at
+  while true do -- a key too long is the whole reply, before any part goes
+    local s, e = find(line, "[^ ]+", pos)
+    if not s then break end
+    if e - s + 1 > MAX_KEY then return sock:send(BAD_FORMAT) end
+    pos = e + 1
+  end
+  local out, n, size, t = {}, 0, 0, now()
+  pos = at
   while true do
     local s, e = find(line, "[^ ]+", pos)
     if not s then break end
     pos = e + 1
-    if e - s + 1 > MAX_KEY then return sock:send(BAD_FORMAT) end
     local key = sub(line, s, e)
     cmd_get = cmd_get + 1
     local it = items[key]
@@ -371,6 +379,11 @@ local function retrieve(sock, line, at, with_cas, exp)
         n = n + 1
         out[n] = sub(b, 1, -6)
       end
+      size = size + #out[n]
+      if size > 256 * 1024 then
+        if not sock:send(concat(out, "", 1, n)) then return end
+        n, size = 0, 0
+      end
     else
       get_misses = get_misses + 1
       if exp then counters.touch_misses = counters.touch_misses + 1 end
@@ -378,7 +391,7 @@ local function retrieve(sock, line, at, with_cas, exp)
   end
   n = n + 1
   out[n] = END
-  return sock:send(concat(out))
+  return sock:send(concat(out, "", 1, n))
 end
 
 function commands.get(sock, line, at)
@@ -629,6 +642,7 @@ return {
     sock:close()
   end,
   handler = function() end, -- every byte is read by with_init
+  max_line = 64 * 1024, -- the longest command line (a get of many keys)
   with_close = function()
     counters.curr_connections = counters.curr_connections - 1
   end,

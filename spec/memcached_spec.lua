@@ -341,6 +341,17 @@ describe("scripts/memcached.lua, the text protocol", function()
     assert.equal("VALUE bin 7 " .. #w .. "\r\n", c:receive("*L"))
     assert.is_true(c:receive(#w + 2) == w .. "\r\n")
     expect(c, "END\r\n")
+    -- a get of values larger than one part of a reply, and with a key too long
+    local parts, want = {}, { "VALUE bin 7 " .. #w .. "\r\n" .. w .. "\r\n" }
+    for i = 1, 4 do
+      parts[i] = H.random_bytes(200 * 1024)
+      exchange(c, ("set p%d 0 0 %d\r\n%s\r\n"):format(i, #parts[i], parts[i]), "STORED\r\n")
+      want[#want + 1] = ("VALUE p%d 0 %d\r\n%s\r\n"):format(i, #parts[i], parts[i])
+    end
+    want = table.concat(want) .. "END\r\n"
+    assert(c:send("get bin p1 p2 nope p3 p4\r\n"))
+    assert.is_true(c:receive(#want) == want, "the get of large values differs")
+    exchange(c, "get p1 p2 p3 p4 " .. ("k"):rep(251) .. "\r\n", "CLIENT_ERROR bad command line format\r\n")
     -- the largest value (1 MiB less 1 KiB), back byte for byte
     local big = H.random_bytes(1024 * 1024 - 1024)
     assert(c:send(("set big 0 0 %d\r\n%s\r\n"):format(#big, big)))
