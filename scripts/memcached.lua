@@ -40,9 +40,9 @@ if glisten.worker_count() > 1 then
     .. "with one worker (-w 1), and several servers for several cores", 0)
 end
 
-local find, match, sub, byte, format = string.find, string.match, string.sub,
-  string.byte, string.format
-local tonumber, tostring, concat, ult = tonumber, tostring, table.concat, math.ult
+local find, match, sub, byte = string.find, string.match, string.sub, string.byte
+local tonumber, tostring, concat, ult, tointeger = tonumber, tostring, table.concat, math.ult,
+  math.tointeger
 local now = glisten.now
 
 local VERSION = "1.6.0-glisten-lua"
@@ -216,7 +216,7 @@ end
 
 -- The integer s spells in decimal (an exptime), or nil.
 local function integer(s)
-  return find(s, "^%-?%d+$") and math.tointeger(tonumber(s)) or nil
+  return find(s, "^%-?%d+$") and tointeger(tonumber(s)) or nil
 end
 
 -- The words of s from position at, in the reusable table words; their
@@ -267,7 +267,7 @@ local function storage(mode)
       key = nil
     end
     local f = key and tonumber(flags)
-    local e = key and math.tointeger(tonumber(exptime)) -- nil past 64 bits
+    local e = key and tointeger(tonumber(exptime)) -- nil past 64 bits
     local n = key and tonumber(bytes)
     if not (key and f <= 4294967295 and e and n <= 2147483645 and #key <= MAX_KEY
         and (not unique or u64(unique))) then
@@ -394,11 +394,8 @@ local function retrieve(sock, line, at, with_cas, exp)
   return sock:send(concat(out, "", 1, n))
 end
 
-function commands.get(sock, line, at)
-  local key, after = match(line, "^ +([^ ]+) *()", at)
-  if not key then return sock:send(ERROR) end
-  if after <= #line then return retrieve(sock, line, at, false) end
-  -- one key: the common case, with no table and no copy
+-- A get of one key: the common case, with no table and no copy.
+local function get_one(sock, key)
   if #key > MAX_KEY then return sock:send(BAD_FORMAT) end
   cmd_get = cmd_get + 1
   local it = items[key]
@@ -414,6 +411,13 @@ function commands.get(sock, line, at)
   end
   get_misses = get_misses + 1
   return sock:send(END)
+end
+
+function commands.get(sock, line, at)
+  local key, after = match(line, "^ +([^ ]+) *()", at)
+  if not key then return sock:send(ERROR) end
+  if after <= #line then return retrieve(sock, line, at, false) end
+  return get_one(sock, key)
 end
 
 function commands.gets(sock, line, at)
@@ -603,8 +607,6 @@ function commands.stats(sock, line, at)
     "STAT time " .. math.floor(t),
     "STAT version " .. VERSION,
     "STAT pointer_size 64",
-    format("STAT rusage_user %.6f", os.clock()),
-    "STAT max_connections 0",
     "STAT threads 1",
   }
   for _, name in ipairs(COUNTERS) do out[#out + 1] = "STAT " .. name .. " " .. counters[name] end
@@ -620,6 +622,8 @@ function commands.quit() return false end
 -- One command line: dispatches on its first word. Returns false when the
 -- connection is to end (quit, or the peer went away inside a data block).
 local function command(sock, line)
+  local key = match(line, "^get ([^ ]+)$") -- the commonest line, in one match
+  if key then return get_one(sock, key) end
   local name, at = match(line, "^ *([^ ]+)()")
   local f = commands[name]
   if not f then return sock:send(ERROR) end
