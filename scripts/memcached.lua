@@ -173,9 +173,10 @@ local function link(key, block, exp)
   if tail - head > 2 * curr_items + 1024 then compact() end
 end
 
--- The block of a get: the header line, the data and its "\r\n", and END.
-local function block(key, flags, data_crlf)
-  return "VALUE " .. key .. " " .. flags .. " " .. (#data_crlf - 2) .. CRLF .. data_crlf .. END
+-- The block of a get: the header line, the data and its "\r\n", and END;
+-- bytes, the data's length in decimal, if the caller has it.
+local function block(key, flags, data_crlf, bytes)
+  return "VALUE " .. key .. " " .. flags .. " " .. (bytes or #data_crlf - 2) .. CRLF .. data_crlf .. END
 end
 
 -- The parts of an item's block: flags (a string), the data.
@@ -295,15 +296,18 @@ local function storage(mode)
       if not noreply then return sock:send(BAD_CHUNK) end
       return
     end
+    -- the numbers as the command line wrote them, unless with leading zeros
+    if #flags > 1 and byte(flags) == 48 then flags = tostring(f) end
+    if #bytes > 1 and byte(bytes) == 48 then bytes = tostring(n) end
     local reply = STORED
     if mode == "set" then
-      link(key, block(key, f, data), expiry(e))
+      link(key, block(key, flags, data, bytes), expiry(e))
     else
       local it = live(key)
       if mode == "add" then
-        if it then reply = NOT_STORED else link(key, block(key, f, data), expiry(e)) end
+        if it then reply = NOT_STORED else link(key, block(key, flags, data, bytes), expiry(e)) end
       elseif mode == "replace" then
-        if it then link(key, block(key, f, data), expiry(e)) else reply = NOT_STORED end
+        if it then link(key, block(key, flags, data, bytes), expiry(e)) else reply = NOT_STORED end
       elseif mode == "cas" then
         if not it then
           reply = NOT_FOUND
@@ -312,7 +316,7 @@ local function storage(mode)
           reply = EXISTS
           counters.cas_badval = counters.cas_badval + 1
         else
-          link(key, block(key, f, data), expiry(e))
+          link(key, block(key, flags, data, bytes), expiry(e))
           counters.cas_hits = counters.cas_hits + 1
         end
       elseif not it then -- append, prepend

@@ -334,6 +334,8 @@ describe("scripts/memcached.lua, the text protocol", function()
     assert.equal("VALUE bin 7 " .. #v .. "\r\n", c:receive("*L"))
     assert.is_true(c:receive(#v + 2) == v .. "\r\n")
     expect(c, "VALUE empty 0 0\r\n\r\nVALUE " .. k250 .. " 0 1\r\nx\r\nEND\r\n")
+    -- numbers with leading zeros are read as numbers
+    exchange(c, "set z 007 0 03\r\nabc\r\nget z\r\n", "STORED\r\nVALUE z 7 3\r\nabc\r\nEND\r\n")
     -- append and prepend keep flags and bytes
     exchange(c, "append bin 0 0 2\r\n\r\n\r\nprepend bin 0 0 1\r\n\0\r\n", "STORED\r\nSTORED\r\n")
     local w = "\0" .. v .. "\r\n"
