@@ -48,7 +48,11 @@ local now = glisten.now
 local VERSION = "1.6.0-glisten-lua"
 local MAX_KEY = 250
 local MAX_VALUE = 1024 * 1024 - 1024
-local MAX_BYTES = math.floor((tonumber(os.getenv("MEMCACHED_MEMORY_MB")) or 64) * 1024 * 1024)
+local MAX_BYTES = tonumber(os.getenv("MEMCACHED_MEMORY_MB") or "64")
+if not MAX_BYTES or MAX_BYTES < 1 then
+  error("MEMCACHED_MEMORY_MB must be a number of MiB, 1 or more", 0)
+end
+MAX_BYTES = math.floor(MAX_BYTES * 1024 * 1024)
 local ITEM_COST = 96 -- bytes counted per item besides its key and block
 local MAX_RELATIVE = 60 * 60 * 24 * 30 -- exptimes past this are Unix times
 
