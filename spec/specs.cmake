@@ -21,7 +21,8 @@ set(GLISTEN_SPECS
 
   sendfile
   resp
-  http)
+  http
+  memcached)
 
 # Under the sanitizers the stock interpreter loads an instrumented module, so
 # the sanitizer runtimes must be loaded first.
