@@ -19,7 +19,8 @@ set(GLISTEN_SPECS
   tls
   proxy
 
-  sendfile)
+  sendfile
+  proxy_script)
 
 # Under the sanitizers the stock interpreter loads an instrumented module, so
 # the sanitizer runtimes must be loaded first.
