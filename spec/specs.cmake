@@ -22,7 +22,8 @@ set(GLISTEN_SPECS
   sendfile
   resp
   http
-  memcached)
+  memcached
+  proxy_script)
 
 # Under the sanitizers the stock interpreter loads an instrumented module, so
 # the sanitizer runtimes must be loaded first.
