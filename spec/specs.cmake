@@ -20,7 +20,8 @@ set(GLISTEN_SPECS
   proxy
 
   sendfile
-  resp)
+  resp
+  packet)
 
 # Under the sanitizers the stock interpreter loads an instrumented module, so
 # the sanitizer runtimes must be loaded first.
