@@ -598,6 +598,22 @@ describe("sock:setpacket", function()
     end)
   end)
 
+  it("called outside the connection's callbacks, hands handler what is now a whole message", function()
+    recording({
+      packet = 4,
+      with_init = function(state) state.rec.socket = state.socket end,
+    }, function(port, accepted)
+      local c, rec = open(port, accepted)
+      feed(c, { "\0\0\0\9abc" }) -- a packet's header and part of it: nothing yet
+      assert.same({}, rec.msgs)
+      assert.equal(1, rec.socket:setpacket("raw"))
+      wait_msgs(rec, 1)
+      assert.same({ "\0\0\0\9abc" }, rec.msgs)
+      c:close()
+      wait_closed(rec)
+    end)
+  end)
+
   it("switches a client socket's receive() with the bytes already buffered", function()
     pair(nil, nil, function(s, c)
       local in0 = glisten.stats().bytes_in
@@ -919,7 +935,7 @@ describe("sock:send with pieces", function()
 
   it("sends a table's strings and numbers as table.concat would, and returns the count", function()
     local t = { "a", 1, "-", 2.5, "|", -0.0, "|", 1e100, "|", math.maxinteger, "|", math.mininteger,
-      "|", 2 ^ 63, "|", 0.1, "|", 1 / 3, "", "\0end" }
+      "|", 2 ^ 63, "|", 3.0, "|", 0.1, "|", 1 / 3, "", "\0end" }
     local want = table.concat(t)
     pair(nil, nil, function(s, c)
       assert.equal(#want, s:send(t))
