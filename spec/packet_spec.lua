@@ -983,29 +983,48 @@ describe("sock:send with pieces", function()
     end
   end)
 
-  it("a huge table to a peer that reads late and slowly: all of it, in order", function()
-    -- pieces of uneven sizes, 12 MiB in all, past max_output (1 MiB here)
-    local total, t, sizes = 0, {}, { 1, 65536, 7, 300000, 0, 4096, 131071, 99 }
-    local i = 0
-    while total < 12 * 1024 * 1024 do
+  -- Pieces of the numbered stream, of the sizes given in turn until `total`
+  -- bytes: returns the pieces and their count of bytes.
+  local function stream_pieces(sizes, total)
+    local t, sum, i = {}, 0, 0
+    while sum < total do
       i = i + 1
       local n = sizes[(i - 1) % #sizes + 1]
-      t[i] = H.stream(total + 1, total + n)
-      total = total + n
+      t[i] = H.stream(sum + 1, sum + n)
+      sum = sum + n
     end
-    pair({ max_output = 1024 * 1024 }, nil, function(s, c)
-      local sent
-      glisten.spawn(function() sent = { s:send(t) } end)
-      glisten.sleep(0.3) -- only so the sender finds the socket full; any order passes
-      local got = 0
-      while got < total do
-        local want = math.min(10000, total - got)
-        H.read_stream(c, got, want)
-        got = got + want
-      end
-      assert(H.wait_for(function() return sent end, LONG))
-      assert.same({ total }, sent)
-    end)
+    return t, sum
+  end
+
+  it("a huge send of pieces to a peer that reads late and slowly: all of it, in order", function()
+    -- past max_output (1 MiB here): with more than 64 pieces (joined), and
+    -- with at most 64 (one writev that the socket takes only part of),
+    -- as a table and as arguments
+    local many, many_total = stream_pieces({ 1, 65536, 7, 300000, 0, 4096, 131071, 99 }, 12 * 1024 * 1024)
+    assert.is_true(#many > 64)
+    local few, few_total = stream_pieces({ 400000, 3, 150001, 0, 290000 }, 10 * 1000 * 1000)
+    assert.is_true(#few <= 64)
+    for _, case in ipairs{
+      { name = #many .. " pieces", send = function(s) return s:send(many) end, total = many_total },
+      { name = #few .. " pieces", send = function(s) return s:send(few) end, total = few_total },
+      { name = #few .. " arguments", send = function(s) return s:send(table.unpack(few)) end, total = few_total },
+    } do
+      pair({ max_output = 1024 * 1024 }, nil, function(s, c)
+        local sent
+        glisten.spawn(function() sent = { case.send(s) } end)
+        glisten.sleep(0.3) -- only so the sender finds the socket full; any order passes
+        local got = 0
+        while got < case.total do
+          local want = math.min(10000, case.total - got)
+          H.read_stream(c, got, want)
+          got = got + want
+        end
+        assert(H.wait_for(function() return sent end, LONG), case.name)
+        assert.same({ case.total }, sent, case.name)
+        c:settimeout(0.1) -- and nothing more
+        assert.same({ nil, "timeout", "" }, { c:receive(1) }, case.name)
+      end)
+    end
   end)
 
   it("a table sent behind queued output, to a peer that does not read yet", function()
@@ -1069,24 +1088,25 @@ describe("sock:send with pieces", function()
     end)
   end)
 
-  it("sends of pieces from two coroutines never interleave", function()
+  it("sends of pieces from several coroutines never interleave", function()
     -- each message: a 16-byte header "<W kkkkk nnnnnn>" then n bytes of W's
-    -- letter, written as many pieces; max_output small, so each send is
-    -- taken in parts while the peer reads
-    local COUNT, SIZE = 6, 300000
+    -- letter, written as at most 64 pieces (one writev); larger than
+    -- max_output, so each send is taken in parts while the peer reads
+    local COUNT, SIZE = 4, 999999
     local function message(who, k)
       local t = { ("<%s %05d %06d>"):format(who, k, SIZE) }
       local left = SIZE
       local n = 1
       while left > 0 do
-        local piece = math.min(left, 1 + (n * 4099) % 20000)
+        local piece = math.min(left, 20001 + (n * 7919) % 60000)
         t[#t + 1] = who:rep(piece)
         left = left - piece
         n = n + 1
       end
+      assert(#t <= 64)
       return t
     end
-    pair({ max_output = 64 * 1024 }, nil, function(s, c)
+    pair({ max_output = 512 * 1024 }, nil, function(s, c)
       -- each coroutine keeps its own figures: a coroutine may be made to
       -- yield anywhere (callback_slice), so a shared t[#t + 1] = x could race
       local rets = { A = {}, B = {} }
@@ -1102,19 +1122,30 @@ describe("sock:send with pieces", function()
           rets[who].done = true
         end)
       end
+      -- and a third that tries a small send of pieces at every turn of the
+      -- loop: it must wait for a send that has begun, even in a turn where
+      -- the queue has room and that send's coroutine has yet to run
+      local SMALL = 300
+      glisten.spawn(function()
+        for k = 1, SMALL do
+          glisten.sleep(0)
+          s:send({ ("<x %05d %06d>"):format(k, 10), ("x"):rep(10) })
+        end
+        rets.x = true
+      end)
       glisten.sleep(0.2) -- only so the sends find the socket full
-      local seen = { A = 0, B = 0, a = 0, b = 0 }
-      for _ = 1, 3 * COUNT do
+      local seen = { A = 0, B = 0, a = 0, b = 0, x = 0 }
+      for _ = 1, 3 * COUNT + SMALL do
         local head = c:receive(16)
-        local who, k, n = head:match("^<([ABab]) (%d+) (%d+)>$")
+        local who, k, n = head:match("^<([ABabx]) (%d+) (%d+)>$")
         assert(who, "not a header: " .. ("%q"):format(head))
         assert.equal(seen[who] + 1, tonumber(k))
         seen[who] = tonumber(k)
         local body = c:receive(tonumber(n))
         assert.is_nil(body:find("[^" .. who .. "]"), "message " .. who .. k .. " has foreign bytes")
       end
-      assert.same({ A = COUNT, B = COUNT, a = COUNT // 2, b = COUNT // 2 }, seen)
-      assert(H.wait_for(function() return rets.A.done and rets.B.done end, LONG))
+      assert.same({ A = COUNT, B = COUNT, a = COUNT // 2, b = COUNT // 2, x = SMALL }, seen)
+      assert(H.wait_for(function() return rets.A.done and rets.B.done and rets.x end, LONG))
       for _, who in ipairs{ "A", "B" } do
         for k = 1, COUNT do assert.is_true(rets[who][k], who .. k .. ": wrong count") end
       end
