@@ -23,7 +23,8 @@ set(GLISTEN_SPECS
   resp
   http
   memcached
-  proxy_script)
+  proxy_script
+  packet)
 
 # Under the sanitizers the stock interpreter loads an instrumented module, so
 # the sanitizer runtimes must be loaded first.
