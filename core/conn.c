@@ -44,7 +44,7 @@ static int plain_handshake(gl_conn *c) {
 }
 
 const gl_transport gl_plain = {"plain", plain_read, plain_write,
-                               plain_handshake, NULL, NULL, NULL};
+                               plain_handshake, NULL, NULL, NULL, NULL};
 
 /* Every read and write goes through these: the plain transport, by far the
  * most common, is called directly (no indirect call on the hot path). */
@@ -145,7 +145,7 @@ void gl_conn_update(gl_conn *c) {
     wr = !rd;
   } else {
     if (reading(c)) *(c->rwait ? &wr : &rd) = 1;
-    if (c->out.len)
+    if (c->out.len || (c->flags & GL_CONN_SHUTPEND))
       *(c->wwait ? &rd : &wr) = 1;
     else if (c->flags & GL_CONN_WANT_DRAIN)
       wr = 1;
@@ -162,7 +162,7 @@ void gl_conn_update(gl_conn *c) {
 static inline void update(gl_conn *c) {
   if (c->tp == &gl_plain && !c->out.len &&
       !(c->flags & (GL_CONN_CLOSED | GL_CONN_CONNECTING | GL_CONN_HANDSHAKE |
-                    GL_CONN_WANT_DRAIN))) {
+                    GL_CONN_WANT_DRAIN | GL_CONN_SHUTPEND))) {
     int in = reading(c);
     if (in != ev_is_active(&c->rio)) set_watcher(c->env->loop, &c->rio, in);
     if (ev_is_active(&c->wio)) ev_io_stop(c->env->loop, &c->wio);
@@ -320,6 +320,24 @@ static void on_write(EV_P_ ev_io *w, int revents) {
   }
 }
 
+/* Ends the writing side now that nothing is queued (gl_conn_shutdown):
+ * the transport's goodbye, then shutdown(2). Returns whether c is still
+ * open; a goodbye that must wait leaves GL_CONN_SHUTPEND set and waits. */
+static int shut_now(gl_conn *c) {
+  int r = c->tp->shutdown ? c->tp->shutdown(c) : 1;
+  if (r == GL_WANT_READ || r == GL_WANT_WRITE) {
+    c->wwait = r == GL_WANT_READ;
+    gl_conn_update(c);
+    return 1;
+  }
+  c->flags &= ~GL_CONN_SHUTPEND;
+  /* ENOTCONN: the peer reset meanwhile, which the next read reports */
+  if (r >= 0 && shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN)
+    r = -errno;
+  gl_conn_update(c);
+  return r >= 0 ? 1 : write_failed(c, -r);
+}
+
 /* Writes what is queued, as much as the transport takes; with nothing
  * queued, only tells a writer waiting for writability (GL_CONN_WANT_DRAIN)
  * that it has come. */
@@ -349,6 +367,7 @@ static void flush_out(gl_conn *c) {
       close_now(c, c->reason, 0);
       return;
     }
+    if ((c->flags & GL_CONN_SHUTPEND) && !shut_now(c)) return;
   }
   gl_conn_update(c);
   if (c->out.len <= c->low_water) {
@@ -439,7 +458,8 @@ void gl_conn_consume(gl_conn *c, size_t n) {
  * take any (a failed socket is closed, see write_failed). */
 static long write_direct(gl_conn *c, const char *p, size_t n) {
   long w;
-  if (c->flags & (GL_CONN_CLOSED | GL_CONN_CLOSING | GL_CONN_WDEAD))
+  if (c->flags & (GL_CONN_CLOSED | GL_CONN_CLOSING | GL_CONN_WDEAD |
+                  GL_CONN_WSHUT))
     return (c->flags & GL_CONN_WDEAD) ? -c->err : -EPIPE;
   if (c->out.len || (c->flags & (GL_CONN_CONNECTING | GL_CONN_HANDSHAKE)) ||
       !n)
@@ -491,7 +511,8 @@ long gl_conn_write_some(gl_conn *c, const char *p, size_t n) {
 static long writev_direct(gl_conn *c, const struct iovec *iov, int n) {
   struct msghdr m;
   ssize_t w;
-  if (c->flags & (GL_CONN_CLOSED | GL_CONN_CLOSING | GL_CONN_WDEAD))
+  if (c->flags & (GL_CONN_CLOSED | GL_CONN_CLOSING | GL_CONN_WDEAD |
+                  GL_CONN_WSHUT))
     return (c->flags & GL_CONN_WDEAD) ? -c->err : -EPIPE;
   if (c->out.len || (c->flags & (GL_CONN_CONNECTING | GL_CONN_HANDSHAKE)))
     return 0;
@@ -598,7 +619,8 @@ static ssize_t quiet_sendfile(int out, int in, off_t *off, size_t n) {
 
 long gl_conn_sendfile(gl_conn *c, int fd, off_t *off, size_t n, int *ferr) {
   if (!n) return 0;
-  if (c->flags & (GL_CONN_CLOSED | GL_CONN_CLOSING | GL_CONN_WDEAD))
+  if (c->flags & (GL_CONN_CLOSED | GL_CONN_CLOSING | GL_CONN_WDEAD |
+                  GL_CONN_WSHUT))
     return (c->flags & GL_CONN_WDEAD) ? -c->err : -EPIPE;
 #ifdef __linux__
   if (c->tp == &gl_plain && !c->out.len &&
@@ -627,6 +649,26 @@ long gl_conn_sendfile(gl_conn *c, int fd, off_t *off, size_t n, int *ferr) {
   }
 #endif
   return file_chunk(c, fd, off, n, ferr);
+}
+
+int gl_conn_shutdown(gl_conn *c) {
+  if (c->flags & GL_CONN_WDEAD) return -c->err;
+  if (c->flags & (GL_CONN_CLOSED | GL_CONN_CLOSING)) return -EPIPE;
+  if (c->flags & GL_CONN_WSHUT) return GL_OK;
+  c->flags |= GL_CONN_WSHUT | GL_CONN_SHUTPEND;
+  if (c->out.len || (c->flags & (GL_CONN_CONNECTING | GL_CONN_HANDSHAKE))) {
+    gl_conn_update(c); /* flush_out shuts once the queue is written */
+    return GL_OK;
+  }
+  c->busy++; /* a failure closes c: on_close runs, c is freed below */
+  shut_now(c);
+  c->busy--;
+  if (c->flags & GL_CONN_CLOSED) {
+    int e = c->err ? c->err : EPIPE;
+    if (!c->busy) destroy(c);
+    return -e;
+  }
+  return (c->flags & GL_CONN_WDEAD) ? -c->err : GL_OK;
 }
 
 void gl_conn_want_drain(gl_conn *c) {

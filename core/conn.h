@@ -78,6 +78,11 @@ typedef struct gl_transport {
    * waiting (clean != 0: a local close with nothing left unwritten). NULL:
    * nothing to say. */
   void (*close)(gl_conn *c, int clean);
+  /* Says goodbye on the writing side only (gl_conn_shutdown), before the
+   * descriptor's shutdown(SHUT_WR); reading goes on. 1 when said,
+   * GL_WANT_* (called again on that readiness), or -errno. NULL: nothing
+   * to say. */
+  int (*shutdown)(gl_conn *c);
   /* When c is freed (after on_close, so the owner may still ask the
    * transport why it closed): frees c->tpd. NULL: nothing to free. */
   void (*free)(gl_conn *c);
@@ -112,8 +117,13 @@ enum {
   GL_CONN_READING = 16,   /* the owner wants input */
   GL_CONN_WDEAD = 32,     /* the peer reset: writes fail, reads go on */
   GL_CONN_HANDSHAKE = 64, /* the transport's handshake is under way */
-  GL_CONN_WANT_DRAIN = 128 /* the owner waits for writability, with nothing
-                              queued: on_drain then (gl_conn_want_drain) */
+  GL_CONN_WANT_DRAIN = 128, /* the owner waits for writability, with
+                               nothing queued: on_drain then
+                               (gl_conn_want_drain) */
+  GL_CONN_WSHUT = 256,    /* the owner ended its writing (gl_conn_shutdown):
+                             writes fail with -EPIPE */
+  GL_CONN_SHUTPEND = 512  /* ... and the shutdown waits for the queue, the
+                             connect or handshake, or the transport */
 };
 
 enum {
@@ -235,6 +245,18 @@ long gl_conn_writev_some(gl_conn *c, const struct iovec *iov, int n);
  * Never runs a callback of c's owner but on_close, and that only when the
  * socket failed. */
 long gl_conn_sendfile(gl_conn *c, int fd, off_t *off, size_t n, int *ferr);
+
+/* Ends the writing side, as shutdown(SHUT_WR): once what is queued is
+ * written (and a connect or handshake under way has ended), the transport
+ * says goodbye (TLS: close_notify) and the descriptor is shut for writing,
+ * so the peer reads the end of the stream. Reading goes on as before, and
+ * the connection stays open until closed. Writes after it fail with -EPIPE
+ * and take nothing. Returns GL_OK (also when already shut); -EPIPE when c
+ * is closing; the peer's errno when it is gone (GL_CONN_WDEAD); or another
+ * -errno when shutting failed, in which case c has been closed (on_close
+ * has run). A failure that comes once the queue drains is handled as a
+ * failed write. */
+int gl_conn_shutdown(gl_conn *c);
 
 /* Asks for on_drain at the socket's next writability even though nothing is
  * queued (at once, in the loop's next turn, if it is writable now): for a

@@ -89,7 +89,7 @@ static void reader_free(gl_conn *c) {
 }
 
 static const gl_transport proxy_transport = {
-    "proxy", no_read, no_write, handshake, NULL, NULL, reader_free};
+    "proxy", no_read, no_write, handshake, NULL, NULL, NULL, reader_free};
 
 int gl_proxyio_start(gl_conn *c) {
   reader *r = calloc(1, sizeof *r);

@@ -556,9 +556,23 @@ static int tls_handshake(gl_conn *c) {
 
 static int tls_pending(gl_conn *c) { return SSL_pending(TC(c)->ssl) > 0; }
 
+/* close_notify on the writing side only; the peer's data is still read
+ * (TLS 1.3 and 1.2 alike: OpenSSL reads records after its own
+ * close_notify until the peer's). */
+static int tls_shutdown(gl_conn *c) {
+  tls_conn *tc = TC(c);
+  int r;
+  if (!SSL_is_init_finished(tc->ssl)) return 1;
+  ERR_clear_error();
+  r = SSL_shutdown(tc->ssl);
+  if (r >= 0) return 1; /* 0: sent, the peer's not yet read; 1: both */
+  return (int)failed(c, r, 0);
+}
+
 static void tls_close(gl_conn *c, int clean) {
   tls_conn *tc = TC(c);
-  if (clean && SSL_is_init_finished(tc->ssl)) {
+  if (clean && SSL_is_init_finished(tc->ssl) &&
+      !(SSL_get_shutdown(tc->ssl) & SSL_SENT_SHUTDOWN)) {
     ERR_clear_error();
     SSL_shutdown(tc->ssl); /* close_notify, without waiting for the peer's */
   }
@@ -576,7 +590,7 @@ static void tls_free(gl_conn *c) {
 
 static const gl_transport tls_transport = {
     "tls", tls_read, tls_write, tls_handshake, tls_pending, tls_close,
-    tls_free};
+    tls_shutdown, tls_free};
 
 int gl_tls_start(gl_conn *c, gl_tls *t, const char *server_name) {
   tls_conn *tc = calloc(1, sizeof *tc);

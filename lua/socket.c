@@ -583,7 +583,7 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
       lua_pushinteger(L, j >= i0 ? j - i0 + 1 : 0);
       return 1;
     }
-    if (!c) {
+    if (!c || (c->flags & GL_CONN_WSHUT)) { /* closed, or shut down */
       push_closed(L, s);
       lua_pushinteger(L, i - i0);
       return 3;
@@ -839,7 +839,7 @@ static int sendfile_k(lua_State *L, int status, lua_KContext ctx) {
       lua_pushinteger(L, f->sent);
       return 1;
     }
-    if (!c) {
+    if (!c || (c->flags & GL_CONN_WSHUT)) { /* closed, or shut down */
       push_closed(L, s);
       lua_pushinteger(L, f->sent);
       return 3;
@@ -936,6 +936,33 @@ static int sock_close(lua_State *L) {
   return 1;
 }
 
+/* sock:shutdown("send"): ends the sending side (gl_conn_shutdown) once
+ * what is queued is written; reading goes on. Returns 1, or nil and why
+ * when the socket is closed or its peer gone. Sends waiting on the queue
+ * are woken: theirs is refused from now on. */
+static int sock_shutdown(lua_State *L) {
+  lg_socket *s = lg_check_socket(L, 1);
+  const char *how = luaL_checkstring(L, 2);
+  int r;
+  if (strcmp(how, "send") != 0)
+    return luaL_argerror(L, 2, lua_pushfstring(L, "\"send\" expected, got "
+                         "'%s' (close() ends both ways)", how));
+  if (!s->conn) {
+    push_closed(L, s);
+    return 2;
+  }
+  r = gl_conn_shutdown(s->conn);
+  lg_defer_begin(s->rt);
+  lg_wake_all(&s->wq);
+  lg_defer_end(s->rt);
+  if (r < 0) {
+    push_closed(L, s);
+    return 2;
+  }
+  lua_pushinteger(L, 1);
+  return 1;
+}
+
 static int sock_settimeout(lua_State *L) {
   lg_socket *s = lg_check_socket(L, 1);
   if (lua_isnoneornil(L, 2)) {
@@ -973,6 +1000,7 @@ static const luaL_Reg sock_methods[] = {{"send", sock_send},
                                         {"receive", sock_receive},
                                         {"receive_until", sock_receive_until},
                                         {"setpacket", sock_setpacket},
+                                        {"shutdown", sock_shutdown},
                                         {"close", sock_close},
                                         {"settimeout", sock_settimeout},
                                         {NULL, NULL}};

@@ -641,6 +641,99 @@ describe("socket:send", function()
   end)
 end)
 
+describe("socket:shutdown", function()
+  after_each(H.no_leaks)
+
+  it('"send" gives the peer the end of input while the other way goes on', function()
+    pair(function(s, c)
+      assert.equal(5, c:send("hello"))
+      assert.equal(1, c:shutdown("send"))
+      assert.equal("hello", s:receive("*a")) -- the end of input came
+      H.assert_closed(s)
+      assert.equal(6, s:send("world!")) -- the other way is still open
+      assert.equal("world!", c:receive(6))
+      local n, err, taken = c:send("more")
+      assert.is_nil(n)
+      assert.equal("closed", err)
+      assert.equal(0, taken)
+      local path = H.writefile(H.tmpdir .. "/shutdown.txt", "file")
+      n, err = c:sendfile(path)
+      assert.is_nil(n)
+      assert.equal("closed", err)
+      assert.equal(1, c:shutdown("send")) -- again: already done
+      s:close()
+      H.assert_closed(c)
+    end)
+  end)
+
+  it("ends the stream only after what is queued: 16 MiB to a late reader arrive whole, then the end", function()
+    pair(function(s, c)
+      local N = 16 * 1024 * 1024
+      local shut
+      glisten.spawn(function()
+        assert.equal(N, c:send(H.stream(1, N))) -- returns with up to max_output queued
+        shut = c:shutdown("send")
+      end)
+      glisten.sleep(0.2)
+      s:settimeout(20)
+      H.read_stream(s, 0, N)
+      H.assert_closed(s)
+      assert.equal(1, shut)
+    end)
+  end)
+
+  it("on a served connection: the client reads the end, and handler still gets what it sends", function()
+    local got = {}
+    H.serving({
+      with_init = function(state)
+        state.socket:send("bye\n")
+        assert(state.socket:shutdown("send"))
+      end,
+      handler = function(msg) got[#got + 1] = msg end,
+      with_close = function(state, reason) got.reason = reason end,
+    }, function(srv)
+      local c = H.connect(srv.port)
+      assert.equal("bye", c:receive("*l"))
+      H.assert_closed(c) -- the server's end of input
+      assert.equal(5, c:send("still"))
+      H.wait_for(function() return table.concat(got) == "still" end)
+      assert.equal("still", table.concat(got))
+      c:close()
+      H.wait_for(function() return got.reason end)
+      assert.equal("closed", got.reason)
+    end)
+  end)
+
+  it("wakes a send waiting on the queue, which then gets closed", function()
+    pair(function(s, c)
+      local r
+      glisten.spawn(function() r = { c:send(H.stream(1, 16 * 1024 * 1024)) } end)
+      glisten.sleep(0.1) -- it waits: nobody reads
+      assert.is_nil(r)
+      assert.equal(1, c:shutdown("send"))
+      H.wait_for(function() return r end)
+      assert.is_nil(r[1])
+      assert.equal("closed", r[2])
+      assert.truthy(r[3] > 0 and r[3] < 16 * 1024 * 1024)
+      H.read_stream(s, 0, r[3]) -- what it took arrives, then the end
+      H.assert_closed(s)
+    end)
+  end)
+
+  it("refuses anything but \"send\", and says closed on a closed socket", function()
+    pair(function(s, c)
+      assert.error_matches(function() c:shutdown() end, "bad argument #1 to 'shutdown'")
+      assert.error_matches(function() c:shutdown("both") end,
+        "bad argument #1 to 'shutdown' %(\"send\" expected, got 'both'")
+      assert.error_matches(function() c.shutdown({}, "send") end, "glisten.socket expected")
+      c:close()
+      local ok, err = c:shutdown("send")
+      assert.is_nil(ok)
+      assert.equal("closed", err)
+    end)
+  end)
+end)
+
 describe("socket names and ids", function()
   after_each(H.no_leaks)
 

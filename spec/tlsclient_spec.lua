@@ -222,6 +222,50 @@ describe("a served TLS connection", function()
   end)
 end)
 
+describe("shutdown over TLS", function()
+  it("the client's shutdown(\"send\") is a close_notify the server reads as the end, and the answer still comes", function()
+    H.serving({
+      tls = { cert = CERT, key = KEY },
+      with_init = function(state)
+        local all = assert(state.socket:receive("*a"))
+        state.socket:send(("%d bytes\n"):format(#all))
+      end,
+      handler = function() end,
+    }, function(srv)
+      local c = assert(glisten.connect("localhost", srv.port, { tls = { ca = CA }, timeout = 5 }))
+      c:settimeout(5)
+      assert(c:send(string.rep("x", 300000)))
+      assert.equal(1, c:shutdown("send"))
+      assert.equal("300000 bytes", c:receive("*l"))
+      H.assert_closed(c)
+      c:close()
+    end)
+  end)
+
+  it("a served connection that shuts down its sending side still reads what the client sends", function()
+    local got, reason = {}, nil
+    H.serving({
+      tls = { cert = CERT, key = KEY },
+      with_init = function(state)
+        state.socket:send("bye\n")
+        assert(state.socket:shutdown("send"))
+      end,
+      handler = function(msg) got[#got + 1] = msg end,
+      with_close = function(state, r, detail) reason = r .. " " .. tostring(detail) end,
+    }, function(srv)
+      local c = assert(glisten.connect("localhost", srv.port, { tls = { ca = CA }, timeout = 5 }))
+      c:settimeout(5)
+      assert.equal("bye", c:receive("*l"))
+      H.assert_closed(c) -- the server's close_notify
+      assert.equal(5, c:send("after"))
+      assert.truthy(H.wait_for(function() return table.concat(got) == "after" end))
+      c:close()
+      assert.truthy(H.wait_for(function() return reason end))
+      assert.equal("closed nil", reason) -- a clean end both ways
+    end)
+  end)
+end)
+
 describe("starttls", function()
   -- An in-process server that upgrades on "STARTTLS": its handler reads
   -- the command, says GO, upgrades, then echoes what comes under TLS with

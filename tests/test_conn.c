@@ -1209,7 +1209,7 @@ static int counting_handshake(gl_conn *c) {
 
 static const gl_transport counting = {"counting", counting_read,
                                       counting_write, counting_handshake,
-                                      NULL, NULL, NULL};
+                                      NULL, NULL, NULL, NULL};
 
 static void test_sendfile_other_transport(void **state) {
   fixture *f = *state;
@@ -1381,6 +1381,92 @@ static void test_want_drain(void **state) {
   assert_all_closed(f);
 }
 
+/* --- shutdown ------------------------------------------------------------ */
+
+/* With nothing queued the writing side ends at once: the peer reads the
+ * end, writes fail and take nothing, and reading goes on. */
+static void test_shutdown_now(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  peer *q = &f->peers[0];
+  assert_int_equal(gl_conn_write(c, "hi", 2), GL_OK);
+  assert_int_equal(gl_conn_shutdown(c), GL_OK);
+  assert_false(c->flags & GL_CONN_SHUTPEND);
+  assert_int_equal(gl_conn_write(c, "x", 1), -EPIPE);
+  assert_int_equal(gl_conn_write_some(c, "x", 1), -EPIPE);
+  assert_int_equal(gl_conn_queued(c), 0);
+  assert_int_equal(gl_conn_shutdown(c), GL_OK); /* again: done already */
+  peer_expect(q, "hi", 2);
+  peer_expect_eof(q);
+  assert_int_equal(write(q->fd, "abc", 3), 3);
+  wait_seen(f, p, 3);
+  assert_int_equal(p->close_calls, 0);
+  assert_int_equal(f->stats.bytes_out, 2);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  assert_int_equal(p->reason, GL_CLOSE_LOCAL);
+  assert_all_closed(f);
+}
+
+/* With output queued the shutdown waits for it: the peer gets every byte,
+ * then the end; the connection stays open and reading. */
+static void test_shutdown_after_queue(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  peer *q = &f->peers[0];
+  char *src = pattern(BIG);
+  shrink_buffers(c, q);
+  assert_int_equal(gl_conn_write(c, src, BIG), GL_OK);
+  assert_true(gl_conn_queued(c) > 0);
+  assert_int_equal(gl_conn_shutdown(c), GL_OK);
+  assert_true(c->flags & GL_CONN_SHUTPEND);
+  assert_int_equal(gl_conn_write(c, "x", 1), -EPIPE);
+
+  ev_io_start(f->loop, &q->io);
+  if (!run_until(f->loop, peer_done, q, 2 * WAIT_S)) fail_msg("no EOF");
+  assert_true(q->eof);
+  assert_int_equal(q->got, BIG);
+  assert_false(q->bad);
+  assert_false(c->flags & GL_CONN_SHUTPEND);
+  assert_int_equal(p->close_calls, 0);
+  assert_int_equal(write(q->fd, "abc", 3), 3);
+  wait_seen(f, p, 3);
+  assert_int_equal(p->close_calls, 0);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  assert_all_closed(f);
+  free(src);
+}
+
+/* A closing connection and one whose peer reset refuse it. */
+static void test_shutdown_refused(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  peer *q = &f->peers[0];
+  char *src = pattern(BIG);
+  shrink_buffers(c, q);
+  assert_int_equal(gl_conn_write(c, src, BIG), GL_OK);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 3600); /* flushing */
+  assert_int_equal(gl_conn_shutdown(c), -EPIPE);
+  gl_env_close_all(&f->env);
+  assert_int_equal(p->close_calls, 1);
+
+  c = open_conn(f, 1);
+  p = &f->probes[1];
+  q = &f->peers[1];
+  peer_reset(q);
+  for (int i = 0; i < 100 && !(c->flags & GL_CONN_WDEAD); i++)
+    gl_conn_write(c, "x", 1); /* until a write meets the reset */
+  assert_true(c->flags & GL_CONN_WDEAD);
+  int e = gl_conn_shutdown(c);
+  assert_true(e == -ECONNRESET || e == -EPIPE);
+  gl_env_close_all(&f->env);
+  assert_int_equal(p->close_calls, 1);
+  assert_all_closed(f);
+  free(src);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void) {
@@ -1414,6 +1500,9 @@ int main(void) {
       T(test_sendfile_file_error),
       T(test_sendfile_peer_gone),
       T(test_want_drain),
+      T(test_shutdown_now),
+      T(test_shutdown_after_queue),
+      T(test_shutdown_refused),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
