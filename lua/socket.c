@@ -579,7 +579,8 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   for (;;) {
     gl_conn *c = s->conn;
-    if (i > j) { /* a turn, if any, ends as this returns */
+    /* done; but nothing to send is still refused by a closed socket */
+    if (i > j && (i > i0 || (c && !(c->flags & GL_CONN_WSHUT)))) {
       lua_pushinteger(L, j >= i0 ? j - i0 + 1 : 0);
       return 1;
     }
@@ -702,7 +703,7 @@ static int send_pieces(lua_State *L, lg_socket *s, int tbl, int n) {
       iov[k - 1].iov_len = len;
       total += len;
     }
-    r = n ? try_writev(s, iov, n) : 0;
+    r = n ? try_writev(s, iov, n) : SEND_LATER; /* none: as send("") */
     lua_settop(L, top);
     if (r == (long)total) {
       lua_pushinteger(L, (lua_Integer)total);

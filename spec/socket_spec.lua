@@ -386,6 +386,11 @@ describe("socket:send", function()
       local n, err = s:send("x")
       assert.is_nil(n)
       assert.equal("closed", err)
+      -- nothing to send is refused the same way, in every form
+      assert.same({ nil, "closed", 0 }, { s:send("") })
+      assert.same({ nil, "closed", 0 }, { s:send("abc", 4) })
+      assert.same({ nil, "closed", 0 }, { s:send({}) })
+      assert.same({ nil, "closed", 0 }, { s:send("", "") })
       assert.same({ nil, "closed", "" }, { s:receive() })
       assert.same({ nil, "closed" }, { s:getpeername() })
       assert.equal(1, s:close()) -- closing twice is fine
