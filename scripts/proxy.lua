@@ -10,9 +10,9 @@
 --   GLISTEN_UPSTREAM         where to relay: HOST:PORT, [IPV6]:PORT or
 --                            unix:PATH; a name is looked up at each connect
 --   GLISTEN_PROXY_TIMEOUT    seconds a connect to the upstream may take (5)
---   GLISTEN_PROXY_LINGER     seconds of silence from the upstream, once the
---                            client has finished sending, before the
---                            upstream is closed (2; see "Half-close" below)
+--   GLISTEN_PROXY_LINGER     seconds one side may stay silent once the
+--                            other has ended its sending, before both are
+--                            closed (30; see "Half-close" below)
 --
 -- How it works. with_init connects to the upstream (a client arriving while
 -- it connects waits: its bytes stay in the kernel), then spawns a coroutine
@@ -29,23 +29,21 @@
 -- side sends and however slowly the other reads.
 --
 -- Ends. The upstream refuses or does not answer within the timeout: the
--- client is closed at once, and one line logged. The upstream closes (or
--- fails): what it sent is flushed to the client (for up to 5 s), then the
--- client is closed. The client closes, vanishes or fails: what it sent is
--- flushed to the upstream, then the upstream is closed. with_close runs
--- once in every case, and both sockets are closed when it returns.
+-- client is closed at once, and one line logged. The client vanishes or
+-- fails, or the upstream fails while the client is still sending: both are
+-- closed, after what is queued for each is flushed (for up to 5 s).
+-- with_close runs once in every case, and both sockets are closed when it
+-- returns.
 --
--- Half-close. glisten's sockets have no shutdown(SHUT_WR): a side can be
--- closed, not told "no more data" while the other way goes on. So when the
--- client shuts down its write side (nc -N, shutdown(2)), the upstream cannot
--- be told. The proxy goes on relaying the upstream's answer, and closes the
--- upstream once it has been silent for GLISTEN_PROXY_LINGER seconds (or at
--- once when it closes itself). A request that is answered before the
--- client's end of input (echo, redis, HTTP) gets its whole answer; an
--- upstream that waits for the end of input before it answers (`sort`, say)
--- sees it only when it is closed, too late to answer. The other way, an
--- upstream's end of input closes the client (after the flush): a client
--- still sending then gets a reset.
+-- Half-close. A side that ends its sending (nc -N, shutdown(2), a server
+-- that answers and closes) has its end passed on with sock:shutdown("send")
+-- once what it sent is flushed, and the other way goes on: a client that
+-- sends its request and its end of input gets the answer of an upstream
+-- that answers only at the end of input (`wc -c`, `sort`), and a client
+-- still sending after the upstream's end reaches it. The side that has not
+-- ended may stay silent for GLISTEN_PROXY_LINGER seconds; then both are
+-- closed, so an upstream that ignores the end of input holds nothing for
+-- ever.
 local glisten = require "glisten"
 
 local connect, spawn, sleep, now = glisten.connect, glisten.spawn, glisten.sleep, glisten.now
@@ -67,8 +65,8 @@ if UPSTREAM == "" then
   error("set GLISTEN_UPSTREAM to the server to relay to: HOST:PORT, [IPV6]:PORT or unix:PATH", 0)
 end
 local TIMEOUT = seconds("GLISTEN_PROXY_TIMEOUT", 5)
-local LINGER = seconds("GLISTEN_PROXY_LINGER", 2)
--- how often with_close looks at the upstream while it lingers
+local LINGER = seconds("GLISTEN_PROXY_LINGER", 30)
+-- how often a half-closed connection looks at the side still sending
 local STEP = math.min(0.1, math.max(LINGER / 4, 0.01))
 -- The upstream socket's timeout, which its sends get: how often handler,
 -- waiting for a slow upstream, looks whether its client is still there.
@@ -96,10 +94,31 @@ local function open_upstream()
   return connect(HOST, TIMEOUT)
 end
 
--- Copies upstream -> client until either side ends, then closes both (the
--- closes flush what is queued). state.pump says what it is doing ("read":
--- waiting for the upstream, "send": waiting for the client; nil once it has
--- ended) and state.chunks counts what it relayed: with_close watches both.
+-- Waits while the other side of a half-closed connection is still at it:
+-- until done() is true, or for LINGER seconds in which the counter
+-- state[field] of what that side sent has not moved and its relay has not
+-- been waiting to send (state[sending]: a slow reader is not silence).
+-- Returns whether done() came true.
+local function linger(state, field, sending, done)
+  local seen, since = state[field], now()
+  while not done() do
+    sleep(STEP)
+    if state[field] ~= seen or state[sending] then
+      seen, since = state[field], now()
+    elseif now() - since >= LINGER then
+      return false
+    end
+  end
+  return true
+end
+
+-- Copies upstream -> client until the upstream ends its sending (or fails),
+-- then passes the end on and waits for the client to finish; the client
+-- gone ends it at once. state.pump says what it is doing ("read": waiting
+-- for the upstream, "send": waiting for the client, "ended": the upstream
+-- has ended; nil once it returns); state.up_chunks and state.client_chunks
+-- count what each side sent, and state.up_sending and state.client_sending
+-- say that its relay waits to send it on, for the lingers.
 local function pump(state)
   local up, client = state.up, state.socket
   local chunks = 0
@@ -108,15 +127,27 @@ local function pump(state)
     local data, err = up:receive(nil, WAIT)
     if data then
       chunks = chunks + 1
-      state.pump, state.chunks = "send", chunks
-      if not client:send(data) then break end -- the client is gone
+      state.pump, state.up_chunks, state.up_sending = "send", chunks, true
+      local sent = client:send(data)
+      state.up_sending = false
+      if not sent then -- the client is gone
+        state.pump = nil
+        up:close()
+        client:close()
+        return
+      end
     elseif err ~= "timeout" then
-      break -- the upstream closed or failed (after the last bytes it sent)
+      break -- the upstream ended its sending or failed, after its last bytes
     end
   end
+  state.pump = "ended"
+  client:shutdown("send") -- once what is queued for it is written
+  -- the client may still send: until its end (with_close), a relay to the
+  -- upstream that fails, or LINGER seconds of silence
+  linger(state, "client_chunks", "client_sending",
+    function() return state.closing or state.up_failed end)
   state.pump = nil
-  up:close()
-  client:close()
+  if not state.closing then client:close() end -- with_close closes the upstream
 end
 
 function with_init(state)
@@ -130,7 +161,7 @@ function with_init(state)
     return
   end
   up:settimeout(CHECK)
-  state.up, state.chunks = up, 0
+  state.up, state.up_chunks, state.client_chunks = up, 0, 0
   state.pump = "read"
   spawn(pump, state)
 end
@@ -138,37 +169,38 @@ end
 function handler(msg, state)
   local up = state.up
   if not up then return end
-  -- Waits while the upstream does not read. A failure (the upstream is
-  -- gone) needs nothing here: the pump, reading the same socket, ends the
-  -- connection. A wait gives up every CHECK seconds to see whether the
-  -- client is still there: reset, or closed by idle_timeout, it ends the
-  -- wait, so with_close can run and close the upstream.
+  state.client_chunks = state.client_chunks + 1
+  -- Waits while the upstream does not read. A wait gives up every CHECK
+  -- seconds to see whether the client is still there: reset, or closed by
+  -- idle_timeout, it ends the wait, so with_close can run and close the
+  -- upstream. A failure (the upstream is gone) is the pump's to act on:
+  -- reading the same socket, it still relays what the upstream sent
+  -- before it went.
+  state.client_sending = true
   local n, err, taken = up:send(msg)
   local from = 1
   while not n and err == "timeout" do
-    if not state.socket:getpeername() then return end
+    if not state.socket:getpeername() then break end
     from = from + taken
     n, err, taken = up:send(msg, from)
   end
+  state.client_sending = false
+  if not n and err ~= "timeout" then state.up_failed = true end
 end
 
 function with_close(state, reason)
   local up = state.up
   if not up then return end
+  state.closing = true
   if reason == "closed" then
-    -- The client has finished sending (or vanished); its socket is still
-    -- open for writing. Relay the upstream's answer until it has been
-    -- silent for LINGER seconds, as no shutdown(SHUT_WR) can tell it that
-    -- the client is done. A client that vanished fails the pump's next send.
-    local seen, since = state.chunks, now()
-    while state.pump do
-      sleep(STEP)
-      if state.chunks ~= seen or state.pump ~= "read" then
-        seen, since = state.chunks, now()
-      elseif now() - since >= LINGER then
-        break
-      end
-    end
+    -- The client has ended its sending (or vanished); its socket is still
+    -- open for writing. Pass the end on once what it sent is written, and
+    -- relay the upstream's answer until the upstream ends too, or stays
+    -- silent for LINGER seconds. A client that vanished fails the pump's
+    -- next send.
+    up:shutdown("send")
+    linger(state, "up_chunks", "up_sending",
+      function() return state.pump == nil or state.pump == "ended" end)
   end
   -- flushes what the client sent, and wakes the pump if it still waits
   -- (its receive gives "closed")

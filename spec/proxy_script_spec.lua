@@ -255,9 +255,6 @@ describe("scripts/proxy.lua", function()
     assert.equal(0, p:stop())
   end)
 
-  -- glisten's sockets have no shutdown(SHUT_WR): the client's end of input
-  -- cannot be passed on as such; the proxy relays the answer until the
-  -- upstream has been silent for the linger, then closes it.
   it("relays the answer to a client that shut down its write side (nc -N, a socat upstream)", function()
     local port = free_port()
     background(("socat TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork SYSTEM:'sed -u s/^/got=/'"):format(port))
@@ -271,17 +268,16 @@ describe("scripts/proxy.lua", function()
     assert.equal(0, p:stop())
   end)
 
-  it("relays a large answer to a half-closed client that reads it slowly, then closes", function()
-    -- the answer (8 MiB) waits in the proxy's send to nc, whose output
-    -- goes to a pipe nobody reads for a while: the linger counts only
-    -- silence from the upstream, never a wait to send to the client
+  it("relays a large answer made at the end of input to a half-closed client that reads it slowly, then closes", function()
+    -- the upstream answers (8 MiB) only once it reads the end of input the
+    -- proxy passed on; the answer waits in the proxy's send to nc, whose
+    -- output goes to a pipe nobody reads for a while: the linger counts
+    -- only silence from the upstream, never a wait to send to the client
     local N = 8 * 1024 * 1024
     local up = H.start(H.script(H.STREAM .. ([[
-      function handler(msg, state)
-        if not state.answered then
-          state.answered = true
-          state.socket:send(S.stream(1, %d))
-        end
+      function handler() end
+      function with_close(state, reason)
+        if reason == "closed" then state.socket:send(S.stream(1, %d)) end
       end
     ]]):format(N)))
     local p = proxy("127.0.0.1:" .. up.port)
@@ -296,18 +292,47 @@ describe("scripts/proxy.lua", function()
     assert.equal(0, up:stop())
   end)
 
-  it("closes a half-closed client when an upstream that answers only at the end of input is closed", function()
-    -- wc -c answers once its input ends, which only the close can tell it
-    -- here: the answer comes too late, the client is closed, nothing hangs
+  it("passes the client's end of input on: an upstream that answers only then (wc -c) is heard", function()
     local port = free_port()
     background(("socat TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork SYSTEM:'wc -c'"):format(port))
     wait_listening(port)
-    local p = proxy("127.0.0.1:" .. port, 0.5)
+    local p = proxy("127.0.0.1:" .. port, LONG) -- no linger can cut it short
     local base = fds(p.pid)
-    local _, ok = H.peer(("nc -N 127.0.0.1 %d"):format(p.port), "some input\n")
-    assert.is_true(ok)
+    for _, input in ipairs({ "some input\n", ("x"):rep(300000) }) do
+      local out, ok = H.peer(("nc -N 127.0.0.1 %d"):format(p.port), input)
+      assert.is_true(ok, out)
+      assert.equal(tostring(#input), out:match("^%s*(%d+)%s*$"))
+    end
     assert_fds(p.pid, base)
     assert.equal(0, p:stop())
+  end)
+
+  it("passes the upstream's end on, and what the client sends after it still reaches the upstream", function()
+    -- the upstream greets, ends its sending, and reads on; it tells on
+    -- stderr how many bytes it got when the client ends
+    local up = H.start(H.script([[
+      function with_init(state)
+        state.socket:send("hello\n")
+        assert(state.socket:shutdown("send"))
+        state.got = 0
+      end
+      function handler(msg, state) state.got = state.got + #msg end
+      function with_close(state, reason)
+        io.stderr:write(("got %d %s\n"):format(state.got, reason))
+      end
+    ]]))
+    local p = proxy("127.0.0.1:" .. up.port, LONG)
+    local base = fds(p.pid)
+    local c = connect(p.port)
+    assert.equal("hello", c:receive("*l"))
+    H.assert_closed(c) -- the upstream's end, passed on
+    for _ = 1, 10 do assert.equal(1000, c:send(("y"):rep(1000))) end
+    c:close()
+    assert.truthy(H.wait_for(function() return up:stderr():match("got %d+ %a+\n") end, LONG), up:stderr())
+    assert.equal("got 10000 closed\n", up:stderr():match("got %d+ %a+\n"))
+    assert_fds(p.pid, base)
+    assert.equal(0, p:stop())
+    assert.equal(0, up:stop())
   end)
 
   it("flushes what the upstream sent before it closed, then closes the client", function()
