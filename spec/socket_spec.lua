@@ -712,8 +712,11 @@ describe("socket:shutdown", function()
   it("wakes a send waiting on the queue, which then gets closed", function()
     pair(function(s, c)
       local r
-      glisten.spawn(function() r = { c:send(H.stream(1, 16 * 1024 * 1024)) } end)
-      glisten.sleep(0.1) -- it waits: nobody reads
+      local data = H.stream(1, 16 * 1024 * 1024) -- made here: a long run of Lua is sliced
+      local before = written()
+      glisten.spawn(function() r = { c:send(data) } end)
+      -- once it has written, it waits: nobody reads
+      assert.truthy(H.wait_for(function() return written() > before end))
       assert.is_nil(r)
       assert.equal(1, c:shutdown("send"))
       H.wait_for(function() return r end)
