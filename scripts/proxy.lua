@@ -168,19 +168,22 @@ end
 
 function handler(msg, state)
   local up = state.up
-  if not up then return end
+  if not up or state.gone then return end -- what a vanished client left
   state.client_chunks = state.client_chunks + 1
   -- Waits while the upstream does not read. A wait gives up every CHECK
   -- seconds to see whether the client is still there: reset, or closed by
-  -- idle_timeout, it ends the wait, so with_close can run and close the
-  -- upstream. A failure (the upstream is gone) is the pump's to act on:
+  -- idle_timeout, it ends the wait, and what the client left buffered is
+  -- dropped, so with_close can run and close the upstream. A failure (the upstream is gone) is the pump's to act on:
   -- reading the same socket, it still relays what the upstream sent
   -- before it went.
   state.client_sending = true
   local n, err, taken = up:send(msg)
   local from = 1
   while not n and err == "timeout" do
-    if not state.socket:getpeername() then break end
+    if not state.socket:getpeername() then
+      state.gone = true
+      break
+    end
     from = from + taken
     n, err, taken = up:send(msg, from)
   end

@@ -1438,6 +1438,26 @@ static void test_shutdown_after_queue(void **state) {
   free(src);
 }
 
+/* A shutdown waiting behind output a peer never reads does not hold off
+ * a lingering close: the close comes at its deadline. */
+static void test_shutdown_then_linger_deadline(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  peer *q = &f->peers[0];
+  char *src = pattern(BIG);
+  shrink_buffers(c, q);
+  assert_int_equal(gl_conn_write(c, src, BIG), GL_OK);
+  assert_int_equal(gl_conn_shutdown(c), GL_OK);
+  gl_conn_close(c, GL_CLOSE_LOCAL, IDLE);
+  assert_int_equal(p->close_calls, 0);
+  wait_closed(f, p);
+  assert_int_equal(p->reason, GL_CLOSE_LOCAL);
+  assert_true(p->close_queued > 0);
+  assert_all_closed(f);
+  free(src);
+}
+
 /* A closing connection and one whose peer reset refuse it. */
 static void test_shutdown_refused(void **state) {
   fixture *f = *state;
@@ -1502,6 +1522,7 @@ int main(void) {
       T(test_want_drain),
       T(test_shutdown_now),
       T(test_shutdown_after_queue),
+      T(test_shutdown_then_linger_deadline),
       T(test_shutdown_refused),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
