@@ -291,6 +291,15 @@ describe("socket:receive", function()
     end)
   end)
 
+  it("takes a negative timeout of its own as none, over the socket's", function()
+    pair(function(s, c)
+      s:settimeout(0.01) -- the socket's: would give up long before the line
+      glisten.spawn(function() glisten.sleep(0.3); c:send("late\n") end)
+      assert.equal("late", s:receive("*l", -1))
+      assert.same({ nil, "timeout", "" }, { s:receive("*l") }) -- the socket's again
+    end)
+  end)
+
   it("raises on a NaN timeout instead of waiting forever", function()
     pair(function(s, c)
       local nan = 0 / 0
