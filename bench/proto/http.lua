@@ -44,14 +44,6 @@ local function all(ctx, pid, port)
   return r
 end
 
--- Runs fn(pid, port), stopping the server after.
-local function against(ctx, pid, port, fn)
-  local ok, r = pcall(fn, pid, port)
-  ctx.stop(pid)
-  if not ok then error(r, 0) end
-  return r
-end
-
 -- nginx's configuration in ctx.tmp, every path it writes under ctx.tmp, so
 -- it runs as any user.
 local function nginx_conf(ctx, port)
@@ -87,9 +79,9 @@ function M.round(ctx)
   local port = ctx.free_port()
   local dir = nginx_conf(ctx, port)
   local pid = ctx.start(("nginx -p %s -e %s/e.log -c %s/nginx.conf"):format(dir, dir, dir), port)
-  local ref = against(ctx, pid, port, function(p, o) return all(ctx, p, o) end)
+  local ref = ctx.against(pid, port, function(p, o) return all(ctx, p, o) end)
   local gpid, gport = ctx.start_glisten("scripts/http.lua")
-  local gl = against(ctx, gpid, gport, function(p, o) return all(ctx, p, o) end)
+  local gl = ctx.against(gpid, gport, function(p, o) return all(ctx, p, o) end)
   local r = {}
   for k, v in pairs(ref) do r[k] = { ref = v, glisten = gl[k] } end
   return r

@@ -58,25 +58,17 @@ local function all(ctx, pid, port)
   return r
 end
 
--- Runs fn(pid, port) against a server started by start(), stopping it after.
-local function against(ctx, pid, port, fn)
-  local ok, r = pcall(fn, pid, port)
-  ctx.stop(pid)
-  if not ok then error(r, 0) end
-  return r
-end
-
 function M.round(ctx)
   local port = ctx.free_port()
   local pid = ctx.start(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize no")
     :format(port), port)
-  local ref = against(ctx, pid, port, function(p, o) return all(ctx, p, o) end)
+  local ref = ctx.against(pid, port, function(p, o) return all(ctx, p, o) end)
   for _, t in ipairs{ "SET", "GET" } do
     ref[t .. "_SHARED"], ref[t .. "_SHARED_CPU"] = ref[t], ref[t .. "_CPU"]
   end
 
   local gpid, gport = ctx.start_glisten("scripts/resp.lua")
-  local gl = against(ctx, gpid, gport, function(p, o) return all(ctx, p, o) end)
+  local gl = ctx.against(gpid, gport, function(p, o) return all(ctx, p, o) end)
 
   -- the same script with its keys in glisten.shared, through a wrapper
   local wrapper = ctx.tmp .. "/resp_shared.lua"
@@ -85,7 +77,7 @@ function M.round(ctx)
     ctx.sh("pwd"):gsub("%s+$", "") .. "/scripts/resp.lua"))
   f:close()
   local spid, sport = ctx.start_glisten(wrapper)
-  against(ctx, spid, sport, function(p, o)
+  ctx.against(spid, sport, function(p, o)
     for _, t in ipairs{ "SET", "GET" } do gl[t .. "_SHARED"], gl[t .. "_SHARED_CPU"] = one(ctx, p, o, t, false) end
   end)
 
