@@ -494,6 +494,7 @@ int gl_conn_write(gl_conn *c, const char *p, size_t n) {
 long gl_conn_write_some(gl_conn *c, const char *p, size_t n) {
   long w = write_direct(c, p, n);
   size_t rest, room;
+  if (w == (long)n) return w; /* all written: the common case */
   if (w < 0) return w;
   rest = n - (size_t)w;
   room = c->out_max > c->out.len ? c->out_max - c->out.len : 0;

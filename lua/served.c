@@ -34,12 +34,15 @@
  * time, with_message for each message and handler for each chunk of input,
  * until nothing is left. Sets s->idle when the connection may get more to
  * do, and clears it once the connection is over (with_close comes next). A
- * callback may wait: the continuation carries on after it. */
+ * callback may wait: the continuation carries on after it.
+ * Stack: conn_run's argument, and nothing else between callbacks: a call
+ * takes all that was pushed for it, returns nothing, and a continuation
+ * finds the stack as it was below the function; so no lua_settop per
+ * message. */
 static int conn_k(lua_State *L, int status, lua_KContext ctx) {
   lg_socket *s = (lg_socket *)ctx;
   lg_server *sv = s->server;
   (void)status;
-  lua_settop(L, 0);
   if (!s->started && sv) {
     s->started = 1;
     if (sv->cb[LG_CB_INIT] != LUA_NOREF) {
@@ -82,7 +85,6 @@ static int conn_k(lua_State *L, int status, lua_KContext ctx) {
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->sref);
     lua_callk(L, 2, 0, ctx, conn_k);
-    lua_settop(L, 0);
   }
   s->idle = 0;
   return 0;

@@ -312,9 +312,10 @@ static void take(lua_State *L, lg_socket *s, size_t push, size_t consume) {
   if (c->in_max != s->in_base) want_input(s, 0);
 }
 
-/* The next message under s's packet mode: as lg_socket_next, but at the
- * end of input too a message must be whole. */
-static int next_message(lua_State *L, lg_socket *s) {
+/* The next message under s's packet mode, as lg_socket_next says; but
+ * for last_line 0 (receive), at the end of input too a message must be
+ * whole. */
+static int next_message(lua_State *L, lg_socket *s, int last_line) {
   gl_conn *c = s->conn;
   const char *p = gl_buf_head(&c->in);
   size_t len = c->in.len;
@@ -343,22 +344,19 @@ static int next_message(lua_State *L, lg_socket *s) {
   s->need = f.size;
   /* room for the whole message: a line fits in_base (frame.h) */
   if (f.size > c->in_max) want_input(s, f.size);
-  return 0;
+  if (!last_line || !s->eof || s->packet != LG_PACKET_LINE || !len) return 0;
+  take(L, s, len, len); /* a last, unended line */
+  return 1;
 }
 
 int lg_socket_next(lua_State *L, lg_socket *s) {
-  int r;
   if (s->packet == LG_PACKET_RAW) { /* the common case, first */
     size_t n = s->conn->in.len;
     if (!n) return 0;
     take(L, s, n, n);
     return 1;
   }
-  r = next_message(L, s);
-  if (r || !s->eof || s->packet != LG_PACKET_LINE || !s->conn->in.len)
-    return r;
-  take(L, s, s->conn->in.len, s->conn->in.len); /* a last, unended line */
-  return 1;
+  return next_message(L, s, 1);
 }
 
 /* [-0, +(0|1|2|3), m] Completes a receive if it can: pushes its results and
@@ -407,7 +405,7 @@ static int try_receive(lua_State *L, lg_socket *s, int mode, size_t n,
       want_input(s, n);
       break;
     case RCV_ANY:
-      switch (next_message(L, s)) {
+      switch (next_message(L, s, 0)) {
         case 1: return 1;
         case -1: return lg_fail(L, LG_FAIL_TOO_LONG, NULL);
       }
@@ -721,9 +719,10 @@ static int sock_send(lua_State *L) {
   size_t len;
   const char *data;
   lua_Integer first = 1, i = 1, j;
+  int top = lua_gettop(L);
   /* the common cases: all of data, or two or more strings, to an open
    * socket with little queued */
-  if (lua_gettop(L) == 2 && (data = lua_tolstring(L, 2, &len)) != NULL) {
+  if (top == 2 && (data = lua_tolstring(L, 2, &len)) != NULL) {
     s = push_handle(L, 1); /* 3, left there: the results go on top */
     if (s->conn && gl_conn_queued(s->conn) <= s->high_water && !s->writer) {
       long r = gl_conn_write_some(s->conn, data, len);
@@ -737,11 +736,11 @@ static int sock_send(lua_State *L) {
     lua_replace(L, 1);
     j = (lua_Integer)len;
   } else if (lua_type(L, 3) == LUA_TSTRING) { /* pieces, not a byte range */
-    int n = lua_gettop(L) - 1, k;
+    int n = top - 1, most = n < SEND_PIECES ? n : SEND_PIECES, k;
     struct iovec iov[SEND_PIECES];
     size_t total = 0;
     s = push_handle(L, 1); /* n + 2, left there: the result goes on top */
-    for (k = 0; k < n && k < SEND_PIECES; k++) { /* a number: converted */
+    for (k = 0; k < most; k++) { /* a number: converted */
       iov[k].iov_base = (void *)lua_tolstring(L, k + 2, &iov[k].iov_len);
       if (!iov[k].iov_base) break; /* neither: raises below */
       total += iov[k].iov_len;

@@ -506,6 +506,94 @@ static void test_write_some_takes_what_fits(void **state) {
   free(src);
 }
 
+/* The pieces of all[0..n) from stream offset off on, in out; returns how
+ * many there are. */
+static int pieces_from(const struct iovec *all, int n, size_t off,
+                       struct iovec *out) {
+  int k = 0;
+  for (int i = 0; i < n; i++) {
+    if (off >= all[i].iov_len) {
+      off -= all[i].iov_len;
+      continue;
+    }
+    out[k].iov_base = (char *)all[i].iov_base + off;
+    out[k++].iov_len = all[i].iov_len - off;
+    off = 0;
+  }
+  return k;
+}
+
+/* gl_conn_writev_some with nothing queued: one write takes every piece, an
+ * empty one included; the peer gets them in order. */
+static void test_writev_direct(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  peer *q = &f->peers[0];
+  struct iovec iov[4] = {{"ab", 2}, {"", 0}, {"cdef", 4}, {"g", 1}};
+  assert_int_equal(gl_conn_writev_some(c, iov, 4), 7);
+  assert_int_equal(gl_conn_queued(c), 0);
+  assert_null(c->out.data);
+  assert_int_equal(f->stats.bytes_out, 7);
+  peer_expect(q, "abcdefg", 7);
+  assert_int_equal(gl_conn_writev_some(c, iov + 2, 1), 4); /* one piece */
+  assert_int_equal(gl_conn_writev_some(c, iov + 1, 1), 0); /* nothing */
+  peer_expect(q, "cdef", 4);
+  assert_int_equal(f->stats.bytes_out, 11);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  assert_all_closed(f);
+}
+
+/* A socket that takes only part of the pieces: the rest of the piece it
+ * stopped in and the pieces after it are queued up to out_max, and the
+ * count says how much was taken; going on from there, every byte arrives
+ * once, in order, whatever the pieces' sizes. */
+static void test_writev_takes_what_fits(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  peer *q = &f->peers[0];
+  char *src = pattern(BIG);
+  size_t cut[] = {1, 1000, 0, BIG / 2, 3}, at = 0, sent;
+  struct iovec all[6], iov[6];
+  int n = 0;
+  for (size_t i = 0; i < sizeof cut / sizeof *cut; i++, n++) {
+    all[n].iov_base = src + at;
+    all[n].iov_len = cut[i];
+    at += cut[i];
+  }
+  all[n].iov_base = src + at;
+  all[n++].iov_len = BIG - at;
+  shrink_buffers(c, q);
+  c->out_max = 100000;
+
+  long r = gl_conn_writev_some(c, all, n);
+  assert_true(r > 0 && (size_t)r < BIG);
+  assert_int_equal(gl_conn_queued(c), c->out_max); /* full, not past it */
+  assert_int_equal(f->stats.bytes_out + gl_conn_queued(c), (size_t)r);
+  sent = (size_t)r;
+  int k = pieces_from(all, n, sent, iov);
+  assert_int_equal(gl_conn_writev_some(c, iov, k), 0);
+
+  ev_io_start(f->loop, &q->io);
+  while (sent < BIG) {
+    size_t want = sent - gl_conn_queued(c) + 1; /* one more byte arrives */
+    wait_peer_got(f, q, want < sent ? want : sent);
+    k = pieces_from(all, n, sent, iov);
+    r = gl_conn_writev_some(c, iov, k);
+    assert_true(r >= 0);
+    assert_true(gl_conn_queued(c) <= c->out_max);
+    sent += (size_t)r;
+  }
+  wait_peer_got(f, q, BIG);
+  assert_int_equal(q->got, BIG);
+  assert_false(q->bad);
+  assert_int_equal(gl_conn_queued(c), 0);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+  if (!run_until(f->loop, peer_done, q, WAIT_S)) fail_msg("peer: no EOF");
+  assert_int_equal(q->got, BIG);
+  assert_all_closed(f);
+  free(src);
+}
+
 /* A peer that does not read makes writes queue; the queue never passes
  * out_max (-ENOBUFS, nothing queued); once the peer reads, every accepted
  * byte arrives in order and writes go direct again. */
@@ -797,6 +885,34 @@ static void test_last_words_survive_a_failed_write(void **state) {
   wait_ended(f, p);
   assert_int_equal(p->got_len, 11);
   assert_memory_equal(p->got, "last words\n", 11);
+  assert_all_closed(f);
+}
+
+/* Pieces to a socket that is shut or whose peer reset: refused, nothing
+ * queued. */
+static void test_writev_refused(void **state) {
+  fixture *f = *state;
+  gl_conn *c = open_conn(f, 0);
+  probe *p = &f->probes[0];
+  struct iovec iov[2] = {{"ab", 2}, {"c", 1}};
+  assert_int_equal(gl_conn_shutdown(c), GL_OK);
+  assert_int_equal(gl_conn_writev_some(c, iov, 2), -EPIPE);
+  assert_int_equal(gl_conn_queued(c), 0);
+  gl_conn_close(c, GL_CLOSE_LOCAL, 0);
+
+  c = open_conn(f, 1);
+  p = &f->probes[1];
+  gl_conn_read(c, 0);
+  int fd = c->fd;
+  peer_reset(&f->peers[1]);
+  assert_true(wait_fd(fd, POLLIN, WAIT_MS) & (POLLIN | POLLERR | POLLHUP));
+  long r = gl_conn_writev_some(c, iov, 2);
+  assert_true(r == -ECONNRESET || r == -EPIPE);
+  assert_true(c->flags & GL_CONN_WDEAD);
+  assert_int_equal(gl_conn_writev_some(c, iov, 2), r);
+  assert_int_equal(gl_conn_queued(c), 0);
+  gl_conn_read(c, 1);
+  wait_ended(f, p);
   assert_all_closed(f);
 }
 
@@ -1497,6 +1613,9 @@ int main(void) {
       T(test_write_direct),
       T(test_write_queues_and_refuses),
       T(test_write_some_takes_what_fits),
+      T(test_writev_direct),
+      T(test_writev_takes_what_fits),
+      T(test_writev_refused),
       T(test_drain_at_low_water),
       T(test_linger_flushes),
       T(test_linger_deadline),
