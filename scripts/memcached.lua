@@ -11,6 +11,12 @@
 -- [noreply]; version; verbosity; stats (and "stats reset"); quit. Many
 -- commands may arrive in one read (pipelining); the replies go out in order.
 --
+-- packet = "line": glisten cuts the input into command lines (in C), and
+-- handler gets one per call; a storage command's data block, which may
+-- hold any bytes, is read inside handler with receive(bytes + 2), which
+-- takes exactly that many bytes whatever the packet mode. Replies go out as
+-- pieces (sock:send(a, b, c), or a table), not joined into a new string.
+--
 -- Limits, as memcached's defaults: a key of at most 250 bytes; a value of at
 -- most 1 MiB less 1 KiB (MAX_VALUE: the rest of memcached's 1 MiB item is
 -- its key and header), a larger one is refused with "SERVER_ERROR object
@@ -18,8 +24,11 @@
 -- 64 MiB in all (the MEMCACHED_MEMORY_MB environment variable sets another
 -- figure), past which the items stored longest ago and not read since are
 -- evicted (memcached's LRU, approximated by a clock); a command line of at
--- most 64 KiB (max_line): a longer one gets "CLIENT_ERROR line too long"
--- and the connection is closed, as memcached closes it.
+-- most 64 KiB (max_line): a longer one closes the connection without a
+-- reply, as memcached 1.6 closes one whose over-long line is not a get
+-- (memcached reads a get of any length; here a get is bounded too). A
+-- last command line the peer ends with its close instead of "\r\n" is
+-- still run (glisten hands it to handler), where memcached ignores it.
 --
 -- Expiry: exptime 0 never expires, up to 30 days (2592000) is seconds from
 -- now, more is a Unix time, negative is expired at once. Expired items are
@@ -53,15 +62,18 @@ if not MAX_BYTES or MAX_BYTES < 1 then
   error("MEMCACHED_MEMORY_MB must be a number of MiB, 1 or more", 0)
 end
 MAX_BYTES = math.floor(MAX_BYTES * 1024 * 1024)
-local ITEM_COST = 96 -- bytes counted per item besides its key and block
+local ITEM_COST = 96 -- bytes counted per item besides its key, VALUE line and data
 local MAX_RELATIVE = 60 * 60 * 24 * 30 -- exptimes past this are Unix times
 
--- The items. Each is { block, expiry, cas, key, hot }: block is the whole
--- reply to a get of that one key, "VALUE <key> <flags> <bytes>\r\n<data>
--- \r\nEND\r\n", made once when the item is stored, so a get sends it as it
--- is; expiry is 0 (never) or a time as glisten.now() counts; cas is its
--- unique 64-bit number; hot is set by every get and cleared by the clock.
-local BLOCK <const>, EXPIRY <const>, CAS <const>, KEY <const>, HOT <const> = 1, 2, 3, 4, 5
+-- The items. Each is { head, data, expiry, cas, key, hot }: head is the
+-- line a get answers with, "VALUE <key> <flags> <bytes>\r\n", made once
+-- when the item is stored; data is the data block with its "\r\n", the
+-- very string receive returned, so a get sends head, data and "END\r\n" as
+-- they are and a set copies its value nowhere; expiry is 0 (never) or a
+-- time as glisten.now() counts; cas is its unique 64-bit number; hot is set
+-- by every get and cleared by the clock.
+local HEAD <const>, DATA <const>, EXPIRY <const>, CAS <const>, KEY <const>, HOT <const> =
+  1, 2, 3, 4, 5, 6
 local items = {}
 -- The items in the order they were stored, oldest at ring[head], for
 -- eviction; an entry whose item was replaced or deleted since is skipped.
@@ -95,12 +107,13 @@ reset_counters()
 local STORED, NOT_STORED, EXISTS, NOT_FOUND = "STORED\r\n", "NOT_STORED\r\n",
   "EXISTS\r\n", "NOT_FOUND\r\n"
 local END, ERROR, CRLF = "END\r\n", "ERROR\r\n", "\r\n"
+local VERSION_LINE = "VERSION " .. VERSION .. CRLF
 local BAD_FORMAT = "CLIENT_ERROR bad command line format\r\n"
 local BAD_CHUNK = "CLIENT_ERROR bad data chunk\r\n"
 local BAD_EXPTIME = "CLIENT_ERROR invalid exptime argument\r\n"
 local TOO_LARGE = "SERVER_ERROR object too large for cache\r\n"
 
-local function cost(it) return #it[BLOCK] + #it[KEY] + ITEM_COST end
+local function cost(it) return #it[HEAD] + #it[DATA] + #it[KEY] + ITEM_COST end
 
 -- Forgets the item it stored under key.
 local function unlink(key, it)
@@ -158,10 +171,11 @@ local function compact()
   ring, head, tail = fresh, 1, n
 end
 
--- Stores a new item under key, in place of any other.
-local function link(key, block, exp)
+-- Stores a new item under key, in place of any other: its VALUE line, its
+-- data with "\r\n", its expiry.
+local function link(key, value_line, data, exp)
   cas_seq = cas_seq + 1
-  local it = { block, exp, cas_seq, key, false }
+  local it = { value_line, data, exp, cas_seq, key, false }
   local old = items[key]
   if old then
     used = used - cost(old)
@@ -177,17 +191,14 @@ local function link(key, block, exp)
   if tail - head > 2 * curr_items + 1024 then compact() end
 end
 
--- The block of a get: the header line, the data and its "\r\n", and END;
--- bytes, the data's length in decimal, if the caller has it.
-local function block(key, flags, data_crlf, bytes)
-  return "VALUE " .. key .. " " .. flags .. " " .. (bytes or #data_crlf - 2) .. CRLF .. data_crlf .. END
+-- The head line of an item: flags and bytes (the data's length) in decimal.
+local function header(key, flags, bytes)
+  return "VALUE " .. key .. " " .. flags .. " " .. bytes .. CRLF
 end
 
--- The parts of an item's block: flags (a string), the data.
+-- The parts of an item: flags (a string), the data without its "\r\n".
 local function unpack_item(it)
-  local b = it[BLOCK]
-  local flags, hend = match(b, "^VALUE [^ ]+ (%d+) %d+\r\n()")
-  return flags, sub(b, hend, -8)
+  return match(it[HEAD], "^VALUE [^ ]+ (%d+) "), sub(it[DATA], 1, -3)
 end
 
 -- The expiry time of exptime e (an integer), as items keep it.
@@ -255,8 +266,17 @@ local commands = {}
 local function storage(mode)
   local is_cas = mode == "cas"
   return function(sock, line, at)
-    local key, flags, exptime, bytes, rest =
-      match(line, "^ +([^ ]+) +(%d+) +(%-?%d+) +(%d+) *(.-) *$", at)
+    -- one space before the key, as clients write it: the key is found with
+    -- a plain find, not a character class tried on each of its bytes
+    local key, flags, exptime, bytes, rest
+    local k = find(line, " ", at + 1, true)
+    if k and k > at + 1 then
+      flags, exptime, bytes, rest = match(line, "^(%d+) +(%-?%d+) +(%d+) *(.-) *$", k + 1)
+      if flags then key = sub(line, at + 1, k - 1) end
+    end
+    if not key then -- any other spacing
+      key, flags, exptime, bytes, rest = match(line, "^ +([^ ]+) +(%d+) +(%-?%d+) +(%d+) *(.-) *$", at)
+    end
     local unique, noreply
     if key and rest ~= "" then -- cas's unique, noreply, or a word memcached ignores
       if is_cas then
@@ -290,13 +310,16 @@ local function storage(mode)
         local old = items[key]
         if old then unlink(key, old) end
       end
-      if not swallow(sock, n + 2) then return false end
-      if not noreply then return sock:send(TOO_LARGE) end
+      -- a peer gone meanwhile ends the connection after this handler
+      if swallow(sock, n + 2) and not noreply then return sock:send(TOO_LARGE) end
       return
     end
-    local data, err = sock:receive(n + 2)
-    if not data then return false, err end
-    if sub(data, -2) ~= CRLF then
+    -- the data block and its "\r\n"; nil when the peer went away first,
+    -- and nothing is stored
+    local data = sock:receive(n + 2)
+    if not data then return end
+    local cr, lf = byte(data, -2, -1)
+    if cr ~= 13 or lf ~= 10 then
       if not noreply then return sock:send(BAD_CHUNK) end
       return
     end
@@ -305,13 +328,13 @@ local function storage(mode)
     if #bytes > 1 and byte(bytes) == 48 then bytes = tostring(n) end
     local reply = STORED
     if mode == "set" then
-      link(key, block(key, flags, data, bytes), expiry(e))
+      link(key, header(key, flags, bytes), data, expiry(e))
     else
       local it = live(key)
       if mode == "add" then
-        if it then reply = NOT_STORED else link(key, block(key, flags, data, bytes), expiry(e)) end
+        if it then reply = NOT_STORED else link(key, header(key, flags, bytes), data, expiry(e)) end
       elseif mode == "replace" then
-        if it then link(key, block(key, flags, data, bytes), expiry(e)) else reply = NOT_STORED end
+        if it then link(key, header(key, flags, bytes), data, expiry(e)) else reply = NOT_STORED end
       elseif mode == "cas" then
         if not it then
           reply = NOT_FOUND
@@ -320,19 +343,20 @@ local function storage(mode)
           reply = EXISTS
           counters.cas_badval = counters.cas_badval + 1
         else
-          link(key, block(key, flags, data, bytes), expiry(e))
+          link(key, header(key, flags, bytes), data, expiry(e))
           counters.cas_hits = counters.cas_hits + 1
         end
       elseif not it then -- append, prepend
         reply = NOT_STORED
       else -- the item keeps its flags and expiry
         local oflags, odata = unpack_item(it)
-        if #odata + n > MAX_VALUE then
+        local size = #odata + n
+        if size > MAX_VALUE then
           reply = NOT_STORED -- as memcached, which cannot allocate it
         elseif mode == "append" then
-          link(key, block(key, oflags, odata .. data), it[EXPIRY])
+          link(key, header(key, oflags, size), odata .. data, it[EXPIRY])
         else
-          link(key, block(key, oflags, sub(data, 1, n) .. odata .. CRLF), it[EXPIRY])
+          link(key, header(key, oflags, size), sub(data, 1, n) .. it[DATA], it[EXPIRY])
         end
       end
     end
@@ -344,8 +368,10 @@ for _, mode in ipairs { "set", "add", "replace", "append", "prepend", "cas" } do
 end
 
 -- get, gets, gat, gats: keys from position at; exp: a new expiry for gat.
--- The reply goes out in parts of about 256 KiB, so a get of many large
--- values never holds them all in one string.
+-- The reply is a table of pieces (each item's head and data, then END),
+-- which send writes without joining them when there are at most 64; it
+-- goes out in parts of about 256 KiB, so a get of many large values never
+-- holds them all in one string.
 local function retrieve(sock, line, at, with_cas, exp)
   local pos = at
   while true do -- a key too long is the whole reply, before any part goes
@@ -378,31 +404,29 @@ local function retrieve(sock, line, at, with_cas, exp)
         it[EXPIRY] = exp
         counters.touch_hits = counters.touch_hits + 1
       end
-      local b = it[BLOCK]
+      local data = it[DATA]
       if with_cas then
-        local h = find(b, CRLF, 1, true)
-        n = n + 1
-        out[n] = sub(b, 1, h - 1) .. " " .. u64str(it[CAS]) .. sub(b, h, -6)
+        out[n + 1] = sub(it[HEAD], 1, -3) .. " " .. u64str(it[CAS]) .. CRLF
       else
-        n = n + 1
-        out[n] = sub(b, 1, -6)
+        out[n + 1] = it[HEAD]
       end
-      size = size + #out[n]
+      out[n + 2] = data
+      n = n + 2
+      size = size + #data
       if size > 256 * 1024 then
-        if not sock:send(concat(out, "", 1, n)) then return end
-        n, size = 0, 0
+        if not sock:send(out) then return end
+        out, n, size = {}, 0, 0
       end
     else
       get_misses = get_misses + 1
       if exp then counters.touch_misses = counters.touch_misses + 1 end
     end
   end
-  n = n + 1
-  out[n] = END
-  return sock:send(concat(out, "", 1, n))
+  out[n + 1] = END
+  return sock:send(out)
 end
 
--- A get of one key: the common case, with no table and no copy.
+-- A get of one key: the common case, three pieces with no table and no copy.
 local function get_one(sock, key)
   if #key > MAX_KEY then return sock:send(BAD_FORMAT) end
   cmd_get = cmd_get + 1
@@ -412,7 +436,7 @@ local function get_one(sock, key)
     if exp == 0 or exp > now() then
       get_hits = get_hits + 1
       it[HOT] = true
-      return sock:send(it[BLOCK])
+      return sock:send(it[HEAD], it[DATA], END)
     end
     unlink(key, it)
     counters.get_expired = counters.get_expired + 1
@@ -509,7 +533,7 @@ local function arith(is_incr)
             v = v - delta
           end
           local s = u64str(v)
-          link(key, block(key, flags, s .. CRLF), it[EXPIRY])
+          link(key, header(key, flags, #s), s .. CRLF, it[EXPIRY])
           counters[hits] = counters[hits] + 1
           reply = s .. CRLF
         end
@@ -582,7 +606,7 @@ function commands.flush_all(sock, line, at)
 end
 
 function commands.version(sock)
-  return sock:send("VERSION " .. VERSION .. CRLF)
+  return sock:send(VERSION_LINE)
 end
 
 function commands.verbosity(sock, line, at)
@@ -625,36 +649,31 @@ function commands.stats(sock, line, at)
   return sock:send(concat(out, CRLF))
 end
 
-function commands.quit() return false end
+function commands.quit(sock) return sock:close() end
 
--- One command line: dispatches on its first word. Returns false when the
--- connection is to end (quit, or the peer went away inside a data block).
-local function command(sock, line)
-  local key = match(line, "^get ([^ ]+)$") -- the commonest line, in one match
-  if key then return get_one(sock, key) end
+-- One command line, without its end of line: dispatches on its first word.
+-- The commands after it wait until it is done, data block included.
+local function handler(line, state)
+  local sock = state.socket
+  -- the commonest line, "get <key>", found with plain finds (a pattern
+  -- would try a character class on each byte of the key)
+  if find(line, "get ", 1, true) == 1 and #line > 4 and not find(line, " ", 5, true) then
+    return get_one(sock, sub(line, 5))
+  end
   local name, at = match(line, "^ *([^ ]+)()")
-  local f = commands[name]
+  local f = commands[name] -- name is nil on an empty line: no command
   if not f then return sock:send(ERROR) end
   return f(sock, line, at)
 end
 
 return {
-  with_init = function(state)
-    local sock = state.socket
+  packet = "line",
+  max_line = 64 * 1024, -- the longest command line (a get of many keys)
+  handler = handler,
+  with_init = function()
     counters.curr_connections = counters.curr_connections + 1
     counters.total_connections = counters.total_connections + 1
-    while true do
-      local line, err = sock:receive("*l")
-      if not line then
-        if err == "too long" then sock:send("CLIENT_ERROR line too long\r\n") end
-        break
-      end
-      if command(sock, line) == false then break end
-    end
-    sock:close()
   end,
-  handler = function() end, -- every byte is read by with_init
-  max_line = 64 * 1024, -- the longest command line (a get of many keys)
   with_close = function()
     counters.curr_connections = counters.curr_connections - 1
   end,
