@@ -297,3 +297,15 @@ void lg_watch_set(lg_rt *rt, double slice, double limit) {
   pthread_mutex_unlock(&mu);
   need(rt);
 }
+
+int lg_watch_pcall(lg_rt *rt, int nargs, int nres) {
+  lg_watch *w = rt->watch;
+  lua_State *L = rt->L;
+  int st;
+  if (!w || atomic_load_explicit(&w->current, memory_order_relaxed))
+    return lua_pcall(L, nargs, nres, 0);
+  lg_watch_begin(w, L, 0);
+  st = lua_pcall(L, nargs, nres, 0); /* restores the hooks a raise stopped */
+  lg_watch_end(w, 0);
+  return st;
+}

@@ -90,4 +90,12 @@ void lg_watch_thread(lg_rt *rt);
 /* Sets rt's callback_slice and max_callback_time (seconds; 0: off). */
 void lg_watch_set(lg_rt *rt, double slice, double limit);
 
+/* [-(nargs + 1), +(nres | 1), -] lua_pcall(L, nargs, nres, 0) on rt's own
+ * state, watched as a run: for Lua that the runtime calls outside any fiber
+ * (tls.sni and tls.alpn functions, inside a handshake). Such a run cannot
+ * yield, so callback_slice does not cut it; past max_callback_time it
+ * raises LG_TOO_LONG, which this pcall returns as its error. Inside a
+ * watched run (a fiber's), it is a plain pcall, the outer run watched. */
+int lg_watch_pcall(lg_rt *rt, int nargs, int nres);
+
 #endif

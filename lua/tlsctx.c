@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "options.h"
+#include "preempt.h"
 #include "gl.h"
 #include "proxyio.h"
 #include "runtime.h"
@@ -276,7 +277,7 @@ static int sni_hook(void *ud, const char *name, gl_tls **out) {
   lua_pushlightuserdata(L, f);
   lua_pushlightuserdata(L, (void *)name);
   f->rt->running++; /* no wait, loop or resume inside OpenSSL */
-  st = lua_pcall(L, 2, 1, 0);
+  st = lg_watch_pcall(f->rt, 2, 1);
   f->rt->running--;
   if (st != LUA_OK) {
     lg_log_flood(f->rt, &f->failed, "tls.sni: %s",
@@ -327,7 +328,7 @@ static int alpn_hook(void *ud, const unsigned char *in, unsigned inlen,
   lua_pushlightuserdata(L, (void *)in);
   lua_pushinteger(L, inlen);
   f->rt->running++; /* no wait, loop or resume inside OpenSSL */
-  st = lua_pcall(L, 3, 1, 0);
+  st = lg_watch_pcall(f->rt, 3, 1);
   f->rt->running--;
   if (st != LUA_OK) {
     lg_log_flood(f->rt, &f->failed, "tls.alpn: %s",

@@ -398,6 +398,38 @@ describe("serving TLS to openssl s_client", function()
     assert.equal(0, p:stop())
   end)
 
+  it("fails a handshake whose tls.sni or tls.alpn function runs past max_callback_time #openssl", function()
+    pki()
+    -- they run inside the handshake, where nothing yields: the limit raises
+    -- there, and the same worker goes on with the next handshake
+    local p = serve([[{ max_callback_time = 0.3, tls = { cert = C.cert, key = C.key,
+      sni = function(name)
+        note("sni " .. name)
+        if name == "loop.test" then while true do end end
+      end,
+      alpn = function(offered)
+        note("alpn " .. offered[1])
+        if offered[1] == "loop" then while true do end end
+        return offered[1]
+      end } }]])
+    for round = 1, 2 do -- the second: the limit still holds after a raise
+      local out = s_client(p.port, "-servername loop.test")
+      assert.is_nil(fields(out), out)
+      assert.equal(round, count(p, "^sni loop%.test$"))
+      out = s_client(p.port, "-verify_return_error -servername ok.test -alpn x")
+      assert.equal("x", fields(out).alpn, out)
+      assert.equal("ok.test", fields(out).server_name)
+      out = s_client(p.port, "-servername ok.test -alpn loop")
+      assert.is_nil(fields(out), out)
+      assert.equal(round, count(p, "^alpn loop$"))
+    end
+    assert.is_true(H.wait_for(function()
+      return p:stderr():match("tls%.sni: [^\n]*callback ran too long %(max_callback_time%)") ~= nil
+    end, LONG), p:stderr())
+    assert.equal(4, stats(p, "-servername ok.test").tls_failed)
+    assert.equal(0, p:stop())
+  end)
+
   it("serves curl over HTTPS, verified against the CA, with ALPN #openssl", function()
     pki()
     local p = serve([[{ tls = { cert = C.cert, key = C.key, alpn = { "http/1.1" } },
