@@ -76,9 +76,10 @@ http {
 end
 
 function M.round(ctx)
-  local port = ctx.free_port()
-  local dir = nginx_conf(ctx, port)
-  local pid = ctx.start(("nginx -p %s -e %s/e.log -c %s/nginx.conf"):format(dir, dir, dir), port)
+  local pid, port = ctx.start(function(p)
+    local dir = nginx_conf(ctx, p)
+    return ("nginx -p %s -e %s/e.log -c %s/nginx.conf"):format(dir, dir, dir)
+  end)
   local ref = ctx.against(pid, port, function(p, o) return all(ctx, p, o) end)
   local gpid, gport = ctx.start_glisten("scripts/http.lua")
   local gl = ctx.against(gpid, gport, function(p, o) return all(ctx, p, o) end)

@@ -60,8 +60,7 @@ return {
       local r, rc = {}, {}
       -- a fresh server of each kind per row: the sets of one row do not
       -- fill the other's
-      local port = ctx.free_port()
-      local pid = ctx.start(reference_cmd(ctx, port), port)
+      local pid, port = ctx.start(function(p) return reference_cmd(ctx, p) end)
       local ok, tps, per_cpu = pcall(load, ctx, pid, port, cfg)
       ctx.stop(pid)
       if ok and tps then

@@ -59,9 +59,9 @@ local function all(ctx, pid, port)
 end
 
 function M.round(ctx)
-  local port = ctx.free_port()
-  local pid = ctx.start(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize no")
-    :format(port), port)
+  local pid, port = ctx.start(function(p)
+    return ("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize no"):format(p)
+  end)
   local ref = ctx.against(pid, port, function(p, o) return all(ctx, p, o) end)
   for _, t in ipairs{ "SET", "GET" } do
     ref[t .. "_SHARED"], ref[t .. "_SHARED_CPU"] = ref[t], ref[t .. "_CPU"]
