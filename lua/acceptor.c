@@ -1,7 +1,9 @@
 /*
  * acceptor.c: a server's accepting, held to max_connections and to
  * max_connections_per_address. Both counts are the server's own, or its
- * pool's (lg_share), so the limits hold across workers.
+ * pool's (lg_share), so the limits hold across workers. Behind a proxy
+ * (proxy_protocol) a client is known only once its header is in: the
+ * prelude takes its place under max_connections_per_address then.
  */
 #include <string.h>
 #include <unistd.h>
@@ -9,19 +11,26 @@
 #include "served.h"
 #include "sock.h"
 
-/* A place for fd's client under max_connections_per_address: its IP
- * address, or on a Unix socket its user (gl_sock_peer_key). *addr is its
- * entry (NULL when there is no cap). Returns 0 when that client is at its
- * cap (or, unable to tell, out of memory). */
-static int per_address(lg_server *sv, int fd, gl_addr **addr) {
-  char key[64];
+int lg_server_take_address(lg_server *sv, const char *key, gl_addr **addr) {
   int full;
   *addr = NULL;
   if (!sv->o.max_connections_per_address || !sv->addrs) return 1;
-  if (gl_sock_peer_key(fd, key, sizeof key) != 0) return 1;
   *addr = gl_addrs_take(sv->addrs, key, strlen(key),
                         sv->o.max_connections_per_address, &full);
   return *addr != NULL;
+}
+
+/* A place for fd's client under max_connections_per_address, by its IP
+ * address, or on a Unix socket its user (gl_sock_peer_key); none yet
+ * behind a proxy (the prelude takes it once the header is in). */
+static int per_address(lg_server *sv, int fd, gl_addr **addr) {
+  char key[64];
+  *addr = NULL;
+  if (!sv->o.max_connections_per_address || !sv->addrs ||
+      sv->o.proxy_protocol)
+    return 1;
+  if (gl_sock_peer_key(fd, key, sizeof key) != 0) return 1;
+  return lg_server_take_address(sv, key, addr);
 }
 
 /* Takes a slot under max_connections (counted across a pool). */

@@ -4,7 +4,8 @@
  * that order, within handshake_timeout of its accept.
  *
  * A connection in its prelude holds its slot under max_connections (and
- * max_connections_per_address) and a gl_conn, but no socket object, state
+ * max_connections_per_address: behind a proxy, from when its header is
+ * in, counted by the client the header names) and a gl_conn, but no socket object, state
  * table or fiber: it costs the loop nothing while it waits, and Lua nothing
  * at all. When the prelude ends well the connection is handed to served.c
  * (lg_served_adopt), which runs with_init as for any other. When it fails
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "gl.h"
@@ -61,12 +63,35 @@ static void pre_done(lg_pre *p) {
   lg_served_adopt(sv, c, hdr, addr);
 }
 
+/* The client's place under max_connections_per_address, once the header
+ * says who it is: the address it carries, as getpeername() will give it
+ * (for a LOCAL or UNKNOWN header, or a Unix socket's address: the
+ * connection's own peer). Returns 0 when that client is at its cap. */
+static int client_place(lg_pre *p) {
+  const gl_proxy *h = p->hdr ? &p->hdr->h : NULL;
+  char key[64];
+  int port, fam;
+  if (!p->sv->o.max_connections_per_address || p->addr) return 1;
+  if (!h || h->command != GL_PROXY_PROXY ||
+      (h->family != AF_INET && h->family != AF_INET6) ||
+      gl_sock_addr_text(&h->src, h->src_len, key, sizeof key, &port, &fam) !=
+          GL_OK) {
+    if (gl_sock_peer_key(p->c->fd, key, sizeof key) != GL_OK) return 1;
+  }
+  return lg_server_take_address(p->sv, key, &p->addr);
+}
+
 /* A handshake ended well (conn.h reports it as on_drain): the header is
  * in, or TLS is up. */
 static void pre_drain(gl_conn *c) {
   lg_pre *p = c->data;
   if (p->phase == PRE_PROXY) {
     p->hdr = gl_proxyio_take(c);
+    if (!client_place(p)) { /* as at accept: refused, closed at once */
+      GL_STAT_ADD(p->sv->rt->stats.refused, 1);
+      gl_conn_close(c, GL_CLOSE_LOCAL, 0); /* counted: not a failure */
+      return;
+    }
     if (p->sv->tls && !p->sv->o.starttls) {
       p->phase = PRE_TLS;
       if (gl_tls_start(c, p->sv->tls, NULL) != GL_OK) {

@@ -26,6 +26,12 @@ void lg_served_adopt(lg_server *sv, gl_conn *c, void *proxy, gl_addr *addr);
 /* Gives back a slot under max_connections (and addr, when not NULL),
  * waking whoever waits for one, here or on another worker. */
 void lg_server_give_slot(lg_server *sv, gl_addr *addr);
+/* A place under max_connections_per_address for the client named by key
+ * (an IP address as text, or "uid:N"): *addr is its entry, NULL when sv has
+ * no cap. Returns 0 when that client is at its cap (or, unable to tell,
+ * out of memory). With proxy_protocol the acceptor takes none: the prelude
+ * takes it for the client the header names. */
+int lg_server_take_address(lg_server *sv, const char *key, gl_addr **addr);
 
 /* The prelude (prelude.c): what a connection goes through before its
  * script sees it. Starts it for fd; at its end lg_served_adopt, or the

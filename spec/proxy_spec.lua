@@ -88,8 +88,8 @@ OPTS.handler = function(chunk, state)
     if line == "who" then s:send(who(s))
     elseif line == "stats" then
       local st = glisten.stats()
-      s:send(("@stats connections=%d|tls_failed=%d|proxy_failed=%d|\n"):format(
-        st.connections, st.tls_failed, st.proxy_failed))
+      s:send(("@stats connections=%d|tls_failed=%d|proxy_failed=%d|refused=%d|\n"):format(
+        st.connections, st.tls_failed, st.proxy_failed, st.refused))
     elseif line == "bye" then s:close() return
     else s:send("@echo " .. hex(line) .. "\n") end
   end
@@ -347,6 +347,54 @@ describe("a connection without a good header", function()
     local _, lines = p:stderr():gsub("PROXY header refused", "")
     assert.is_true(lines >= 1 and lines < 20, p:stderr())
     assert.equal(1, count(p, "^init"))
+    assert.equal(0, p:stop())
+  end)
+
+  it("counts max_connections_per_address by the client the header names, not the proxy", function()
+    local p = serve("{ proxy_protocol = true, max_connections_per_address = 2 }")
+    local function client(header)
+      local c = send(p, header .. "who\n")
+      local line = c:receive("*l")
+      return c, line and fields(line)
+    end
+    local held = {}
+    for i = 1, 2 do -- two from one client, through the one proxy address
+      local c, w = client(v1("127.4.4.4", "127.0.0.1", 1000 + i, 2))
+      assert.equal("127.4.4.4", w and w.peer)
+      held[i] = c
+    end
+    local over = send(p, v1("127.4.4.4", "127.0.0.1", 1003, 2) .. "who\n")
+    H.assert_closed(over) -- its third: refused, as at accept without a proxy
+    over:close()
+    -- others behind the same proxy are served: by version 1 and 2, IPv6
+    local c, w = client(v1("127.5.5.5", "127.0.0.1", 1, 2))
+    assert.equal("127.5.5.5", w and w.peer)
+    held[#held + 1] = c
+    c, w = client(v2(1, 0x21, v2_inet(("\0"):rep(15) .. "\7", IPV6_LOOPBACK, 3, 4)))
+    assert.equal("::7", w and w.peer)
+    held[#held + 1] = c
+    -- a header without the client's address (UNKNOWN, LOCAL) counts under
+    -- the connection's own peer, the proxy
+    local unknown = {}
+    for i = 1, 2 do
+      c, w = client("PROXY UNKNOWN\r\n")
+      assert.equal("127.0.0.1", w and w.peer)
+      unknown[i] = c
+    end
+    over = send(p, v2(0, 0x00, "") .. "who\n")
+    H.assert_closed(over)
+    over:close()
+    for _, u in ipairs(unknown) do u:close() end
+    -- a place comes back when its connection ends
+    held[1]:close()
+    assert.is_true(H.wait_for(function() return count(p, "^close closed$") == 3 end, LONG))
+    c, w = client(v1("127.4.4.4", "127.0.0.1", 1004, 2))
+    assert.equal("127.4.4.4", w and w.peer)
+    held[1] = c
+    local st = stats(p)
+    assert.same({ 2, 0 }, { st.refused, st.proxy_failed })
+    assert.equal(8, count(p, "^init ")) -- the stats client's too
+    for _, h in ipairs(held) do h:close() end
     assert.equal(0, p:stop())
   end)
 
