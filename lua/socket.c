@@ -350,19 +350,10 @@ static int next_message(lua_State *L, lg_socket *s, int last_line) {
 }
 
 int lg_socket_next(lua_State *L, lg_socket *s) {
-  gl_conn *c = s->conn;
-  gl_frame f;
-  if (s->packet == LG_PACKET_RAW) { /* the common cases, first */
-    size_t n = c->in.len;
+  if (s->packet == LG_PACKET_RAW) { /* the common case, first */
+    size_t n = s->conn->in.len;
     if (!n) return 0;
     take(L, s, n, n);
-    return 1;
-  }
-  if (s->packet == LG_PACKET_LINE &&
-      gl_frame_line(gl_buf_head(&c->in), c->in.len, s->max_line, &f) ==
-          GL_FRAME_FOUND) { /* a whole line: what next_message would do */
-    take(L, s, f.len, f.size);
-    s->need = 0;
     return 1;
   }
   return next_message(L, s, 1);
