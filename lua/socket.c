@@ -429,23 +429,38 @@ static int try_receive(lua_State *L, lg_socket *s, int mode, size_t n,
   return 0;
 }
 
+/* The fiber L runs in, for a reader of s that check_reader let through: a
+ * served socket's owner (lg_current without the lookup), else as
+ * lg_current says. */
+static lg_fiber *reader(lua_State *L, lg_socket *s) {
+  return s->server ? s->owner : lg_current(L);
+}
+
+static int receive_k(lua_State *L, int status, lua_KContext ctx);
+
+/* A receive of mode (n: its count) until it completes: stack as for
+ * receive_k; why: how the last wait ended. */
+static int receive_run(lua_State *L, lg_socket *s, int mode, size_t n,
+                       int why) {
+  for (;;) {
+    int r = try_receive(L, s, mode, n, NULL, why == LG_WAKE_TIMEOUT);
+    if (r) return r;
+    why = lg_wait_in(L, reader(L, s), &s->rq, lua_tonumber(L, 4), receive_k);
+  }
+}
+
 static int receive_k(lua_State *L, int status, lua_KContext ctx) {
-  lg_socket *s = lua_touserdata(L, 1);
   size_t n = 0;
   int mode = pattern(L, 2, &n);
-  double deadline = lua_tonumber(L, 4);
-  int why = lg_woken(ctx), r;
   (void)status;
-  for (;;) {
-    r = try_receive(L, s, mode, n, NULL, why == LG_WAKE_TIMEOUT);
-    if (r) return r;
-    why = lg_wait(L, &s->rq, deadline, receive_k);
-  }
+  return receive_run(L, lua_touserdata(L, 1), mode, n, lg_woken(ctx));
 }
 
 /* [-0, +0, v] Raises unless L may receive on s now. */
 static void check_reader(lua_State *L, lg_socket *s) {
-  if (s->server && (!s->owner || lg_current(L) != s->owner))
+  /* L runs in the owner's fiber: its thread (lg_current, without the
+   * lookup) */
+  if (s->server && (!s->owner || s->owner->th != L))
     luaL_error(L, "socket %d is a served connection: only its own "
                   "callbacks can receive on it", (int)s->id);
   if (!lg_waitq_empty(&s->rq))
@@ -457,13 +472,12 @@ static void check_reader(lua_State *L, lg_socket *s) {
 static int sock_receive(lua_State *L) {
   lg_socket *s = lg_check_socket(L, 1);
   size_t n = 0;
-  double t;
-  pattern(L, 2, &n);
-  t = lg_opt_seconds(L, 3, s->timeout);
+  int mode = pattern(L, 2, &n);
+  double t = lg_opt_seconds(L, 3, s->timeout);
   check_reader(L, s);
   lua_settop(L, 3);
   lua_pushnumber(L, lg_deadline(s->rt, t));
-  return receive_k(L, LUA_OK, 0);
+  return receive_run(L, s, mode, n, LG_WAKE_NONE);
 }
 
 static int until_k(lua_State *L, int status, lua_KContext ctx) {
@@ -476,7 +490,7 @@ static int until_k(lua_State *L, int status, lua_KContext ctx) {
   for (;;) {
     r = try_receive(L, s, RCV_UNTIL, n, delim, why == LG_WAKE_TIMEOUT);
     if (r) return r;
-    why = lg_wait(L, &s->rq, deadline, until_k);
+    why = lg_wait_in(L, reader(L, s), &s->rq, deadline, until_k);
   }
 }
 

@@ -348,19 +348,32 @@ describe("socket:receive", function()
   end)
 
   it("lets only a served connection's own callbacks receive on it, whatever the load", function()
-    local err
+    local err, busy, own
     H.serving({
       handler = function(msg, state)
-        glisten.spawn(function()
-          err = select(2, pcall(state.socket.receive, state.socket, "*l"))
-        end)
-        state.socket:send("ok")
+        local sock = state.socket
+        if msg == "x" then -- after the callback: the connection is idle
+          glisten.spawn(function() err = select(2, pcall(sock.receive, sock, "*l")) end)
+          sock:send("ok")
+          return
+        end
+        -- while the callback waits: another fiber, and a coroutine of the
+        -- callback's own, are not the callback
+        glisten.spawn(function() busy = select(2, pcall(sock.receive, sock, "*l")) end)
+        own = select(2, coroutine.wrap(function() return pcall(sock.receive, sock, "*l") end)())
+        glisten.sleep(0.05)
+        sock:send(sock:receive(2)) -- the callback itself may
       end,
     }, function(srv)
       local c = H.connect(srv.port)
       c:send("x"); assert.equal("ok", c:receive(2))
       assert.is_true(H.wait_for(function() return err end))
       assert.matches("only its own callbacks can receive", err)
+      c:send("y")
+      assert.is_true(H.wait_for(function() return busy end))
+      c:send("ab"); assert.equal("ab", c:receive(2))
+      assert.matches("only its own callbacks can receive", busy)
+      assert.matches("only its own callbacks can receive", own)
       c:close()
     end)
   end)
