@@ -7,12 +7,12 @@
  * max_connections_per_address: behind a proxy, from when its header is
  * in, counted by the client the header names) and a gl_conn, but no
  * socket object, state table or fiber: it costs the loop nothing while it
- * waits, and Lua nothing at all. When the prelude ends well the connection is handed to served.c
- * (lg_served_adopt), which runs with_init as for any other. When it fails
- * (a bad or missing header, a refused handshake, the peer gone, the time
- * up, a shutdown) the connection closes without with_init or with_close,
- * is counted (stats tls_failed, proxy_failed) and logged at most once a
- * second with the peer and the reason.
+ * waits, and Lua nothing at all. When the prelude ends well the connection
+ * is handed to served.c (lg_served_adopt), which runs with_init as for any
+ * other. When it fails (a bad or missing header, a refused handshake, the
+ * peer gone, the time up, a shutdown) the connection closes without
+ * with_init or with_close, is counted (stats tls_failed, proxy_failed) and
+ * logged at most once a second with the peer and the reason.
  */
 #include <errno.h>
 #include <stdio.h>
